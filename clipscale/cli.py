@@ -1,0 +1,66 @@
+"""The `clipscale` command: a thin dispatcher over the stages' command modules.
+
+Each stage owns a small `cli` module that imports only the standard library at top level and
+exposes `register(subparsers)`, which adds its verbs and sets `handler` on each. Handlers turn the
+parsed arguments into keyword arguments for the library and import torch/open_clip lazily, so
+`clipscale --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from clipscale import __version__
+from clipscale.errors import ClipscaleError
+
+# Order is the order verbs appear in `clipscale --help`.
+STAGE_COMMAND_MODULES: tuple[str, ...] = (
+    "clipscale.study.cli",  # run, status, results, report, demo
+    "clipscale.train.cli",  # train
+    "clipscale.evals.cli",  # eval
+    "clipscale.fit.cli",  # fit, predict, reproduce
+    "clipscale.models.cli",  # models, flops
+    "clipscale.data.cli",  # data synth
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipscale",
+        description="Reproducible scaling-law studies of CLIP: train a grid, evaluate, fit, report.",
+    )
+    parser.add_argument("--version", action="version", version=f"clipscale {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    for module_name in STAGE_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # stage not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0 if args.verb is None else 2
+    try:
+        return int(handler(args) or 0)
+    except ClipscaleError as exc:
+        print(f"clipscale: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("clipscale: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

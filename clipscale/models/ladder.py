@@ -1,0 +1,65 @@
+"""The tiny ladder: open_clip CLIP configs small enough to train on a laptop CPU.
+
+Same structure as the paper's ViTs (ViT image tower, causal transformer text tower, width/64...
+heads of width 32), scaled down so that a grid of runs fits in minutes on 2 cores. Sizes come from
+../shared/design/tiny-scale-findings.md; GMACs span > 30x from tiny-S0 to tiny-S4. Text towers use
+the synthetic data's word vocabulary and a 32-token context, recorded in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from clipscale.data.synth.vocab import VOCABULARY
+
+IMAGE_SIZE = 32
+CONTEXT_LENGTH = 32
+HEAD_WIDTH = 32
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One ladder size: vision width/layers/patch, text width/layers, shared embedding dim."""
+
+    vision_width: int
+    vision_layers: int
+    patch_size: int
+    text_width: int
+    text_layers: int
+    embed_dim: int
+    lr: float  # a learning rate that worked at batch 128 (findings doc); studies may override
+
+
+LADDER: dict[str, Rung] = {
+    "tiny-S0": Rung(32, 1, 8, 32, 1, 32, lr=3e-3),
+    "tiny-S1": Rung(64, 2, 8, 64, 2, 64, lr=2e-3),
+    "tiny-S2": Rung(96, 3, 8, 96, 2, 96, lr=1e-3),
+    "tiny-S3": Rung(128, 4, 8, 128, 3, 128, lr=1e-3),
+    "tiny-S4": Rung(192, 4, 4, 192, 3, 192, lr=7e-4),
+}
+
+
+def ladder_config(name: str) -> dict[str, Any]:
+    """open_clip model config (the JSON open_clip's model_configs/ hold) for a ladder size."""
+    rung = LADDER[name]
+    cfg = {
+        "embed_dim": rung.embed_dim,
+        "vision_cfg": {
+            "image_size": IMAGE_SIZE,
+            "layers": rung.vision_layers,
+            "width": rung.vision_width,
+            "patch_size": rung.patch_size,
+            "head_width": HEAD_WIDTH,
+            "mlp_ratio": 4.0,
+        },
+        "text_cfg": {
+            "context_length": CONTEXT_LENGTH,
+            "vocab_size": len(VOCABULARY),
+            "width": rung.text_width,
+            "heads": max(1, rung.text_width // HEAD_WIDTH),
+            "layers": rung.text_layers,
+        },
+    }
+    return copy.deepcopy(cfg)

@@ -1,0 +1,17 @@
+"""Shared test set-up: fixtures live in one plugin module per stage, so stages don't collide."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+pytest_plugins = ["tests.fixtures_data", "tests.fixtures_train"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cpu_threads() -> None:
+    """Two cores in CI: keep torch from oversubscribing them."""
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))

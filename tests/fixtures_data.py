@@ -1,0 +1,1 @@
+"""Session fixtures (owned by the fixtures_data stage)."""
