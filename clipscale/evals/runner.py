@@ -1,0 +1,153 @@
+"""Run a suite on checkpoints: one strict-JSON record per (checkpoint, dataset, task).
+
+`evaluate_run` evaluates every `checkpoints/samples_*.pt` of a run directory, appends each record
+to `RUN_DIR/results.jsonl` as soon as it exists (an interrupted eval loses nothing) and skips the
+(checkpoint content hash, dataset, task) triples already there. Datasets are read once and their
+decoded pixels shared by all checkpoints; image features are computed once per checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipscale.errors import ClipscaleError
+from clipscale.evals.datasets import EvalDataset
+from clipscale.evals.embed import Embedder, PixelCache, file_sha256
+from clipscale.evals.registry import make_evaluator
+from clipscale.evals.suite import Job, Suite, load_suite
+from clipscale.io import append_jsonl, read_jsonl
+
+RESULTS_FILE = "results.jsonl"
+DoneKey = tuple[str, str, str]  # (checkpoint_hash, dataset, task)
+
+
+class DatasetStore:
+    """Loads each (dataset, split) once; a train split is attached as `dataset.train`."""
+
+    def __init__(self) -> None:
+        self._sets: dict[tuple[Any, str], EvalDataset] = {}
+        self.pixels = PixelCache()
+
+    def get(self, job: Job) -> EvalDataset:
+        spec = job.dataset
+        key = (spec, spec.split)
+        if key not in self._sets:
+            self._sets[key] = spec.load()
+        dataset = self._sets[key]
+        if job.needs_train and dataset.train is None:
+            dataset.train = spec.load(spec.train_split)
+        return dataset
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ClipscaleError(f"device {device!r} requested but CUDA is not available")
+
+
+def _as_suite(suite: Suite | str | os.PathLike) -> Suite:
+    return suite if isinstance(suite, Suite) else load_suite(suite)
+
+
+def _run_job(job: Job, bundle: Embedder, store: DatasetStore) -> tuple[dict[str, Any], EvalDataset, dict]:
+    t0 = time.perf_counter()
+    dataset = store.get(job)
+    t1 = time.perf_counter()
+    metrics = make_evaluator(job.evaluator, job.options).evaluate(bundle, dataset)
+    t2 = time.perf_counter()
+    return metrics, dataset, {"dataset_s": t1 - t0, "evaluate_s": t2 - t1}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    suite: Suite | str | os.PathLike,
+    device: str = "cpu",
+    batch_size: int = 256,
+    cache_dir: str | os.PathLike | None = None,
+    skip: Iterable[DoneKey] = (),
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    store: DatasetStore | None = None,
+    checkpoint_label: str | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate one checkpoint file on every (dataset, task) of `suite` not in `skip`."""
+    from clipscale.models import load_checkpoint
+
+    _check_device(device)
+    if batch_size < 1:
+        raise ClipscaleError(f"batch size must be >= 1; got {batch_size}")
+    suite = _as_suite(suite)
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ClipscaleError(f"{path}: checkpoint file not found")
+    ckpt_hash = file_sha256(path)
+    done = set(skip)
+    todo = [job for job in suite.jobs if (ckpt_hash, job.dataset.name, job.task) not in done]
+    if not todo:
+        return []
+    t0 = time.perf_counter()
+    loaded = load_checkpoint(path, device=device)
+    load_s = time.perf_counter() - t0
+    store = store or DatasetStore()
+    bundle = Embedder(loaded.model, loaded.tokenizer, checkpoint_hash=ckpt_hash,
+                      model_config=loaded.meta["model_config"], device=device, batch_size=batch_size,
+                      cache_dir=cache_dir, pixel_cache=store.pixels)
+    records = []
+    for job in todo:
+        metrics, dataset, timings = _run_job(job, bundle, store)
+        n_valid, skipped = bundle.counts.get(dataset.fingerprint, (len(dataset), 0))
+        record = {
+            "model": loaded.model_name, "checkpoint": checkpoint_label or str(path),
+            "checkpoint_hash": ckpt_hash, "samples_seen": loaded.samples_seen, "compute": loaded.compute,
+            "dataset": job.dataset.name, "task": job.task, "metrics": metrics,
+            "n_samples": n_valid, "skipped": skipped,
+            "timings": {"checkpoint_load_s": load_s, **timings},
+        }
+        records.append(record)
+        if on_record is not None:
+            on_record(record)
+    return records
+
+
+def run_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """A run's checkpoint points, by samples seen (latest.pt is resume state, not a point)."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    found = sorted(ckpt_dir.glob("samples_*.pt"))
+    if not found:
+        raise ClipscaleError(f"{ckpt_dir}: no checkpoints/samples_*.pt to evaluate")
+    return found
+
+
+def done_keys(results_file: str | os.PathLike) -> set[DoneKey]:
+    return {(r["checkpoint_hash"], r["dataset"], r["task"]) for r in read_jsonl(results_file)
+            if {"checkpoint_hash", "dataset", "task"} <= set(r)}
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    *,
+    suite: Suite | str | os.PathLike,
+    device: str = "cpu",
+    batch_size: int = 256,
+    cache_dir: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate every checkpoint of a run; new records are appended to RUN_DIR/results.jsonl."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ClipscaleError(f"{run_dir}: run directory not found")
+    suite = _as_suite(suite)
+    results = run_dir / RESULTS_FILE
+    done = done_keys(results)
+    store = DatasetStore()
+    records: list[dict[str, Any]] = []
+    for ckpt in run_checkpoints(run_dir):
+        records += evaluate_checkpoint(
+            ckpt, suite=suite, device=device, batch_size=batch_size, cache_dir=cache_dir, skip=done,
+            on_record=lambda r: append_jsonl(results, r), store=store,
+            checkpoint_label=str(ckpt.relative_to(run_dir)))
+    return records

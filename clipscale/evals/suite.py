@@ -1,0 +1,159 @@
+"""Eval suites: a TOML list of datasets, each with its format, location, task(s) and task options.
+
+```toml
+name = "my-suite"
+[[dataset]]
+name = "cifar10"                    # the record's "dataset" key
+format = "wds"                      # wds | synth | imagefolder | pairs | coco
+path = "cifar10"                    # relative paths: against --data-root, else the suite's folder
+task = "zeroshot_classification"    # or a list of tasks
+split = "test"                      # optional; train_split (linear_probe, finetune) defaults to "train"
+classnames = "names.txt"            # optional overrides; templates = "templates.txt"; image_root = ".."
+[dataset.options.linear_probe]      # optional, per task; keys are the evaluator's options
+fewshot_k = [0, 1, 2, 5, 10, 25]    # 0 = all training data; one record per k
+```
+
+Built-in suites live in `clipscale/evals/suites/<name>.toml` and are loaded by name with a data root.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from clipscale.errors import ClipscaleError
+from clipscale.evals.adapters import FORMATS, load_dataset
+from clipscale.evals.datasets import EvalDataset
+from clipscale.evals.registry import check_options, list_evaluators, task_name
+
+_ENTRY_KEYS = {"name", "format", "path", "task", "split", "train_split", "classnames", "templates",
+               "image_root", "options"}
+TRAIN_TASKS = ("linear_probe", "finetune")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset lives and how to read it; `load` builds the `EvalDataset`."""
+
+    name: str
+    format: str
+    path: Path
+    split: str = "test"
+    train_split: str = "train"
+    classnames: Path | None = None
+    templates: Path | None = None
+    image_root: Path | None = None
+
+    def load(self, split: str | None = None) -> EvalDataset:
+        return load_dataset(self.format, self.path, name=self.name, split=split or self.split,
+                            classnames=self.classnames, templates=self.templates, image_root=self.image_root)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (dataset, task) pair of a suite: produces one record per checkpoint."""
+
+    dataset: DatasetSpec
+    task: str  # the record's "task" (e.g. linear_probe_5shot)
+    evaluator: str  # registry name (e.g. linear_probe)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_train(self) -> bool:
+        return self.evaluator in TRAIN_TASKS
+
+
+@dataclass
+class Suite:
+    name: str
+    source: str
+    jobs: list[Job]
+
+    def __post_init__(self) -> None:
+        if not self.jobs:
+            raise ClipscaleError(f"{self.source}: suite has no datasets (add [[dataset]] tables)")
+        seen: set[tuple[str, str]] = set()
+        for job in self.jobs:
+            key = (job.dataset.name, job.task)
+            if key in seen:
+                raise ClipscaleError(f"{self.source}: dataset {key[0]!r} task {key[1]!r} listed twice")
+            seen.add(key)
+
+
+def builtin_suites() -> list[str]:
+    files = resources.files("clipscale.evals").joinpath("suites").iterdir()
+    return sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml"))
+
+
+def _resolve(value: Any, base: Path, where: str, key: str) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ClipscaleError(f"{where}: '{key}' must be a non-empty path string")
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base / path
+
+
+def _entry_jobs(entry: dict[str, Any], base: Path, where: str) -> list[Job]:
+    unknown = set(entry) - _ENTRY_KEYS
+    if unknown:
+        raise ClipscaleError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(_ENTRY_KEYS)}")
+    for key in ("name", "format", "path", "task"):
+        if key not in entry:
+            raise ClipscaleError(f"{where}: missing required key '{key}'")
+    if entry["format"] not in FORMATS:
+        raise ClipscaleError(f"{where}: format {entry['format']!r}; valid formats: {', '.join(FORMATS)}")
+    spec = DatasetSpec(
+        name=str(entry["name"]), format=entry["format"], path=_resolve(entry["path"], base, where, "path"),
+        split=str(entry.get("split", "test")), train_split=str(entry.get("train_split", "train")),
+        classnames=_resolve(entry.get("classnames"), base, where, "classnames"),
+        templates=_resolve(entry.get("templates"), base, where, "templates"),
+        image_root=_resolve(entry.get("image_root"), base, where, "image_root"))
+    tasks = entry["task"] if isinstance(entry["task"], list) else [entry["task"]]
+    options = entry.get("options", {})
+    if not isinstance(options, dict) or set(options) - set(tasks):
+        raise ClipscaleError(f"{where}: 'options' must be tables named after this entry's tasks {tasks}")
+    jobs = []
+    for task in tasks:
+        if task not in list_evaluators():
+            valid = ", ".join(list_evaluators())
+            raise ClipscaleError(f"{where}: unknown task {task!r}; valid tasks: {valid}")
+        opts = dict(options.get(task, {}))
+        ks = opts.pop("fewshot_k", None) if task == "linear_probe" else None
+        for k in ks if isinstance(ks, list) else [ks]:
+            job_opts = opts if k is None else {**opts, "fewshot_k": k}
+            check_options(task, job_opts, where)
+            jobs.append(Job(spec, task_name(task, job_opts), task, job_opts))
+    return jobs
+
+
+def parse_suite(text: str, *, source: str, base: Path) -> Suite:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ClipscaleError(f"{source}: not valid TOML ({exc})") from None
+    entries = data.get("dataset", [])
+    if not isinstance(entries, list):
+        raise ClipscaleError(f"{source}: 'dataset' must be an array of tables ([[dataset]])")
+    jobs = [job for i, e in enumerate(entries) for job in _entry_jobs(e, base, f"{source}: dataset[{i}]")]
+    return Suite(name=str(data.get("name", Path(source).stem)), source=source, jobs=jobs)
+
+
+def load_suite(path_or_name: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Suite:
+    """A suite file, or a built-in suite by name (its dataset paths resolve against `root`)."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return parse_suite(path.read_text(encoding="utf-8"), source=str(path),
+                           base=Path(root) if root else path.parent)
+    name = str(path_or_name)
+    if name not in builtin_suites():
+        raise ClipscaleError(f"suite {name!r} is neither a file nor a built-in suite "
+                             f"({', '.join(builtin_suites())})")
+    if root is None:
+        raise ClipscaleError(f"built-in suite {name!r} needs a data root (--data-root DIR)")
+    text = resources.files("clipscale.evals").joinpath("suites", f"{name}.toml").read_text(encoding="utf-8")
+    return parse_suite(text, source=f"suite {name}", base=Path(root))
