@@ -35,7 +35,8 @@ class DecodeError(Exception):
     """One sample could not be turned into (image, caption)."""
 
 
-def build_sources(train_data: str | list[dict[str, Any]], data_size: int | None) -> list[tuple[ShardIndex, float]]:
+def build_sources(train_data: str | list[dict[str, Any]], data_size: int | None
+                  ) -> list[tuple[ShardIndex, float]]:
     """Index every weighted source; data_size is split between sources in proportion to weight."""
     specs = [{"shards": train_data, "weight": 1.0}] if isinstance(train_data, str) else train_data
     total_w = sum(s["weight"] for s in specs)
@@ -118,23 +119,47 @@ class SampleReader:
         return {**self.__dict__, "_fds": {}}
 
 
-def decode_image(data: bytes, size: int) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 CHW at `size`: bicubic resize of the short side + centre crop
-    (open_clip's eval transform), so training and evaluation see the same pixels."""
+def decode_image(data: bytes, size: int) -> torch.Tensor:
+    """PNG/JPEG/WebP bytes -> uint8 CHW at `size`: bicubic resize of the short side + centre crop
+    (open_clip's eval transform), so training and evaluation see the same pixels.
+
+    torchvision.io decodes straight to a CHW tensor, 2-3x faster than PIL on small PNGs (measured in
+    bench/bench_train_cpu.py's notes); PIL is the fallback for formats it does not read.
+    """
+    import torchvision.io as tio
+    import torchvision.transforms.v2.functional as tvf
+
+    try:
+        raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        img = tio.decode_image(raw, mode=tio.ImageReadMode.RGB)
+    except Exception:  # not a format torchvision decodes (or corrupt): let PIL decide
+        img = _decode_pil(data)
+    h, w = img.shape[-2:]
+    if (h, w) != (size, size):
+        img = tvf.center_crop(tvf.resize(img, size, interpolation=tvf.InterpolationMode.BICUBIC,
+                                         antialias=True), [size, size])
+    return img
+
+
+def _decode_pil(data: bytes) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("RGB")
-            w, h = img.size
-            if (w, h) != (size, size):
-                scale = size / min(w, h)
-                nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-                img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-                left, top = (nw - size) // 2, (nh - size) // 2
-                img = img.crop((left, top, left + size, top + size))
-            arr = np.asarray(img, dtype=np.uint8)
+            arr = np.array(img.convert("RGB"), dtype=np.uint8)
     except Exception as exc:  # PIL raises many types for corrupt data
         raise DecodeError(f"undecodable image ({type(exc).__name__})") from exc
-    return arr.transpose(2, 0, 1)
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def tokenize(tokenizer: Any, captions: list[str]) -> torch.Tensor:
+    """Word tokenizers: fill one numpy array (no per-row tensors); any other tokenizer: call it."""
+    encode = getattr(tokenizer, "encode", None)
+    if encode is None:
+        return tokenizer(captions)
+    out = np.zeros((len(captions), tokenizer.context_length), dtype=np.int64)
+    for row, caption in enumerate(captions):
+        ids = encode(caption)
+        out[row, : len(ids)] = ids
+    return torch.from_numpy(out)
 
 
 @dataclass
@@ -150,7 +175,8 @@ class Batch:
 class StepBatches(torch.utils.data.Dataset):
     """Item k = this rank's slice of step k's global batch, decoded and tokenised."""
 
-    def __init__(self, sampler: StepSampler, reader: SampleReader, tokenizer: Any, rank: int, world_size: int):
+    def __init__(self, sampler: StepSampler, reader: SampleReader, tokenizer: Any, rank: int,
+                 world_size: int):
         self.sampler, self.reader, self.tokenizer = sampler, reader, tokenizer
         self.rank, self.world_size = rank, world_size
         self.local = sampler.batch_size // world_size
@@ -172,11 +198,11 @@ class StepBatches(torch.utils.data.Dataset):
                     skipped += 1
                     i = self.sampler.replacement(step, slot, attempt, source)
             else:
-                raise ClipscaleError(f"train_data: {MAX_ATTEMPTS} undecodable samples in a row at step {step}; "
-                                     "are the shards images + captions?")
+                raise ClipscaleError(f"train_data: {MAX_ATTEMPTS} undecodable samples in a row at step "
+                                     f"{step}; are the shards images + captions?")
             images.append(img)
             captions.append(cap)
-        return Batch(torch.from_numpy(np.stack(images)), self.tokenizer(captions), skipped)
+        return Batch(torch.stack(images), tokenize(self.tokenizer, captions), skipped)
 
 
 def make_loader(dataset: StepBatches, start: int, stop: int, *, workers: int, pin_memory: bool

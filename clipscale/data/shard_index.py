@@ -4,8 +4,10 @@ Why an index instead of webdataset's sequential stream: the paper's knobs need "
 samples in a fixed order" and "the samples of step k are a pure function of (seed, k)" so that runs
 are reproducible and resume mid-pass. Reading tar headers once gives every sample's (shard, byte
 offset, size); batches then read members with one pread each, in any order, from any worker.
-Memory is ~40 bytes per sample (numpy arrays), so one node indexes up to ~10^8 samples; beyond that
-(LAION-2B) the streaming mode described in ARCHITECTURE notes is still open.
+Limit: the index costs ~40 bytes per sample (numpy) on every rank, indexing reads every tar header
+once per run, and a pass permutation costs 8 bytes per sample per worker, so this suits up to ~10^8
+unique samples (e.g. LAION-80M subsets). Full LAION-2B needs a streaming mode (shard-level
+permutation + bounded shuffle buffer seeded by (seed, pass), position = step): not built yet.
 
 Sample grouping follows webdataset's convention (key = path up to the first dot of the basename);
 spec expansion uses `braceexpand`, webdataset's own dependency.

@@ -1,0 +1,125 @@
+"""Resumable state on top of models.save_checkpoint, checkpoint points, and the preemption handler.
+
+latest.pt holds weights, optimizer and the train state (step, samples seen, RNG, skip counts); the
+data position is the step itself (batches are a pure function of (seed, step)), so resuming
+reproduces the uninterrupted run's loss sequence exactly. Point checkpoints
+(samples_<n:012d>.pt) hold weights and metadata only: they are what evals read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipscale.errors import ClipscaleError
+from clipscale.models import read_checkpoint, save_checkpoint
+
+# Config fields that define which samples form each step and what the model is: a resume with a
+# different value would silently train a different run.
+RESUME_KEYS = ("model", "train_data", "data_size", "batch_size", "seed", "samples_seen")
+
+
+def point_steps(points: list[float], total_steps: int) -> list[int]:
+    """Steps at which checkpoint points fall (each fraction of the total, at least step 1); the
+    final step is always one, so every run ends with a checkpoint of its final weights."""
+    steps = {min(total_steps, max(1, math.ceil(p * total_steps - 1e-9))) for p in points}
+    return sorted(steps | {total_steps})
+
+
+def point_path(run_dir: Path, samples_seen: int) -> Path:
+    return run_dir / "checkpoints" / f"samples_{samples_seen:012d}.pt"
+
+
+def latest_path(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "latest.pt"
+
+
+def find_resume(resume: str, run_dir: Path) -> Path | None:
+    if resume == "none":
+        return None
+    if resume == "auto":
+        path = latest_path(run_dir)
+        return path if path.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise ClipscaleError(f"train config field 'resume': checkpoint {path} not found")
+    return path
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def load_resume(path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The raw payload (weights_only); refuses a checkpoint of a different run definition."""
+    payload = read_checkpoint(path)
+    train_state = payload["clipscale"].get("train_state")
+    if train_state is None or "optimizer" not in payload:
+        raise ClipscaleError(f"{path}: not a resumable checkpoint (no optimizer/train state); "
+                             "use a latest.pt or resume = 'none'")
+    saved = payload["clipscale"].get("train_config", {})
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != config[key]:
+            raise ClipscaleError(f"{path}: cannot resume: checkpoint has {key}={saved[key]!r}, "
+                                 f"config has {config[key]!r}")
+    return payload
+
+
+class Checkpointer:
+    """Writes point and latest checkpoints (rank 0 only; every write is temp file + rename)."""
+
+    def __init__(self, run_dir: Path, *, model_name: str, model_cfg: dict[str, Any], tokenizer: Any,
+                 gmacs: float, config: dict[str, Any], is_main: bool):
+        self.run_dir, self.model_name, self.model_cfg = run_dir, model_name, model_cfg
+        self.tokenizer, self.gmacs, self.config, self.is_main = tokenizer, gmacs, config, is_main
+
+    def save(self, path: Path, *, model: torch.nn.Module, step: int, samples_seen: int,
+             optimizer_state: dict[str, Any] | None = None,
+             train_state: dict[str, Any] | None = None) -> Path:
+        extra: dict[str, Any] = {"train_config": self.config}
+        if train_state is not None:
+            extra["train_state"] = train_state
+        if not self.is_main:
+            return path
+        return save_checkpoint(path, model=model, model_name=self.model_name, model_config=self.model_cfg,
+                               tokenizer=self.tokenizer, step=step, samples_seen=samples_seen,
+                               compute=self.gmacs * samples_seen, gmacs=self.gmacs,
+                               optimizer_state=optimizer_state, extra=extra)
+
+
+class StopSignals:
+    """SIGTERM/SIGINT set a flag the loop checks after each step (SLURM preemption, Ctrl-C).
+
+    The loop then writes latest.pt and exits: a signal never interrupts a checkpoint write.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

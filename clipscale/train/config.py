@@ -1,0 +1,251 @@
+"""TrainConfig: every knob of a training run, validated once, loadable from TOML + `--key value`.
+
+Standard library only (the CLI imports it for --help). Every validation error is one line that
+names the field, so a bad study file or command line is fixed without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipscale.errors import ClipscaleError
+
+SCHEDULES = ("cosine", "const-cooldown")
+PRECISIONS = ("fp32", "bf16", "amp")
+DEVICES = ("auto", "cpu", "cuda")
+STRATEGIES = ("ddp",)  # FSDP: not yet (see train/distributed.py)
+DEFAULT_POINTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Sizes are in samples (not epochs or steps), as in the paper."""
+
+    model: str = "tiny-S0"
+    train_data: str | list[dict[str, Any]] = ""  # "dir/{00000..00009}.tar", a dir, or [{shards, weight}]
+    output_dir: str = "runs/train"
+    data_size: int | None = None  # unique samples: the first N of the shards; None = all
+    samples_seen: int = 10_000  # total training samples (all ranks); rounded up to whole batches
+    batch_size: int = 128  # global batch (all ranks)
+    lr: float | None = None  # None = the ladder's suggested lr, else 5e-4 (open_clip's default)
+    warmup: int | None = None  # samples of linear warmup; None = 10 % of samples_seen
+    schedule: str = "cosine"
+    cooldown: float = 0.2  # fraction of samples_seen spent decaying to zero ("const-cooldown")
+    weight_decay: float = 0.2
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    grad_clip: float | None = None  # max global grad norm; None = no clipping (open_clip default)
+    precision: str = "fp32"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    compile_backend: str = "inductor"
+    local_loss: bool = False  # logits of local rows only vs all gathered features (same gradient)
+    strategy: str = "ddp"  # under torchrun; "ddp" only for now (FSDP: see train/distributed.py)
+    seed: int = 0
+    checkpoint_points: list[float] = field(default_factory=lambda: list(DEFAULT_POINTS))
+    eval_suite: str | None = None  # forwarded to clipscale.evals.evaluate_checkpoint per checkpoint
+    eval_data_root: str | None = None
+    device: str = "auto"
+    workers: int = 1  # data-loader worker processes (0 = decode in the training process)
+    threads: int | None = None  # torch intra-op threads; None = cores // local ranks (- workers on CPU)
+    resume: str = "auto"  # "auto" (latest.pt if present), "none", or a checkpoint path
+    log_every: int = 10  # steps between metrics.jsonl records
+    tensorboard: bool = False
+    progress: bool = True  # tqdm bar on stderr (auto-disabled when not a terminal)
+    peak_tflops: float | None = None  # accelerator peak for MFU; None = looked up from the GPU name
+
+    def __post_init__(self) -> None:
+        _coerce_types(self)
+        _check_ranges(self)
+        if self.warmup is None:
+            self.warmup = self.samples_seen // 10
+        points = sorted({float(p) for p in self.checkpoint_points})
+        if any(not 0.0 < p <= 1.0 for p in points):
+            raise _err("checkpoint_points", f"expected fractions in (0, 1], got {self.checkpoint_points}")
+        self.checkpoint_points = points
+        if self.data_size is not None and self.data_size <= 0:
+            raise _err("data_size", f"expected a positive integer or none, got {self.data_size}")
+        self.train_data = _check_train_data(self.train_data)
+
+    @property
+    def total_steps(self) -> int:
+        return math.ceil(self.samples_seen / self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _err(name: str, msg: str) -> ClipscaleError:
+    return ClipscaleError(f"train config field '{name}': {msg}")
+
+
+def _coerce_types(cfg: TrainConfig) -> None:
+    """Check each field against its annotation; ints are accepted where floats are expected."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        ok, coerced = _matches(value, hints[f.name])
+        if not ok:
+            raise _err(f.name, f"expected {_type_name(hints[f.name])}, got {value!r}")
+        setattr(cfg, f.name, coerced)
+
+
+def _matches(value: Any, tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(tp):
+            ok, coerced = _matches(value, arg)
+            if ok:
+                return True, coerced
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            return False, value
+        (item_tp,) = typing.get_args(tp)
+        items = [_matches(v, item_tp) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if origin is dict:
+        return isinstance(value, dict), value
+    return isinstance(value, tp), value
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    choices = {"schedule": SCHEDULES, "precision": PRECISIONS, "device": DEVICES, "strategy": STRATEGIES}
+    for name, valid in choices.items():
+        if getattr(cfg, name) not in valid:
+            raise _err(name, f"expected one of {', '.join(valid)}, got {getattr(cfg, name)!r}")
+    positive = ("samples_seen", "batch_size", "log_every")
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise _err(name, f"expected a positive integer, got {getattr(cfg, name)}")
+    if cfg.lr is not None and not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise _err("lr", f"expected a positive number, got {cfg.lr}")
+    if cfg.warmup is not None and not 0 <= cfg.warmup <= cfg.samples_seen:
+        raise _err("warmup", f"expected 0 <= warmup <= samples_seen ({cfg.samples_seen}), got {cfg.warmup}")
+    if not 0.0 < cfg.cooldown <= 1.0:
+        raise _err("cooldown", f"expected a fraction in (0, 1], got {cfg.cooldown}")
+    if cfg.weight_decay < 0:
+        raise _err("weight_decay", f"expected >= 0, got {cfg.weight_decay}")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1 and cfg.eps > 0):
+        raise _err("beta1/beta2/eps", "expected betas in [0, 1) and eps > 0")
+    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+        raise _err("grad_clip", f"expected a positive number or none, got {cfg.grad_clip}")
+    if cfg.workers < 0:
+        raise _err("workers", f"expected >= 0, got {cfg.workers}")
+    if cfg.threads is not None and cfg.threads <= 0:
+        raise _err("threads", f"expected a positive integer or none, got {cfg.threads}")
+    if not cfg.model:
+        raise _err("model", "expected a model name (see `clipscale models`)")
+    if not cfg.output_dir:
+        raise _err("output_dir", "expected a directory path")
+
+
+def _check_train_data(value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise _err("train_data", "expected a shard spec such as 'data/{00000..00009}.tar'")
+        return value
+    if not value:
+        raise _err("train_data", "expected at least one {shards, weight} entry")
+    out = []
+    for i, entry in enumerate(value):
+        shards, weight = entry.get("shards"), entry.get("weight", 1.0)
+        extra = set(entry) - {"shards", "weight"}
+        if not isinstance(shards, str) or not shards or extra:
+            raise _err("train_data", f"entry {i}: expected {{shards = '...', weight = w}}, got {entry}")
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or not weight > 0:
+            raise _err("train_data", f"entry {i}: weight must be a positive number, got {weight!r}")
+        out.append({"shards": shards, "weight": float(weight)})
+    return out
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def parse_override(name: str, text: str) -> Any:
+    """Turn a command-line string into the field's type: ints, floats, bools, none, comma lists."""
+    if name not in FIELD_NAMES:
+        flag = name.replace("_", "-")
+        raise ClipscaleError(f"unknown train option --{flag}; valid: {', '.join(FIELD_NAMES)}")
+    tp = typing.get_type_hints(TrainConfig)[name]
+    low = text.strip().lower()
+    union = typing.get_origin(tp) in (types.UnionType, typing.Union)
+    args = typing.get_args(tp) if union else (tp,)
+    if type(None) in args and low in ("none", "null", ""):
+        return None
+    for candidate in args:
+        if candidate is bool and low in ("true", "false", "1", "0", "yes", "no"):
+            return low in ("true", "1", "yes")
+        if candidate is int:
+            try:
+                return int(low.replace("_", ""))
+            except ValueError:
+                try:  # allow 1e6 for sizes
+                    as_float = float(low)
+                except ValueError:
+                    continue
+                if as_float.is_integer():
+                    return int(as_float)
+        if candidate is float:
+            try:
+                return float(low)
+            except ValueError:
+                continue
+        if typing.get_origin(candidate) is list and typing.get_args(candidate) == (float,):
+            try:
+                return [float(x) for x in text.split(",") if x.strip()]
+            except ValueError:
+                continue
+        if candidate is str:
+            return text
+    raise _err(name, f"cannot parse {text!r} as {_type_name(tp)}")
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a flat TOML file of TrainConfig keys (or a [train] table), then apply overrides.
+
+    Override values may be strings (from the command line; parsed by field type) or Python values.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ClipscaleError(f"{path}: train config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ClipscaleError(f"{path}: invalid TOML ({exc})") from None
+        values = dict(data.get("train", data)) if isinstance(data.get("train"), dict) else dict(data)
+        unknown = sorted(set(values) - set(FIELD_NAMES))
+        if unknown:
+            raise ClipscaleError(f"{path}: unknown train config key(s) {', '.join(unknown)}; "
+                                 f"valid: {', '.join(FIELD_NAMES)}")
+    for name, value in (overrides or {}).items():
+        name = name.replace("-", "_")
+        values[name] = parse_override(name, value) if isinstance(value, str) else value
+        if name not in FIELD_NAMES:
+            raise ClipscaleError(f"unknown train option {name!r}; valid: {', '.join(FIELD_NAMES)}")
+    return TrainConfig(**values)

@@ -1,0 +1,194 @@
+"""The training loop: `train_step` plus a short loop that logs, checkpoints, evaluates and stops.
+
+Everything else (set-up, wrapping, data, checkpoint files) lives in its own module so this file
+reads top to bottom as the algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from clipscale.data.loader import make_loader
+from clipscale.errors import ClipscaleError
+from clipscale.io import atomic_write_json
+from clipscale.train import checkpointing as ckpt
+from clipscale.train.config import TrainConfig
+from clipscale.train.distributed import all_reduce_sum, any_rank, shutdown, unwrap
+from clipscale.train.evalhook import run_eval_hook
+from clipscale.train.metrics import Meter, MetricsWriter, mfu, peak_tflops, progress_bar
+from clipscale.train.optim import learning_rate
+from clipscale.train.session import Session, build_session
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # detached scalar, on device (no host sync here)
+    grad_norm: torch.Tensor | None  # only computed when asked for (logging) or clipping
+    logit_scale: torch.Tensor  # exp(logit_scale) after the clamp
+
+
+def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, images: torch.Tensor, texts: torch.Tensor, *, lr: float,
+               precision: str, grad_clip: float | None, want_grad_norm: bool = True) -> StepResult:
+    """One optimizer step on normalised images and token ids of this rank's slice of the batch."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    dtype = {"bf16": torch.bfloat16, "amp": torch.float16}.get(precision)
+    autocast = torch.autocast(images.device.type, dtype=dtype) if dtype else nullcontext()
+    with autocast:
+        image_features, text_features, scale = model(images, texts)
+        loss = loss_fn(image_features, text_features, scale)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grad_norm = None
+    if grad_clip is not None or want_grad_norm:
+        params = [p for p in unwrap(model).parameters() if p.grad is not None]
+        if grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip).detach()
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    scaler.step(optimizer)
+    scaler.update()
+    with torch.no_grad():
+        logit_scale = unwrap(model).logit_scale
+        logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    return StepResult(loss.detach(), grad_norm, logit_scale.detach().exp())
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train one run into config.output_dir; returns (and writes) summary.json's content."""
+    session = build_session(config)
+    try:
+        with ckpt.StopSignals() as stop:
+            state = _loop(session, stop)
+        return _finish(session, state)
+    finally:
+        shutdown(session.env)
+
+
+def _loop(s: Session, stop: ckpt.StopSignals) -> str:
+    cfg, env = s.config, s.env
+    total = cfg.total_steps
+    points = set(ckpt.point_steps(cfg.checkpoint_points, total))
+    metrics = MetricsWriter(s.run_dir, tensorboard=cfg.tensorboard and env.is_main)
+    if env.is_main:
+        metrics.truncate_after(s.start_step)
+    loader = make_loader(s.dataset, s.start_step, total, workers=cfg.workers,
+                         pin_memory=env.device.type == "cuda")
+    bar = progress_bar(total * cfg.batch_size, s.start_step * cfg.batch_size, cfg.progress and env.is_main)
+    peak = peak_tflops(env.device, cfg.peak_tflops)
+    meter, bad = Meter(), torch.zeros((), dtype=torch.bool, device=env.device)
+    batches = iter(loader)
+    for step in range(s.start_step, total):
+        t = time.perf_counter()
+        batch = next(batches)
+        images = batch.images.to(env.device, non_blocking=True).float().sub_(s.mean).div_(s.std)
+        texts = batch.texts.to(env.device, non_blocking=True)
+        meter.wait += time.perf_counter() - t
+        done = step + 1
+        lr = learning_rate(done * cfg.batch_size, base_lr=cfg.lr, warmup=cfg.warmup,
+                           total=total * cfg.batch_size, schedule=cfg.schedule, cooldown=cfg.cooldown)
+        log_due = done % cfg.log_every == 0 or done == total or done in points
+        out = train_step(s.model, s.loss_fn, s.optimizer, s.scaler, images, texts, lr=lr,
+                         precision=cfg.precision, grad_clip=cfg.grad_clip, want_grad_norm=log_due)
+        bad |= ~torch.isfinite(out.loss)
+        s.decode_skipped += batch.skipped
+        meter.samples += cfg.batch_size
+        bar.update(cfg.batch_size)
+        stopping = any_rank(stop.received is not None, env)
+        if log_due or stopping:
+            _check_finite(bad, done, env, s)
+            record = _record(s, out, done, lr, meter, peak)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+            if env.is_main:
+                metrics.write(record)
+            meter.reset()
+        if done in points:
+            _save(s, done, point=True)
+        if stopping and done not in points:
+            _save(s, done, point=False)
+        if stopping:
+            bar.close()
+            metrics.close()
+            s.stop_signal, s.end_step = stop.received, done
+            return "interrupted"
+    bar.close()
+    metrics.close()
+    s.end_step = total
+    return "finished"
+
+
+def _check_finite(bad: torch.Tensor, step: int, env: Any, s: Session) -> None:
+    if any_rank(bool(bad.item()), env):
+        last = ckpt.latest_path(s.run_dir)
+        kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written"
+        raise ClipscaleError(f"loss became nan/inf at or before step {step} (lr {s.config.lr}); {kept}")
+
+
+def _record(s: Session, out: StepResult, step: int, lr: float, meter: Meter, peak: float | None
+            ) -> dict[str, Any]:
+    samples_per_s, wait = meter.rates()
+    samples = step * s.config.batch_size
+    record = {
+        "step": step, "samples_seen": samples, "compute": s.gmacs * samples, "loss": float(out.loss.item()),
+        "lr": lr, "logit_scale": float(out.logit_scale.item()), "samples_per_s": samples_per_s,
+        "data_wait_frac": wait, "skipped_samples": _skipped_total(s),
+        "grad_norm": None if out.grad_norm is None else float(out.grad_norm.item()),
+    }
+    utilisation = mfu(s.gmacs, samples_per_s, peak)
+    if utilisation is not None:
+        record["mfu"] = utilisation
+    return record
+
+
+def _skipped_total(s: Session) -> int:
+    return int(sum(s.index_skipped.get(k, 0) for k in ("incomplete_samples",))
+               + all_reduce_sum(float(s.decode_skipped), s.env))
+
+
+def _save(s: Session, step: int, *, point: bool) -> None:
+    """latest.pt (resumable) always; the point checkpoint (weights + metadata) at points."""
+    samples = step * s.config.batch_size
+    model = unwrap(s.model)
+    train_state = {"step": step, "samples_seen": samples, "rng": ckpt.rng_state(s.env.device),
+                   "decode_skipped": int(all_reduce_sum(float(s.decode_skipped), s.env)),
+                   "scaler": s.scaler.state_dict()}
+    if point:
+        path = s.checkpointer.save(ckpt.point_path(s.run_dir, samples), model=model, step=step,
+                                   samples_seen=samples)
+        if s.env.is_main and s.config.eval_suite:
+            run_eval_hook(path, suite=s.config.eval_suite, data_root=s.config.eval_data_root,
+                          run_dir=s.run_dir, device=s.env.device.type)
+    s.checkpointer.save(ckpt.latest_path(s.run_dir), model=model, step=step, samples_seen=samples,
+                        optimizer_state=s.optimizer.state_dict(), train_state=train_state)
+
+
+def _finish(s: Session, state: str) -> dict[str, Any]:
+    cfg = s.config
+    step = s.end_step
+    decode_skipped = int(all_reduce_sum(float(s.decode_skipped), s.env))
+    samples = step * cfg.batch_size
+    summary = {
+        "state": state, "model": cfg.model, "samples_seen": samples, "steps": step,
+        "compute": s.gmacs * samples, "gmacs": s.gmacs, "unique_samples": s.unique_samples,
+        "skipped_samples": s.index_skipped.get("incomplete_samples", 0) + decode_skipped,
+        "skipped": {**s.index_skipped, "corrupt_samples": decode_skipped},
+        "wall_time_s": time.time() - s.started, "world_size": s.env.world_size, "lr": cfg.lr,
+        "checkpoints": sorted(p.name for p in (s.run_dir / "checkpoints").glob("samples_*.pt")),
+    }
+    if state == "interrupted":
+        summary["signal"] = signal.Signals(s.stop_signal).name
+    if s.env.is_main:
+        atomic_write_json(s.run_dir / "summary.json", summary)
+    return summary
+
