@@ -1,0 +1,203 @@
+"""Verbs `fit`, `predict`, `reproduce`. Standard library only at top level; handlers import the rest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    _register_fit(subparsers)
+    _register_predict(subparsers)
+    _register_reproduce(subparsers)
+
+
+def _register_fit(subparsers: Any) -> None:
+    p = subparsers.add_parser("fit", help="fit a scaling law to a results table (CSV, JSON lines, parquet)")
+    p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
+    p.add_argument("--law", default="power", help="power, frontier, saturating, chinchilla, joint")
+    for key, what in (
+        ("C", "compute"),
+        ("N", "model size"),
+        ("D", "data (samples/tokens)"),
+        ("U", "unique samples"),
+        ("S", "samples seen"),
+    ):
+        p.add_argument(f"--{key}", help=f"{what}: column name or pandas expression")
+    p.add_argument("--y", required=True, help="error column or expression (accuracy with --error)")
+    p.add_argument("--error", action="store_true", help="y is accuracy-like: fit 1 - y")
+    p.add_argument("--loss", action="store_true", help="y is a positive loss, not an error in (0, 1]")
+    p.add_argument("--where", help="pandas query selecting rows")
+    p.add_argument("--by", help="fit one law per value of this column and compare")
+    p.add_argument("--run", help="column identifying runs (bootstrap and --loo resample/leave out runs)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N refits")
+    p.add_argument(
+        "--holdout", metavar="EXPR", help="boolean expression: rows held out of the fit and scored"
+    )
+    p.add_argument("--loo", action="store_true", help="leave-one-run-out error")
+    p.add_argument("--huber-delta", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", metavar="FILE", help="write a log-log figure (.png/.svg/.pdf)")
+    p.add_argument("--save", metavar="FIT.json", help="save the fit(s) for clipscale predict")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(handler=_fit)
+
+
+def _register_predict(subparsers: Any) -> None:
+    p = subparsers.add_parser("predict", help="predict error (with CI) or allocate compute from a saved fit")
+    p.add_argument("fit", help="FIT.json written by clipscale fit --save")
+    p.add_argument("--group", help="which group of a --by fit")
+    for key in ("C", "N", "D", "U", "S"):
+        p.add_argument(f"--{key}", help=f"{key} value(s), comma-separated")
+    p.add_argument("--budget", type=float, help="compute budget for the compute-optimal allocation")
+    p.add_argument("--ladder", help="comma-separated model sizes N to choose among (default: continuous N)")
+    p.add_argument("--k", type=float, default=1.0, help="budget = k·N·D (6 for LLM FLOPs; 1 for CLIP GMACs)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_predict)
+
+
+def _register_reproduce(subparsers: Any) -> None:
+    p = subparsers.add_parser("reproduce", help="reproduce a published scaling analysis")
+    p.add_argument("study", choices=["cherti2023"])
+    p.add_argument("--data", required=True, help="directory with the paper's tables (e.g. ../shared/paper)")
+    p.add_argument("--out", help="write figures (PNG/SVG) and CSV tables here")
+    p.add_argument(
+        "--targets", help="comma-separated downstream datasets (default imagenet1k,mscoco_captions,flickr30k)"
+    )
+    p.add_argument("--bootstrap", type=int, default=200, help="refits for the figure CI bands (with --out)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_reproduce)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from clipscale.fit.table import column, fit_table_results, load_table
+    from clipscale.io import dumps
+
+    df = load_table(args.table)
+    doc, results = fit_table_results(
+        df,
+        law=args.law,
+        C=args.C,
+        N=args.N,
+        D=args.D,
+        U=args.U,
+        S=args.S,
+        y=args.y,
+        by=args.by,
+        where=args.where,
+        error=args.error,
+        bootstrap=args.bootstrap,
+        holdout=args.holdout,
+        loo=args.loo,
+        seed=args.seed,
+        run=args.run,
+        huber_delta=args.huber_delta,
+        loss=args.loss,
+    )
+    if args.save:
+        from clipscale.fit.predict import save_fits
+
+        save_fits(args.save, [(g, r) for g, r, _ in results])
+    if args.plot:
+        from clipscale.fit.plot import plot_table_fits
+
+        xkey = "C" if args.C else next(k for k in ("N", "D", "S") if getattr(args, k))
+        series = []
+        for g, r, rows in results:
+            yv = column(rows, args.y, "y")
+            series.append((g, r, column(rows, getattr(args, xkey), xkey), 1 - yv if args.error else yv))
+        plot_table_fits(
+            args.plot, series, x_label=getattr(args, xkey), y_label="error" if args.error else args.y
+        )
+    if args.json:
+        print(dumps(doc, indent=2))
+    else:
+        _print_fit_text(doc)
+    return 0
+
+
+def _print_fit_text(doc: dict[str, Any]) -> None:
+    print(f"law {doc['law']}: {doc['formula']}")
+    for f in doc["fits"]:
+        head = f"[{f['group']}] " if f["group"] is not None else ""
+        print(
+            f"{head}n={f['n_points']} objective={f['objective']:.4g} r2_log={f['r2_log']:.4f} "
+            f"starts at best {f['n_starts_at_best']}/{f['n_starts']}"
+        )
+        for k, v in {**f["params"], **f["derived"]}.items():
+            ci = f["ci"].get(k)
+            print(f"  {k:>16} = {v:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else ""))
+        for name, val in f["validation"].items():
+            print(
+                f"  {name}: MAE {val['mae_pct']:.3f} points over {val['n']} rows "
+                f"(max {val['max_abs_err_pct']:.3f})"
+            )
+
+
+def _floats(text: str | None, name: str) -> list[float] | None:
+    from clipscale.errors import ClipscaleError
+
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ClipscaleError(f"--{name} {text!r}: expected comma-separated numbers") from None
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from clipscale.fit.laws import get_law
+    from clipscale.fit.predict import load_fit, optimal_allocation, predict_with_ci
+    from clipscale.io import dumps
+
+    fit = load_fit(args.fit, args.group)
+    law = get_law(fit.law)
+    out: dict[str, Any] = {"law": fit.law, "params": fit.params}
+    given = {k: _floats(getattr(args, k), k) for k in law.inputs}
+    if all(v is not None for v in given.values()):
+        arrays = np.broadcast_arrays(*[np.asarray(v, float) for v in given.values()])
+        out["prediction"] = predict_with_ci(fit, dict(zip(given, arrays, strict=True)))
+    if args.budget is not None:
+        unique = _floats(args.U, "U")
+        out["allocation"] = optimal_allocation(
+            fit,
+            args.budget,
+            ladder=_floats(args.ladder, "ladder"),
+            k=args.k,
+            unique=unique[0] if unique else None,
+        )
+    if len(out) == 2:
+        from clipscale.errors import ClipscaleError
+
+        raise ClipscaleError(f"give the inputs {', '.join('--' + k for k in law.inputs)} and/or --budget")
+    print(dumps(out, indent=2 if args.json else None))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from clipscale.fit.reproduce import reproduce_cherti2023
+    from clipscale.io import dumps
+
+    targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
+    doc = reproduce_cherti2023(args.data, targets=targets, out=args.out, bootstrap=args.bootstrap)
+    if args.json:
+        print(dumps(doc, indent=2))
+        return 0
+    for f in doc["fits"]:
+        print(
+            f"{f['target']:>20} {f['source']:>8} {f['law']:>8}: "
+            f"E = {f['A']:.3g}·C^{f['alpha']:.3f} (n={f['n']})"
+        )
+    for t, v in doc["prediction_mae_pct"].items():
+        print(f"{t:>20} prediction table MAE {v:.2f} points")
+    for j in doc["joint"]:
+        print(
+            f"{j['target']:>20} joint LOO {j['loo_mae_pct']:.2f} / "
+            f"holdout {j['holdout_mae_pct']:.2f} points; "
+            f"frontier LOO {j['frontier_loo_mae_pct']:.2f} / holdout {j['frontier_holdout_mae_pct']:.2f}"
+        )
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,102 @@
+"""`clipscale predict`: a saved fit -> predicted error with a bootstrap CI, and compute-optimal
+allocation of a budget C = k·N·D (k = 6 for LLM FLOPs with N params, 1 for CLIP GMACs x samples)
+among the models of a ladder or over a continuous N (bounded scalar minimisation in log N).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from clipscale.errors import ClipscaleError
+from clipscale.fit.laws import get_law
+from clipscale.fit.result import FitResult
+from clipscale.io import atomic_write_json
+
+
+def save_fits(path: str | Path, entries: list[tuple[Any, FitResult]]) -> None:
+    atomic_write_json(path, {"fits": [{"group": g, **f.to_dict()} for g, f in entries]})
+
+
+def load_fit(path: str | Path, group: str | None = None) -> FitResult:
+    import json
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ClipscaleError(f"{path}: cannot read a saved fit ({exc})") from None
+    fits = doc.get("fits") if isinstance(doc, dict) else None
+    if not fits:
+        raise ClipscaleError(f"{path}: no 'fits' list; write one with clipscale fit --save")
+    if group is None:
+        if len(fits) > 1:
+            raise ClipscaleError(
+                f"{path} holds {len(fits)} groups; pick one with --group "
+                f"({', '.join(str(f.get('group')) for f in fits)})"
+            )
+        return FitResult.from_dict(fits[0])
+    for f in fits:
+        if str(f.get("group")) == group:
+            return FitResult.from_dict(f)
+    raise ClipscaleError(f"{path}: no group {group!r}")
+
+
+def predict_with_ci(fit: FitResult, inputs: dict[str, np.ndarray], level: float = 0.95) -> dict[str, Any]:
+    pred = fit.predict(**inputs)
+    out: dict[str, Any] = {
+        "inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()},
+        "predicted_error": pred.tolist(),
+    }
+    if fit.bootstrap_params:
+        s = fit.predict_samples(**inputs)
+        out["ci_low"] = np.percentile(s, 50 * (1 - level), axis=0).tolist()
+        out["ci_high"] = np.percentile(s, 50 * (1 + level), axis=0).tolist()
+    return out
+
+
+def _error_at(fit: FitResult, n: float, budget: float, k: float, unique: float | None) -> float:
+    d = budget / (k * n)
+    if fit.law == "joint":
+        if unique is None:
+            raise ClipscaleError("the joint law needs --U (unique samples available) to allocate compute")
+        return float(fit.predict(N=[n], U=[unique], S=[d])[0])
+    return float(fit.predict(N=[n], D=[d])[0])
+
+
+def optimal_allocation(
+    fit: FitResult,
+    budget: float,
+    *,
+    ladder: list[float] | None = None,
+    k: float = 1.0,
+    unique: float | None = None,
+    n_range: tuple[float, float] = (1e-3, 1e15),
+) -> dict[str, Any]:
+    """Minimise predicted error over N with D = budget / (k N)."""
+    law = get_law(fit.law)
+    if "N" not in law.inputs:
+        raise ClipscaleError(f"law {fit.law!r} depends on compute only; allocation needs chinchilla or joint")
+    if not budget > 0:
+        raise ClipscaleError(f"compute budget must be > 0, got {budget}")
+    if ladder:
+        errs = [_error_at(fit, n, budget, k, unique) for n in ladder]
+        n_best = float(ladder[int(np.argmin(errs))])
+    else:
+        lo, hi = np.log(n_range[0]), np.log(min(n_range[1], budget / k))
+        res = minimize_scalar(
+            lambda ln: _error_at(fit, float(np.exp(ln)), budget, k, unique),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-6},
+        )
+        n_best = float(np.exp(res.x))
+    return {
+        "budget": budget,
+        "N": n_best,
+        "D": budget / (k * n_best),
+        "predicted_error": _error_at(fit, n_best, budget, k, unique),
+    }

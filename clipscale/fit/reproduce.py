@@ -1,0 +1,176 @@
+"""`clipscale reproduce cherti2023`: the paper's scaling analysis from its published tables.
+
+E = 1 - acc1 (classification), 1 - image_retrieval_recall@5 (retrieval), 1 - mAP
+(voc2007_multilabel); C = gmacs_total. Per target: the frontier law over the 29 OpenCLIP runs and a
+power law over the 3 OpenAI runs; the prediction table for the paper's archs x samples seen; and
+the joint law's leave-one-run-out and H/14 + g/14 extrapolation errors next to the frontier's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clipscale.errors import ClipscaleError
+from clipscale.fit.estimate import fit_prepared, prepare
+from clipscale.fit.laws import get_law
+from clipscale.fit.result import FitResult, fit_law
+from clipscale.fit.validate import holdout, leave_one_run_out
+
+DEFAULT_TARGETS = ("imagenet1k", "mscoco_captions", "flickr30k")
+PREDICTION_TARGETS = ("imagenet1k", "mscoco_captions")
+PREDICTION_ARCHS = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-H-14", "ViT-g-14", "ViT-G-14")
+SAMPLES = {
+    "1B": 1_000_000_000,
+    "3B": 80_000_415 * 32,
+    "13B": 407_332_084 * 32,
+    "34B": 407_332_084 * 84,
+    "68B": 2 * 407_332_084 * 84,
+}
+# Unique samples per upstream dataset: the nominal sizes the authors use in their figures notebook.
+UNIQUE = {"LAION-80M": 80e6, "LAION-400M": 400e6, "LAION-2B": 2e9}
+HOLDOUT_ARCHS = ("ViT-H-14", "ViT-g-14")
+OPENAI = "CLIP-WIT"
+
+
+def metric_for(target: str) -> str:
+    if target in ("mscoco_captions", "flickr30k", "flickr8k"):
+        return "image_retrieval_recall@5"
+    if target == "voc2007_multilabel":
+        return "mean_average_precision"
+    return "acc1"
+
+
+def load_paper(data: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    data = Path(data)
+    files = {n: data / f"{n}.csv" for n in ("zeroshot_results", "arch_info")}
+    for p in files.values():
+        if not p.is_file():
+            raise ClipscaleError(
+                f"{p}: missing; --data must be the paper's table directory (e.g. ../shared/paper)"
+            )
+    return pd.read_csv(files["zeroshot_results"]), pd.read_csv(files["arch_info"])
+
+
+def target_rows(results: pd.DataFrame, target: str) -> pd.DataFrame:
+    rows = results[results.downstream_dataset == target].copy()
+    if rows.empty:
+        valid = ", ".join(sorted(results.downstream_dataset.unique()))
+        raise ClipscaleError(f"target {target!r} is not a downstream_dataset; valid: {valid}")
+    m = metric_for(target)
+    if rows[m].isna().any():
+        raise ClipscaleError(f"target {target!r}: column {m} has missing values")
+    rows["E"] = 1.0 - rows[m]
+    rows["source"] = np.where(rows.upstream_dataset == OPENAI, "openai", "openclip")
+    return rows.reset_index(drop=True)
+
+
+def paper_fits(rows: pd.DataFrame, target: str) -> tuple[list[dict[str, Any]], dict[str, FitResult]]:
+    out, fits = [], {}
+    for source, law in (("openclip", "frontier"), ("openai", "power")):
+        sel = rows[rows.source == source]
+        fit = fit_law(law, y=sel.E.to_numpy(), C=sel.gmacs_total.to_numpy())
+        fits[source] = fit
+        out.append(
+            {
+                "target": target,
+                "source": source,
+                "law": law,
+                "A": fit.params["A"],
+                "alpha": fit.params["alpha"],
+                "n": len(sel),
+            }
+        )
+    return out, fits
+
+
+def prediction_table(rows: pd.DataFrame, arch_info: pd.DataFrame, fit: FitResult, target: str) -> list[dict]:
+    gmacs = dict(zip(arch_info["model"], arch_info["gmacs"], strict=True))
+    ours = rows[rows.source == "openclip"]
+    table = []
+    for arch in PREDICTION_ARCHS:
+        if arch not in gmacs:
+            raise ClipscaleError(f"arch_info.csv has no row for {arch}")
+        for label, samples in SAMPLES.items():
+            pred = 100.0 * (1.0 - float(fit.predict(C=np.array([gmacs[arch] * samples]))[0]))
+            match = ours[(ours.arch == arch) & (ours.samples_seen_pretty == label)]
+            actual = float(100.0 * (1.0 - match.E.min())) if len(match) else None
+            table.append(
+                {
+                    "target": target,
+                    "arch": arch,
+                    "samples_seen": int(samples),
+                    "predicted_pct": pred,
+                    "actual_pct": actual,
+                }
+            )
+    return table
+
+
+def prediction_mae(table: list[dict]) -> float:
+    diffs = [abs(r["predicted_pct"] - r["actual_pct"]) for r in table if r["actual_pct"] is not None]
+    return float(np.mean(diffs))
+
+
+def joint_checks(rows: pd.DataFrame, target: str, delta: float = 1e-3) -> dict[str, Any]:
+    """LOO and H/14+g/14 extrapolation MAE (accuracy points) of the joint law and of the frontier law."""
+    ours = rows[rows.source == "openclip"].reset_index(drop=True)
+    if ours.upstream_dataset.isin(UNIQUE).sum() != len(ours):
+        raise ClipscaleError(
+            f"unknown upstream_dataset in {sorted(set(ours.upstream_dataset) - set(UNIQUE))}"
+        )
+    y = ours.E.to_numpy()
+    mask = ours.arch.isin(HOLDOUT_ARCHS).to_numpy()
+    out: dict[str, Any] = {"target": target}
+    inputs = {
+        "joint": {
+            "N": ours.gmacs.to_numpy(),
+            "U": ours.upstream_dataset.map(UNIQUE).to_numpy(),
+            "S": ours.samples_seen.to_numpy(),
+        },
+        "frontier": {"C": ours.gmacs_total.to_numpy()},
+    }
+    for law, prefix in (("joint", ""), ("frontier", "frontier_")):
+        prep = prepare(get_law(law), y, inputs[law])
+        full = fit_prepared(prep, delta=delta)
+        out[f"{prefix}loo_mae_pct"] = leave_one_run_out(prep, delta=delta, full=full)["mae_pct"]
+        out[f"{prefix}holdout_mae_pct"] = holdout(prep, mask, delta=delta, full=full)["mae_pct"]
+        if law == "joint":
+            out["_joint_params"] = full.params
+    return out
+
+
+def reproduce_cherti2023(
+    data: str | Path,
+    *,
+    targets: list[str] | None = None,
+    out: str | Path | None = None,
+    bootstrap: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Everything `clipscale reproduce cherti2023 --json` prints; figures and CSVs go to `out`."""
+    results, arch_info = load_paper(data)
+    targets = list(targets or DEFAULT_TARGETS)
+    doc: dict[str, Any] = {"fits": [], "predictions": [], "prediction_mae_pct": {}, "joint": []}
+    joint_params = {}
+    figures = []
+    for target in targets:
+        rows = target_rows(results, target)
+        fits_json, fits = paper_fits(rows, target)
+        doc["fits"] += fits_json
+        if target in PREDICTION_TARGETS:
+            table = prediction_table(rows, arch_info, fits["openclip"], target)
+            doc["predictions"] += table
+            doc["prediction_mae_pct"][target] = prediction_mae(table)
+        checks = joint_checks(rows, target)
+        joint_params[target] = checks.pop("_joint_params")
+        doc["joint"].append(checks)
+        figures.append((target, rows, fits))
+    if out is not None:
+        from clipscale.fit.plot import write_reproduction_outputs
+
+        write_reproduction_outputs(Path(out), doc, figures, joint_params, bootstrap=bootstrap, seed=seed)
+    return doc

@@ -1,0 +1,150 @@
+"""`fit_law` and its result: the library entry point other stages call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipscale.errors import ClipscaleError
+from clipscale.fit.bootstrap import percentile_ci, run_bootstrap
+from clipscale.fit.estimate import fit_prepared, prepare, r2_log
+from clipscale.fit.laws import derived_quantities, get_law
+
+FIT_FORMAT = "clipscale-fit/1"
+
+
+@dataclass
+class FitResult:
+    """A fitted law. `params` use the formula's names; `ci` is empty without bootstrap."""
+
+    law: str
+    params: dict[str, float]
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    n_points: int = 0
+    objective: float = 0.0
+    n_starts: int = 1
+    n_starts_at_best: int = 1
+    r2_log: float = float("nan")
+    converged: bool = True
+    derived: dict[str, float] = field(default_factory=dict)
+    huber_delta: float = 1e-3
+    bootstrap_params: list[list[float]] = field(default_factory=list)  # (B, n_params) for prediction CIs
+    bootstrap_failed: int = 0
+
+    @property
+    def formula(self) -> str:
+        return get_law(self.law).formula
+
+    def predict(self, **inputs: Any) -> np.ndarray:
+        """Predicted error at the given inputs (e.g. C=..., or N=..., D=..., or N=..., U=..., S=...)."""
+        law = get_law(self.law)
+        missing = [k for k in law.inputs if inputs.get(k) is None]
+        if missing:
+            raise ClipscaleError(
+                f"law {self.law!r} needs inputs {', '.join(law.inputs)}; missing {', '.join(missing)}"
+            )
+        return law.predict(self.params, {k: np.asarray(inputs[k], float) for k in law.inputs})
+
+    def predict_samples(self, **inputs: Any) -> np.ndarray:
+        """Predictions under every bootstrap parameter sample: (B, n). Empty without bootstrap."""
+        law = get_law(self.law)
+        x = {k: np.asarray(inputs[k], float) for k in law.inputs}
+        return np.array(
+            [law.predict(dict(zip(law.params, row, strict=True)), x) for row in self.bootstrap_params]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON-able dict (CIs as [lo, hi] lists)."""
+        return {
+            "format": FIT_FORMAT,
+            "law": self.law,
+            "formula": self.formula,
+            "params": dict(self.params),
+            "ci": {k: [v[0], v[1]] for k, v in self.ci.items()},
+            "derived": dict(self.derived),
+            "n_points": self.n_points,
+            "objective": self.objective,
+            "n_starts": self.n_starts,
+            "n_starts_at_best": self.n_starts_at_best,
+            "r2_log": self.r2_log,
+            "converged": self.converged,
+            "huber_delta": self.huber_delta,
+            "bootstrap_failed": self.bootstrap_failed,
+            "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitResult:
+        try:
+            law = get_law(d["law"])
+            params = {k: float(d["params"][k]) for k in law.params}
+            return cls(
+                law=law.name,
+                params=params,
+                ci={k: (float(v[0]), float(v[1])) for k, v in d.get("ci", {}).items()},
+                n_points=int(d.get("n_points", 0)),
+                objective=float(d.get("objective") or 0.0),
+                n_starts=int(d.get("n_starts", 1)),
+                n_starts_at_best=int(d.get("n_starts_at_best", 1)),
+                r2_log=float(d["r2_log"]) if d.get("r2_log") is not None else float("nan"),
+                converged=bool(d.get("converged", True)),
+                derived=dict(d.get("derived", {})),
+                huber_delta=float(d.get("huber_delta", 1e-3)),
+                bootstrap_failed=int(d.get("bootstrap_failed", 0)),
+                bootstrap_params=[list(map(float, r)) for r in d.get("bootstrap_params", [])],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
+
+
+def fit_law(
+    law: str,
+    *,
+    y: np.ndarray,
+    C: np.ndarray | None = None,
+    N: np.ndarray | None = None,
+    D: np.ndarray | None = None,
+    U: np.ndarray | None = None,
+    S: np.ndarray | None = None,
+    huber_delta: float = 1e-3,
+    bootstrap: int = 0,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+    labels: dict[str, str] | None = None,
+    max_starts: int = 32,
+    loss: bool = False,
+) -> FitResult:
+    """Fit `law` to errors `y` in (0, 1] (any positive value with loss=True, e.g. a cross-entropy);
+    `groups` labels the run of each point for the bootstrap; `labels` names inputs in error messages."""
+    spec = get_law(law)
+    if not huber_delta > 0:
+        raise ClipscaleError(f"huber_delta must be > 0, got {huber_delta}")
+    if bootstrap < 0:
+        raise ClipscaleError(f"bootstrap must be >= 0, got {bootstrap}")
+    prep = prepare(spec, y, {"C": C, "N": N, "D": D, "U": U, "S": S}, labels, loss=loss)
+    opt = fit_prepared(prep, delta=huber_delta, max_starts=max_starts)
+    if not opt.converged:
+        raise ClipscaleError(
+            f"the {law} fit did not converge: none of {opt.n_starts} starts ended at a stationary point "
+            f"and no two agreed (best loss {opt.objective:.3g}); check the data or try another law"
+        )
+    result = FitResult(
+        law=law,
+        params=opt.params,
+        n_points=prep.n,
+        objective=opt.objective,
+        n_starts=opt.n_starts,
+        n_starts_at_best=opt.n_starts_at_best,
+        r2_log=r2_log(prep, opt),
+        converged=opt.converged,
+        derived=derived_quantities(spec, opt.params),
+        huber_delta=huber_delta,
+    )
+    if bootstrap:
+        boot = run_bootstrap(prep, opt, n_boot=bootstrap, seed=seed, delta=huber_delta, groups=groups)
+        result.ci = percentile_ci(boot)
+        result.bootstrap_params = boot.samples[:, : spec.n_params].tolist()
+        result.bootstrap_failed = boot.n_failed
+    return result

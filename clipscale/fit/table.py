@@ -1,0 +1,233 @@
+"""Results tables in, fitted laws out: what `clipscale fit` does, as a library function.
+
+Column options are a column name or a pandas expression over columns (DataFrame.eval, backticks
+for names with spaces), so `--D "\\`Training FLOP\\` / (6 * \\`Model Size\\`)"` works on anyone's table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clipscale.errors import ClipscaleError
+from clipscale.fit.estimate import fit_prepared, prepare
+from clipscale.fit.laws import get_law
+from clipscale.fit.result import FitResult, fit_law
+from clipscale.fit.validate import holdout as run_holdout
+from clipscale.fit.validate import leave_one_run_out
+
+
+def load_table(path: str | Path) -> pd.DataFrame:
+    """CSV, JSON lines (.jsonl/.json) or parquet, by extension."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClipscaleError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson"):
+            return pd.read_json(path, lines=True)
+        if suffix == ".json":
+            try:
+                return pd.read_json(path, lines=True)
+            except ValueError:
+                return pd.read_json(path)
+        return pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise ClipscaleError(
+            f"{path}: cannot read as a {suffix or 'csv'} table: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def column(df: pd.DataFrame, expr: str, option: str) -> np.ndarray:
+    """A column by name, else a pandas expression over the columns."""
+    if expr in df.columns:
+        values = df[expr]
+    else:
+        try:
+            values = df.eval(expr, engine="python")
+        except Exception as exc:  # pandas raises many types for a bad expression
+            cols = ", ".join(map(str, df.columns[:20]))
+            raise ClipscaleError(
+                f"--{option} {expr!r}: not a column or expression over the columns "
+                f"({type(exc).__name__}: {exc}); columns are: {cols}"
+            ) from None
+    if np.ndim(values) == 0:
+        values = pd.Series(np.full(len(df), values), index=df.index)
+    try:
+        return pd.to_numeric(pd.Series(values, index=df.index), errors="raise").to_numpy(dtype=float)
+    except (ValueError, TypeError):
+        raise ClipscaleError(f"--{option} {expr!r}: values are not numeric") from None
+
+
+def filter_rows(df: pd.DataFrame, where: str | None) -> pd.DataFrame:
+    if not where:
+        return df
+    try:
+        out = df.query(where, engine="python")
+    except Exception as exc:
+        raise ClipscaleError(f"--where {where!r}: {type(exc).__name__}: {exc}") from None
+    if out.empty:
+        raise ClipscaleError(f"--where {where!r} keeps no rows of {len(df)}")
+    return out
+
+
+def fit_table(
+    df: pd.DataFrame,
+    *,
+    law: str,
+    C: str | None = None,
+    N: str | None = None,
+    D: str | None = None,
+    U: str | None = None,
+    S: str | None = None,
+    y: str,
+    by: str | None = None,
+    where: str | None = None,
+    error: bool = False,
+    bootstrap: int = 0,
+    holdout: str | None = None,
+    loo: bool = False,
+    seed: int = 0,
+    run: str | None = None,
+    huber_delta: float = 1e-3,
+    loss: bool = False,
+) -> dict[str, Any]:
+    """Fit `law` per group of `by` (or once); returns the `clipscale fit --json` document.
+
+    `run` names a column identifying training runs (bootstrap resamples runs, --loo leaves runs
+    out); without it every row is its own run. `holdout` is a boolean expression for held-out rows.
+    """
+    doc, _ = fit_table_results(
+        df,
+        law=law,
+        C=C,
+        N=N,
+        D=D,
+        U=U,
+        S=S,
+        y=y,
+        by=by,
+        where=where,
+        error=error,
+        bootstrap=bootstrap,
+        holdout=holdout,
+        loo=loo,
+        seed=seed,
+        run=run,
+        huber_delta=huber_delta,
+        loss=loss,
+    )
+    return doc
+
+
+def fit_table_results(
+    df: pd.DataFrame,
+    *,
+    law: str,
+    C: str | None,
+    N: str | None,
+    D: str | None,
+    U: str | None,
+    S: str | None,
+    y: str,
+    by: str | None,
+    where: str | None,
+    error: bool,
+    bootstrap: int,
+    holdout: str | None,
+    loo: bool,
+    seed: int,
+    run: str | None,
+    huber_delta: float,
+    loss: bool,
+) -> tuple[dict[str, Any], list[tuple[Any, FitResult, pd.DataFrame]]]:
+    """`fit_table`, also returning (group, FitResult, rows) per group for --save and --plot."""
+    spec = get_law(law)
+    exprs = {"C": C, "N": N, "D": D, "U": U, "S": S}
+    for key in spec.inputs:
+        if exprs[key] is None:
+            raise ClipscaleError(f"law {law!r} ({spec.formula}) needs --{key}")
+    df = filter_rows(df, where)
+    if by is not None and by not in df.columns:
+        raise ClipscaleError(
+            f"--by {by!r}: no such column; columns are: {', '.join(map(str, df.columns[:20]))}"
+        )
+    if run is not None and run not in df.columns:
+        raise ClipscaleError(f"--run {run!r}: no such column")
+    groups = [(None, df)] if by is None else [(k, g) for k, g in df.groupby(by, sort=True)]
+    fits, results = [], []
+    for key, g in groups:
+        entry, result = _fit_group(
+            g, spec.name, exprs, y, error, bootstrap, holdout, loo, seed, run, huber_delta, loss
+        )
+        fits.append({"group": None if key is None else _plain(key), **entry})
+        results.append((fits[-1]["group"], result, g))
+    doc: dict[str, Any] = {
+        "law": law,
+        "formula": spec.formula,
+        "y": y,
+        "error": error,
+        "by": by,
+        "where": where,
+        "fits": fits,
+    }
+    if by is not None:
+        doc["comparison"] = {p: {str(f["group"]): f["params"][p] for f in fits} for p in spec.params}
+    return doc, results
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _fit_group(
+    g: pd.DataFrame,
+    law: str,
+    exprs: dict[str, str | None],
+    y: str,
+    error: bool,
+    bootstrap: int,
+    holdout: str | None,
+    loo: bool,
+    seed: int,
+    run: str | None,
+    delta: float,
+    loss: bool,
+) -> tuple[dict[str, Any], FitResult]:
+    spec = get_law(law)
+    yv = column(g, y, "y")
+    if error:
+        yv = 1.0 - yv
+    inputs = {k: column(g, e, k) for k, e in exprs.items() if e is not None and k in spec.inputs}
+    labels = {k: f"--{k} {e!r}" for k, e in exprs.items() if e is not None}
+    labels["y"] = f"--y {y!r}" + (" (as 1 - y)" if error else "")
+    groups = g[run].to_numpy() if run else None
+    result = fit_law(
+        law,
+        y=yv,
+        groups=groups,
+        bootstrap=bootstrap,
+        seed=seed,
+        huber_delta=delta,
+        labels=labels,
+        loss=loss,
+        **inputs,
+    )
+    out = result.to_dict()
+    out.pop("bootstrap_params")
+    validation: dict[str, Any] = {}
+    if holdout or loo:
+        prep = prepare(spec, yv, inputs, labels, loss=loss)
+        full = fit_prepared(prep, delta=delta)
+        if holdout:
+            mask = column(g, holdout, "holdout").astype(bool)
+            validation["holdout"] = {"expr": holdout, **run_holdout(prep, mask, delta=delta, full=full)}
+        if loo:
+            validation["loo"] = leave_one_run_out(prep, delta=delta, groups=groups, full=full)
+    out["validation"] = validation
+    return out, result
