@@ -6,6 +6,7 @@ file: writes go to a temporary name in the same directory and are renamed into p
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -34,12 +35,21 @@ def dumps(obj: Any, *, indent: int | None = None) -> str:
     return json.dumps(_sanitize(obj), indent=indent, allow_nan=False, sort_keys=False)
 
 
+@functools.cache
+def _default_file_mode() -> int:
+    """0o666 minus the umask: what open() would give; mkstemp alone makes files owner-only."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` via a temporary file and rename: readers see old or new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _default_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

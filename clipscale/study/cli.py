@@ -1,0 +1,88 @@
+"""Study verbs: run, status, results, report, demo. Standard library only at top level."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def _study_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", metavar="STUDY.toml", help="study file")
+    p.add_argument("--output-dir", default=None, help="override [study] output_dir")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from clipscale.study.spec import load_study
+
+    return load_study(args.study, output_dir=args.output_dir)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from clipscale.study.runner import run_study
+
+    result = run_study(_load(args), executor=args.executor, jobs=args.jobs, dry_run=args.dry_run,
+                       retry_failed=args.retry_failed, slurm_backend=args.slurm_backend)
+    return 1 if result.get("failed") else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from clipscale.study.status import format_status, study_status
+
+    rows = study_status(_load(args))
+    print(json.dumps(rows, indent=2) if args.json else format_status(rows))
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from clipscale.study.results import write_results
+
+    path = write_results(_load(args), fmt=args.format, out=args.out)
+    print(path)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from clipscale.report import write_report
+
+    print(write_report(_load(args), out=args.out))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from clipscale.study.demo import run_demo
+
+    return run_demo(out=args.out, jobs=args.jobs)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("run", help="train and evaluate every unfinished run of a study")
+    _study_arg(p)
+    p.add_argument("--executor", choices=("local", "slurm"), default="local")
+    p.add_argument("--jobs", type=int, default=None, help="local runs at once (default: [executor] jobs)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan with compute per run and total")
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--slurm-backend", choices=("auto", "slurm", "local", "debug"), default="auto",
+                   help="with --executor slurm: submitit's cluster (local/debug run the same jobs here)")
+    p.set_defaults(handler=_run)
+
+    p = subparsers.add_parser("status", help="table of a study's runs: state, progress, loss, ETA")
+    _study_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_status)
+
+    p = subparsers.add_parser("results", help="rebuild the tidy results table from the run directories")
+    _study_arg(p)
+    p.add_argument("--format", choices=("csv", "parquet", "json"), default="csv")
+    p.add_argument("--out", default=None, help="output file (default: OUTPUT_DIR/results.<ext>)")
+    p.set_defaults(handler=_results)
+
+    p = subparsers.add_parser("report", help="write the self-contained HTML report of a study")
+    _study_arg(p)
+    p.add_argument("--out", default=None, help="output file (default: OUTPUT_DIR/report.html)")
+    p.set_defaults(handler=_report)
+
+    p = subparsers.add_parser("demo", help="the built-in demo study: generate, train, evaluate, fit, report")
+    p.add_argument("--out", default="clipscale-demo", help="output directory (default: ./clipscale-demo)")
+    p.add_argument("--jobs", type=int, default=None, help="runs at once (default: the demo's setting)")
+    p.set_defaults(handler=_demo)

@@ -1,0 +1,159 @@
+"""Grid expansion: a study's blocks → the list of runs, each with a stable id.
+
+A run id is a hash of what determines the trained weights (model, data identity, data size, samples
+seen, seed, training settings), so reordering the study file changes nothing, editing one cell reruns
+only that cell, and operational knobs (device, worker counts, log interval) never invalidate results.
+
+Compute-matched (isoFLOP) groups: a block may give `compute` (forward GMACs per sample × samples seen,
+the paper's C) instead of `samples_seen`; each model then trains for samples_seen = C / GMACs, rounded
+to whole batches. A model × samples grid confounds size with compute; isoFLOP groups show which size
+wins at each budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipscale.errors import ClipscaleError
+from clipscale.study.spec import OPERATIONAL_KEYS, StudySpec
+
+FlopsFn = Callable[[str], tuple[float, float]]  # model -> (GMACs per sample, M params)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One grid cell, fully resolved: everything needed to train and evaluate it."""
+
+    run_id: str
+    model: str
+    dataset: str
+    distribution: str  # the synthetic distribution, or the dataset name for external shards
+    data_size: int
+    samples_seen: int
+    seed: int
+    gmacs: float
+    mparams: float
+    train: dict[str, Any]  # TrainConfig keyword arguments besides model/data/samples/seed/output_dir
+    compute_group: float | None = None  # the isoFLOP level this run belongs to, if any
+    run_dir: Path = field(default=Path("."))
+
+    @property
+    def compute(self) -> float:
+        return self.gmacs * self.samples_seen
+
+    def cell(self) -> dict[str, Any]:
+        """The study-level description written to RUN_DIR/run.json (read back by results/status)."""
+        return {"run_id": self.run_id, "model": self.model, "dataset": self.dataset,
+                "distribution": self.distribution, "data_size": self.data_size,
+                "samples_seen": self.samples_seen, "seed": self.seed, "gmacs": self.gmacs,
+                "mparams": self.mparams, "compute": self.compute, "compute_group": self.compute_group,
+                "train": self.train}
+
+
+def default_flops(model: str) -> tuple[float, float]:
+    from clipscale.models.flops import count_flops
+
+    counted = count_flops(model)
+    return float(counted.gmacs), float(counted.mparams)
+
+
+def _ladder_lr(model: str) -> float | None:
+    from clipscale.models.ladder import LADDER
+
+    rung = LADDER.get(model)
+    return None if rung is None else rung.lr
+
+
+def _matches(when: dict[str, Any], cell: dict[str, Any]) -> bool:
+    for key, want in when.items():
+        options = want if isinstance(want, list) else [want]
+        if cell[key] not in options:
+            return False
+    return True
+
+
+def resolve_train(spec: StudySpec, cell: dict[str, Any]) -> dict[str, Any]:
+    """Shared [train] settings, then matching rules in file order; lr defaults to the ladder's."""
+    train = dict(spec.train)
+    for rule in spec.rules:
+        if _matches(rule.when, cell):
+            train.update(rule.set)
+    if "lr" not in train:
+        lr = _ladder_lr(cell["model"])
+        if lr is None:
+            raise ClipscaleError(f"model {cell['model']!r} is not a ladder size: set [train] lr or a rule")
+        train["lr"] = lr
+    return train
+
+
+def _samples_for(compute: float, gmacs: float, batch: int | None) -> int:
+    samples = compute / gmacs
+    if batch:
+        return max(batch, round(samples / batch) * batch)
+    return max(1, round(samples))
+
+
+def _validate_train(model: str, samples: int, train: dict[str, Any]) -> None:
+    """Build the run's TrainConfig now, so a bad setting fails at plan time naming its field."""
+    from clipscale.train.config import TrainConfig
+
+    TrainConfig(model=model, train_data="plan-check.tar", samples_seen=samples, **train)
+
+
+def run_id(*, model: str, dataset: dict[str, Any], data_size: int, samples_seen: int, seed: int,
+           train: dict[str, Any]) -> str:
+    """`<model>-<hash>`: sha256 of the canonical JSON of everything that determines the weights."""
+    key = {"model": model, "dataset": dataset, "data_size": data_size, "samples_seen": samples_seen,
+           "seed": seed, "train": {k: v for k, v in train.items() if k not in OPERATIONAL_KEYS}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model)}-{digest[:12]}"
+
+
+def plan(spec: StudySpec, *, flops: FlopsFn | None = None) -> list[RunPlan]:
+    """Every run of the study in grid order, duplicates (same id from several blocks) removed."""
+    flops = flops or default_flops
+    cache: dict[str, tuple[float, float]] = {}
+    runs: dict[str, RunPlan] = {}
+    for block in spec.grid:
+        budgets = [("samples", s) for s in block.samples_seen] + [("compute", c) for c in block.compute]
+        for model, ds_name, data_size, (kind, budget), seed in itertools.product(
+                block.model, block.dataset, block.data_size, budgets, block.seed):
+            if model not in cache:
+                cache[model] = flops(model)
+            gmacs, mparams = cache[model]
+            cell = {"model": model, "dataset": ds_name, "data_size": data_size, "seed": seed}
+            train = resolve_train(spec, cell)
+            samples = (int(budget) if kind == "samples"
+                       else _samples_for(budget, gmacs, train.get("batch_size")))
+            if "warmup_fraction" in train:
+                train["warmup"] = round(train.pop("warmup_fraction") * samples)
+            _validate_train(model, samples, train)
+            ds = spec.datasets[ds_name]
+            rid = run_id(model=model, dataset=ds.identity(), data_size=data_size, samples_seen=samples,
+                         seed=seed, train=train)
+            runs.setdefault(rid, RunPlan(
+                run_id=rid, model=model, dataset=ds_name, distribution=ds.synth or ds_name,
+                data_size=data_size, samples_seen=samples, seed=seed, gmacs=gmacs, mparams=mparams,
+                train=train, compute_group=budget if kind == "compute" else None,
+                run_dir=spec.runs_dir / rid))
+    return list(runs.values())
+
+
+def format_plan(runs: list[RunPlan]) -> str:
+    """The `--dry-run` table: one line per run with its compute, then the total."""
+    lines = [f"{'run_id':<28} {'model':<10} {'dataset':<10} {'data':>8} {'samples':>10} {'GMACs':>9} "
+             f"{'compute':>10}"]
+    for r in runs:
+        lines.append(f"{r.run_id:<28} {r.model:<10} {r.dataset:<10} {r.data_size:>8} {r.samples_seen:>10} "
+                     f"{r.gmacs:>9.4g} {r.compute:>10.4g}")
+    total = sum(r.compute for r in runs)
+    lines.append(f"{len(runs)} runs, total compute {total:.4g} GMACs "
+                 f"({6e9 * total:.3g} training FLOPs)")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""The study's results table: one tidy row per (run, checkpoint, dataset, task), rebuilt from run dirs.
+
+Run directories are the source of truth (run.json for the cell, results.jsonl for evaluations), so
+the table can always be regenerated, never drifts from what was measured, and a duplicated eval
+record (a crash between append and bookkeeping) collapses to one row. It is the input of
+`clipscale fit` and of the report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from clipscale.errors import ClipscaleError
+from clipscale.io import atomic_write_bytes, read_jsonl
+from clipscale.study.spec import StudySpec
+
+FORMATS = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}
+ID_COLUMNS = ("run_id", "model", "params", "gmacs", "data_size", "samples_seen", "compute", "distribution",
+              "dataset_train", "seed", "dataset", "task", "checkpoint", "run_samples_seen", "final",
+              "compute_group")
+
+
+def _read_cell(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def run_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of one run directory (empty if it never started or has no evaluations)."""
+    cell = _read_cell(run_dir)
+    if cell is None:
+        return []
+    latest: dict[tuple, dict[str, Any]] = {}
+    for rec in read_jsonl(run_dir / "results.jsonl"):
+        key = (rec.get("samples_seen"), rec.get("dataset"), rec.get("task"))
+        latest[key] = rec  # the newest record of a (checkpoint, dataset, task) wins
+    rows = []
+    for rec in latest.values():
+        samples = int(rec.get("samples_seen") or 0)
+        row = {"run_id": cell["run_id"], "model": cell["model"], "params": cell["mparams"],
+               "gmacs": cell["gmacs"], "data_size": cell["data_size"], "samples_seen": samples,
+               "compute": rec.get("compute") or cell["gmacs"] * samples, "distribution": cell["distribution"],
+               "dataset_train": cell["dataset"], "seed": cell["seed"], "dataset": rec.get("dataset"),
+               "task": rec.get("task"), "checkpoint": Path(str(rec.get("checkpoint", ""))).name,
+               "run_samples_seen": cell["samples_seen"], "final": samples >= cell["samples_seen"],
+               "compute_group": cell.get("compute_group")}
+        for name, value in (rec.get("metrics") or {}).items():
+            if isinstance(value, int | float) or value is None:
+                row[name] = value
+        rows.append(row)
+    return rows
+
+
+def build_results_table(study: StudySpec, *, run_ids: list[str] | None = None) -> Any:
+    """A pandas DataFrame of every evaluation of the study's runs (or of the given run ids)."""
+    import pandas as pd
+
+    if run_ids is None:
+        run_ids = _planned_ids(study)
+    rows = [row for rid in run_ids for row in run_rows(study.runs_dir / rid)]
+    if not rows:
+        return pd.DataFrame(columns=list(ID_COLUMNS))
+    df = pd.DataFrame(rows)
+    metrics = sorted(c for c in df.columns if c not in ID_COLUMNS)
+    df = df[[*ID_COLUMNS, *metrics]]
+    return df.sort_values(["model", "distribution", "data_size", "run_samples_seen", "samples_seen",
+                           "dataset", "task"], kind="stable").reset_index(drop=True)
+
+
+def _planned_ids(study: StudySpec) -> list[str]:
+    """The runs of the study file as it is now (an edited cell's old run dir is not part of it)."""
+    from clipscale.study.grid import plan
+
+    return [r.run_id for r in plan(study)]
+
+
+def table_bytes(df: Any, fmt: str) -> bytes:
+    if fmt == "csv":
+        return df.to_csv(index=False).encode()
+    if fmt == "json":
+        return df.to_json(orient="records", lines=True).encode()
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return buf.getvalue()
+    raise ClipscaleError(f"unknown results format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def write_results(study: StudySpec, *, fmt: str = "csv", out: str | Path | None = None) -> Path:
+    """Rebuild the table and write it atomically (default STUDY_OUT/results.<ext>)."""
+    if fmt not in FORMATS:
+        raise ClipscaleError(f"unknown results format {fmt!r}; valid: {', '.join(FORMATS)}")
+    df = build_results_table(study)
+    path = Path(out) if out else study.output_dir / f"results.{FORMATS[fmt]}"
+    atomic_write_bytes(path, table_bytes(df, fmt))
+    return path

@@ -1,0 +1,208 @@
+"""The runner's bookkeeping: skip, resume, locks, failures, a SIGKILLed executor, results and status.
+
+Stages are the instrumented fakes of tests/study_fakes.py (they log every call), so these tests assert
+exactly what was trained and evaluated, and stay fast; real training is covered by test_study_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from clipscale.io import read_jsonl
+from clipscale.study.grid import plan
+from clipscale.study.results import build_results_table, write_results
+from clipscale.study.runner import run_study
+from clipscale.study.spec import load_study
+from clipscale.study.state import effective_state, read_state, try_lock
+from clipscale.study.status import format_status, study_status
+from tests.study_fakes import FAKE_HOOKS, fake_flops
+
+STUDY = """
+[study]
+name = "t"
+output_dir = "out"
+
+[datasets.uni]
+synth = "uniform"
+samples = 4000
+
+[datasets.zipf]
+synth = "zipf"
+samples = 4000
+
+[train]
+lr = 1e-3  # explicit: no ladder lookup, so job processes never import torch (keeps these tests fast)
+batch_size = 100
+checkpoint_points = [0.5, 1.0]
+
+[[grid]]
+model = ["tiny-S0", "tiny-S1"]
+dataset = ["uni", "zipf"]
+data_size = [4000]
+samples_seen = [1000, 2000]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _fake_flops():
+    with mock.patch("clipscale.study.grid.default_flops", fake_flops):
+        yield
+
+
+@pytest.fixture
+def study(tmp_path: Path):
+    path = tmp_path / "study.toml"
+    path.write_text(STUDY)
+    return load_study(path)
+
+
+def _events(run_dir: Path) -> list[str]:
+    return [r["event"] for r in read_jsonl(run_dir / "fake_calls.jsonl")]
+
+
+def _run(study, **kw):
+    return run_study(study, hooks=FAKE_HOOKS, log=lambda s: None, **kw)
+
+
+def test_runs_everything_then_skips_finished(study) -> None:
+    result = _run(study)
+    assert result["finished"] == 8 and result["failed"] == 0
+    runs = plan(study)
+    assert all(read_state(r.run_dir)["state"] == "finished" for r in runs)
+    before = {r.run_id: _events(r.run_dir) for r in runs}
+    assert all(ev.count("train") == 1 for ev in before.values())
+    again = _run(study)
+    assert again["finished"] == 0 and again["planned"] == 8
+    assert {r.run_id: _events(r.run_dir) for r in runs} == before  # nothing redone
+    # both synthetic datasets and the eval sets were generated once, under the study's data dir
+    assert len(list((study.output_dir / "data").glob("*/meta.json"))) == 3
+
+
+def test_failed_run_is_recorded_rest_goes_on_and_retry(study, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_FAIL_MODEL", "tiny-S1")
+    result = _run(study)
+    assert result["failed"] == 4 and result["finished"] == 4
+    failed = [r for r in plan(study) if r.model == "tiny-S1"]
+    state = read_state(failed[0].run_dir)
+    assert state["state"] == "failed" and "loss is NaN at step 3" in state["error"]
+    assert "RuntimeError" in (failed[0].run_dir / "error.log").read_text()
+    status = format_status(study_status(study))
+    assert "4 failed" in status and "error: RuntimeError: loss is NaN" in status
+    assert _run(study)["failed"] == 0  # not retried unless asked
+    assert _events(failed[0].run_dir).count("train") == 1
+    monkeypatch.delenv("FAKE_FAIL_MODEL")
+    assert _run(study, retry_failed=True)["finished"] == 4
+    assert read_state(failed[0].run_dir)["attempts"] == 2
+    assert all(s["state"] == "finished" for s in study_status(study))
+
+
+def test_locked_run_is_skipped_and_interrupted_run_resumes(study) -> None:
+    runs = plan(study)
+    held = try_lock(runs[0].run_dir)  # another executor is on it
+    result = _run(study)
+    assert result["locked"] == 1 and result["finished"] == 7
+    assert read_state(runs[0].run_dir)["state"] == "pending"
+    held.release()
+    # an executor killed mid-run leaves state "running" and half the metrics, but no lock
+    victim = runs[1].run_dir
+    (victim / "state.json").write_text(json.dumps({"state": "running", "attempts": 1}))
+    assert effective_state(victim) == "interrupted"
+    assert _run(study)["finished"] == 2  # the interrupted run and the formerly locked one
+    assert _events(victim).count("train") == 1  # its training had finished: only the bookkeeping reran
+
+
+def test_results_table_is_rebuilt_from_run_dirs(study, tmp_path: Path) -> None:
+    _run(study)
+    df = build_results_table(study)
+    assert len(df) == 16  # 8 runs x 2 checkpoints x 1 task
+    assert {"run_id", "model", "params", "gmacs", "data_size", "samples_seen", "compute", "distribution",
+            "seed", "dataset", "task", "image_retrieval_recall@5"} <= set(df.columns)
+    assert set(df.distribution) == {"uniform", "zipf"}
+    assert (df.compute == df.samples_seen * df.gmacs).all()
+    # a duplicated eval record (crash between append and bookkeeping) does not duplicate rows
+    run_dir = plan(study)[0].run_dir
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    (run_dir / "results.jsonl").write_text("\n".join([*lines, lines[0]]) + "\n")
+    assert len(build_results_table(study)) == 16
+    for fmt, ext in (("csv", "csv"), ("parquet", "parquet"), ("json", "jsonl")):
+        path = write_results(study, fmt=fmt)
+        assert path == study.output_dir / f"results.{ext}" and path.stat().st_size > 0
+    import pandas as pd
+
+    assert len(pd.read_parquet(study.output_dir / "results.parquet")) == 16
+
+
+def test_parallel_local_executor(study) -> None:
+    result = _run(study, jobs=2)
+    assert result["finished"] == 8
+    pids = {r["pid"] for run in plan(study) for r in read_jsonl(run.run_dir / "fake_calls.jsonl")}
+    assert len(pids) == 2 and os.getpid() not in pids  # two pinned worker processes did the work
+
+
+def test_sigkilled_executor_rerun_loses_and_duplicates_nothing(study) -> None:
+    env = {**os.environ, "FAKE_STEP_SECONDS": "0.05", "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.study_fakes", str(study.path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runs = plan(study)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill once some run finished and another is mid-training
+        states = [read_state(r.run_dir)["state"] for r in runs]
+        if "finished" in states and "running" in states:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    states = {r.run_id: read_state(r.run_dir)["state"] for r in runs}
+    assert "finished" in states.values() and "running" in states.values(), proc.stderr.read()
+    interrupted = next(r for r in runs if states[r.run_id] == "running")
+    assert effective_state(interrupted.run_dir) == "interrupted"
+    finished_before = {r.run_id: _events(r.run_dir) for r in runs if states[r.run_id] == "finished"}
+    proc = subprocess.run([sys.executable, "-m", "tests.study_fakes", str(study.path)], env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for r in runs:
+        events = _events(r.run_dir)
+        assert read_state(r.run_dir)["state"] == "finished"
+        for e in events:  # every checkpoint written and evaluated exactly once
+            if e.startswith(("checkpoint", "eval")):
+                assert events.count(e) == 1, (r.run_id, events)
+        if r.run_id in finished_before:
+            assert events == finished_before[r.run_id]  # finished runs untouched
+    assert _events(interrupted.run_dir).count("train") == 2  # resumed, not restarted elsewhere
+    assert len(build_results_table(study)) == 16
+
+
+def test_changed_eval_settings_reevaluate_without_retraining(study) -> None:
+    _run(study)
+    run_dir = plan(study)[0].run_dir
+    edited = study.path.read_text() + "\n[eval]\nsamples_per_task = 77\n"
+    study.path.write_text(edited)
+    changed = load_study(study.path)
+    assert {r.run_id for r in plan(changed)} == {r.run_id for r in plan(study)}  # same training runs
+    assert _run(changed)["finished"] == 8
+    events = _events(run_dir)
+    assert events.count("train") == 1 and events.count("eval 1000") == 2  # evaluated again, not retrained
+    assert len(list(run_dir.glob("results.eval-*.jsonl"))) == 1  # the old records are kept aside
+    assert len(build_results_table(changed)) == 16
+    assert _run(changed)["finished"] == 0
+
+
+def test_edited_cell_reruns_only_that_cell(study) -> None:
+    _run(study)
+    edited = study.path.read_text().replace("samples_seen = [1000, 2000]", "samples_seen = [1000, 3000]")
+    study.path.write_text(edited)
+    changed = load_study(study.path)
+    old, new = {r.run_id for r in plan(study)}, {r.run_id for r in plan(changed)}
+    assert len(old & new) == 4 and len(new - old) == 4
+    assert set(build_results_table(changed).run_id) == old & new  # stale runs are not in the table
+    assert _run(changed)["finished"] == 4  # only the edited cells train
+    assert set(build_results_table(changed).run_id) == new
