@@ -205,13 +205,19 @@ class StepBatches(torch.utils.data.Dataset):
         return Batch(torch.stack(images), tokenize(self.tokenizer, captions), skipped)
 
 
-def make_loader(dataset: StepBatches, start: int, stop: int, *, workers: int, pin_memory: bool
+def make_loader(dataset: torch.utils.data.Dataset, start: int, stop: int, *, workers: int, pin_memory: bool
                 ) -> torch.utils.data.DataLoader:
-    """Batches for steps start..stop-1, in order; `workers` processes decode ahead."""
+    """Batches for steps start..stop-1, in order; `workers` processes decode ahead.
+
+    A StepBatches is indexed by step; a streaming dataset (data/stream.py) is told its start step
+    and yields batches in step order (the DataLoader takes them round-robin from its workers)."""
+    streaming = isinstance(dataset, torch.utils.data.IterableDataset)
+    if streaming:
+        dataset.start_step = start  # type: ignore[attr-defined]
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
-        sampler=range(start, stop),
+        sampler=None if streaming else range(start, stop),
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,

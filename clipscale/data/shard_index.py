@@ -6,8 +6,8 @@ are reproducible and resume mid-pass. Reading tar headers once gives every sampl
 offset, size); batches then read members with one pread each, in any order, from any worker.
 Limit: the index costs ~40 bytes per sample (numpy) on every rank, indexing reads every tar header
 once per run, and a pass permutation costs 8 bytes per sample per worker, so this suits up to ~10^8
-unique samples (e.g. LAION-80M subsets). Full LAION-2B needs a streaming mode (shard-level
-permutation + bounded shuffle buffer seeded by (seed, pass), position = step): not built yet.
+unique samples (e.g. LAION-80M subsets). Beyond that use `data_mode = "stream"` (data/stream.py:
+shard-level permutation per pass + bounded shuffle buffer, no per-sample index).
 
 Sample grouping follows webdataset's convention (key = path up to the first dot of the basename);
 spec expansion uses `braceexpand`, webdataset's own dependency.
@@ -75,7 +75,7 @@ def _split_key(name: str) -> tuple[str, str] | None:
     return (f"{directory}/{stem}" if directory else stem), ext.lower()
 
 
-def _index_one(path: Path) -> tuple[list[tuple[int, int, int, int]], int, bool]:
+def index_tar(path: Path) -> tuple[list[tuple[int, int, int, int]], int, bool]:
     """Complete samples of one tar as (img_off, img_size, txt_off, txt_size); incomplete count; ok."""
     samples: list[tuple[int, int, int, int]] = []
     incomplete = 0
@@ -121,7 +121,7 @@ def build_index(shards: list[Path], limit: int | None) -> ShardIndex:
     for sid, path in enumerate(shards):
         if limit is not None and count >= limit:
             break
-        samples, incomplete, ok = _index_one(path)
+        samples, incomplete, ok = index_tar(path)
         skipped["incomplete_samples"] += incomplete
         skipped["unreadable_shards"] += 0 if ok else 1
         if ok and not samples and not incomplete:

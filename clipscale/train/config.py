@@ -20,7 +20,8 @@ from clipscale.errors import ClipscaleError
 SCHEDULES = ("cosine", "const-cooldown")
 PRECISIONS = ("fp32", "bf16", "amp")
 DEVICES = ("auto", "cpu", "cuda")
-STRATEGIES = ("ddp",)  # FSDP: not yet (see train/distributed.py)
+DATA_MODES = ("index", "stream")
+STRATEGIES = ("ddp", "fsdp")  # under torchrun; see train/distributed.py
 DEFAULT_POINTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
@@ -32,6 +33,8 @@ class TrainConfig:
     train_data: str | list[dict[str, Any]] = ""  # "dir/{00000..00009}.tar", a dir, or [{shards, weight}]
     output_dir: str = "runs/train"
     data_size: int | None = None  # unique samples: the first N of the shards; None = all
+    data_mode: str = "index"  # "index" (random access, <= ~1e8 samples) | "stream" (data/stream.py)
+    shuffle_buffer: int = 10_000  # samples per stream-mode shuffle buffer (per rank and worker)
     samples_seen: int = 10_000  # total training samples (all ranks); rounded up to whole batches
     batch_size: int = 128  # global batch (all ranks)
     lr: float | None = None  # None = the ladder's suggested lr, else 5e-4 (open_clip's default)
@@ -48,7 +51,7 @@ class TrainConfig:
     compile: bool = False
     compile_backend: str = "inductor"
     local_loss: bool = False  # logits of local rows only vs all gathered features (same gradient)
-    strategy: str = "ddp"  # under torchrun; "ddp" only for now (FSDP: see train/distributed.py)
+    strategy: str = "ddp"  # under torchrun: "ddp", or "fsdp" (FSDP2 per block; train/distributed.py)
     seed: int = 0
     checkpoint_points: list[float] = field(default_factory=lambda: list(DEFAULT_POINTS))
     eval_suite: str | None = None  # forwarded to clipscale.evals.evaluate_checkpoint per checkpoint
@@ -74,6 +77,8 @@ class TrainConfig:
         if self.data_size is not None and self.data_size <= 0:
             raise _err("data_size", f"expected a positive integer or none, got {self.data_size}")
         self.train_data = _check_train_data(self.train_data)
+        if self.data_mode == "stream" and not isinstance(self.train_data, str):
+            raise _err("data_mode", "'stream' reads one shard spec; weighted train_data needs 'index'")
 
     @property
     def total_steps(self) -> int:
@@ -133,11 +138,12 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_ranges(cfg: TrainConfig) -> None:
-    choices = {"schedule": SCHEDULES, "precision": PRECISIONS, "device": DEVICES, "strategy": STRATEGIES}
+    choices = {"schedule": SCHEDULES, "precision": PRECISIONS, "device": DEVICES, "strategy": STRATEGIES,
+               "data_mode": DATA_MODES}
     for name, valid in choices.items():
         if getattr(cfg, name) not in valid:
             raise _err(name, f"expected one of {', '.join(valid)}, got {getattr(cfg, name)!r}")
-    positive = ("samples_seen", "batch_size", "log_every")
+    positive = ("samples_seen", "batch_size", "log_every", "shuffle_buffer")
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise _err(name, f"expected a positive integer, got {getattr(cfg, name)}")

@@ -20,7 +20,15 @@ from clipscale.errors import ClipscaleError
 from clipscale.io import atomic_write_json
 from clipscale.train import checkpointing as ckpt
 from clipscale.train.config import TrainConfig
-from clipscale.train.distributed import all_reduce_sum, any_rank, shutdown, unwrap
+from clipscale.train.distributed import (
+    all_reduce_sum,
+    any_rank,
+    checkpoint_model,
+    grad_norm,
+    optimizer_state,
+    shutdown,
+    unwrap,
+)
 from clipscale.train.evalhook import run_eval_hook
 from clipscale.train.metrics import Meter, MetricsWriter, mfu, peak_tflops, progress_bar
 from clipscale.train.optim import learning_rate
@@ -50,19 +58,15 @@ def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer: torc
         loss = loss_fn(image_features, text_features, scale)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
-    grad_norm = None
+    norm = None
     if grad_clip is not None or want_grad_norm:
-        params = [p for p in unwrap(model).parameters() if p.grad is not None]
-        if grad_clip is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip).detach()
-        else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        norm = grad_norm(unwrap(model).parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
     with torch.no_grad():
         logit_scale = unwrap(model).logit_scale
         logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-    return StepResult(loss.detach(), grad_norm, logit_scale.detach().exp())
+    return StepResult(loss.detach(), norm, logit_scale.detach().exp())
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -159,10 +163,10 @@ def _skipped_total(s: Session) -> int:
 def _save(s: Session, step: int, *, point: bool) -> None:
     """latest.pt (resumable) always; the point checkpoint (weights + metadata) at points."""
     samples = step * s.config.batch_size
-    model = unwrap(s.model)
+    model = checkpoint_model(s.model)  # collective under FSDP: every rank gathers, rank 0 writes
     train_state = {"step": step, "samples_seen": samples, "rng": ckpt.rng_state(s.env.device),
                    "decode_skipped": int(all_reduce_sum(float(s.decode_skipped), s.env)),
-                   "scaler": s.scaler.state_dict()}
+                   "scaler": s.scaler.state_dict(), "world_size": s.env.world_size}
     if point:
         path = s.checkpointer.save(ckpt.point_path(s.run_dir, samples), model=model, step=step,
                                    samples_seen=samples)
@@ -170,7 +174,8 @@ def _save(s: Session, step: int, *, point: bool) -> None:
             run_eval_hook(path, suite=s.config.eval_suite, data_root=s.config.eval_data_root,
                           run_dir=s.run_dir, device=s.env.device.type)
     s.checkpointer.save(ckpt.latest_path(s.run_dir), model=model, step=step, samples_seen=samples,
-                        optimizer_state=s.optimizer.state_dict(), train_state=train_state)
+                        optimizer_state=optimizer_state(s.model, s.optimizer),
+                        train_state=train_state)
 
 
 def _finish(s: Session, state: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Set-up of one training run: everything `loop.py` needs, built once from a TrainConfig.
 
 Order matters and is kept in one function: data (fails fast on bad shards) -> resume checkpoint ->
-seed -> model -> resume weights -> wrap (DDP, compile) -> optimizer -> resume optimizer.
+seed -> model -> resume weights -> wrap (DDP/FSDP, compile) -> optimizer -> resume optimizer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from clipscale.errors import ClipscaleError
 from clipscale.io import atomic_write_json
 from clipscale.train import checkpointing as ckpt
 from clipscale.train.config import TrainConfig
-from clipscale.train.distributed import DistEnv, check_batch, init_distributed, unwrap, wrap_model
+from clipscale.train.distributed import (
+    DistEnv,
+    check_batch,
+    init_distributed,
+    load_optimizer_state,
+    split_plain_params,
+    unwrap,
+    wrap_model,
+)
 from clipscale.train.loss import make_loss
 from clipscale.train.optim import make_optimizer
 
@@ -37,12 +45,12 @@ class Session:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     loss_fn: torch.nn.Module
-    dataset: StepBatches
+    dataset: torch.utils.data.Dataset  # StepBatches (index mode) or StreamBatches (stream mode)
     checkpointer: ckpt.Checkpointer
     mean: torch.Tensor
     std: torch.Tensor
     gmacs: float
-    unique_samples: int
+    unique_samples: int | None  # None: stream mode without data_size or stats files
     index_skipped: dict[str, int]
     start_step: int = 0
     decode_skipped: int = 0  # this rank's replaced samples so far (restored on resume)
@@ -116,16 +124,8 @@ def build_session(config: TrainConfig) -> Session:
     payload = ckpt.load_resume(resume_path, config.to_dict()) if resume_path else None
     gmacs = forward_gmacs(config.model)
 
-    sources = build_sources(config.train_data, config.data_size)
-    sampler = StepSampler([len(ix) for ix, _ in sources], [w for _, w in sources], config.batch_size,
-                          config.seed)
     tokenizer = get_tokenizer(config.model)
-    reader = SampleReader([ix for ix, _ in sources], image_size(config.model))
-    dataset = StepBatches(sampler, reader, tokenizer, env.rank, env.world_size)
-    index_skipped: dict[str, int] = {}
-    for ix, _ in sources:
-        for k, v in ix.skipped.items():
-            index_skipped[k] = index_skipped.get(k, 0) + v
+    dataset, unique_samples, index_skipped = _build_data(config, env, tokenizer, image_size(config.model))
 
     if env.is_main:  # only once the data and any resume checkpoint are known to be usable
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +139,7 @@ def build_session(config: TrainConfig) -> Session:
                        compile_backend=config.compile_backend)
     optimizer = make_optimizer(unwrap(model), lr=config.lr, weight_decay=config.weight_decay,
                                betas=(config.beta1, config.beta2), eps=config.eps, device=env.device)
+    optimizer = split_plain_params(optimizer)  # no-op unless FSDP sharded some parameters
     scaler = torch.amp.GradScaler(env.device.type, enabled=config.precision == "amp")
     mean = torch.tensor(OPENAI_MEAN, device=env.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(OPENAI_STD, device=env.device).view(1, 3, 1, 1) * 255
@@ -149,16 +150,57 @@ def build_session(config: TrainConfig) -> Session:
         checkpointer=ckpt.Checkpointer(run_dir, model_name=config.model, model_cfg=model_cfg,
                                        tokenizer=tokenizer, gmacs=gmacs, config=config.to_dict(),
                                        is_main=env.is_main),
-        unique_samples=sum(len(ix) for ix, _ in sources), index_skipped=index_skipped,
+        unique_samples=unique_samples, index_skipped=index_skipped,
     )
     if payload is not None:
         _restore(session, payload)
     return session
 
 
+def _build_data(config: TrainConfig, env: DistEnv, tokenizer: Any, size: int
+                ) -> tuple[torch.utils.data.Dataset, int | None, dict[str, int]]:
+    """(dataset, unique samples if known, index-time skip counts) for the config's data_mode."""
+    if config.data_mode == "stream":
+        from clipscale.data.stream import StreamBatches, plan_shards
+
+        assert isinstance(config.train_data, str)  # TrainConfig refuses weighted sources in stream mode
+        plan = plan_shards(config.train_data, config.data_size)
+        dataset = StreamBatches(plan, image_size=size, tokenizer=tokenizer, batch_size=config.batch_size,
+                                seed=config.seed, rank=env.rank, world_size=env.world_size,
+                                workers=config.workers, shuffle_buffer=config.shuffle_buffer)
+        return dataset, plan.size, {}
+    sources = build_sources(config.train_data, config.data_size)
+    sampler = StepSampler([len(ix) for ix, _ in sources], [w for _, w in sources], config.batch_size,
+                          config.seed)
+    reader = SampleReader([ix for ix, _ in sources], size)
+    index_skipped: dict[str, int] = {}
+    for ix, _ in sources:
+        for k, v in ix.skipped.items():
+            index_skipped[k] = index_skipped.get(k, 0) + v
+    dataset = StepBatches(sampler, reader, tokenizer, env.rank, env.world_size)
+    return dataset, sum(len(ix) for ix, _ in sources), index_skipped
+
+
+def _check_stream_resume(session: Session, payload: dict[str, Any]) -> None:
+    """Stream-mode batches depend on world size, workers and buffer too: refuse to resume on others."""
+    saved = {**payload["clipscale"].get("train_config", {}),
+             "world_size": payload["clipscale"]["train_state"].get("world_size")}
+    now = {**session.config.to_dict(), "world_size": session.env.world_size}
+    for d in (saved, now):
+        d["workers"] = max(1, d.get("workers") or 0)  # 0 (no worker processes) streams like 1
+    for key in ("data_mode", "workers", "shuffle_buffer", "world_size"):
+        if saved.get(key) is not None and saved[key] != now[key]:
+            raise ClipscaleError(f"{session.config.resume}: cannot resume a stream-mode run with {key}="
+                                 f"{now[key]!r}; the checkpoint has {key}={saved[key]!r}")
+
+
 def _restore(session: Session, payload: dict[str, Any]) -> None:
     state = payload["clipscale"]["train_state"]
-    session.optimizer.load_state_dict(payload["optimizer"])
+    saved_mode = payload["clipscale"].get("train_config", {}).get("data_mode", "index")
+    if "stream" in (session.config.data_mode, saved_mode):
+        _check_stream_resume(session, payload)
+    load_optimizer_state(session.model, session.optimizer, payload["optimizer"],
+                         source=str(session.config.resume))
     if "scaler" in state:
         session.scaler.load_state_dict(state["scaler"])
     ckpt.set_rng_state(state["rng"], session.env.device)
