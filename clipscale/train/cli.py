@@ -38,6 +38,8 @@ def _handle(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config, overrides_from_args(args))
     summary = train(config)
+    print(f"{summary['state']}: {config.model}, {summary['samples_seen']:,} samples seen, compute "
+          f"{summary['compute']:.4g} GMACs, {summary['wall_time_s']:.1f} s; run dir {config.output_dir}")
     if summary["state"] == "interrupted":
         return 128 + int(signal.Signals[summary["signal"]])
     return 0

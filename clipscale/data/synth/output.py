@@ -73,7 +73,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ClipscaleError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ClipscaleError(f"{out_dir}: directory exists and is not empty (pass overwrite to replace it)")
+        raise ClipscaleError(f"{out_dir}: directory exists and is not empty (--overwrite replaces it)")
 
 
 @contextlib.contextmanager
