@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clipscale.errors import ClipscaleError
+
 
 def _sanitize(value: Any) -> Any:
     """Replace non-finite floats by None (strict JSON has no NaN) and numpy scalars by Python ones."""
@@ -77,6 +79,19 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_toml(path: str | os.PathLike, *, what: str) -> dict[str, Any]:
+    """Parse a TOML file; a missing file or bad syntax is a one-line error naming the file."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClipscaleError(f"{path}: {what} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ClipscaleError(f"{path}: invalid TOML ({exc})") from None
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -48,3 +48,19 @@ def test_read_jsonl_skips_torn_last_line_but_not_corruption_in_the_middle(tmp_pa
     path.write_text('{"step": 1}\n{broken\n{"step": 3}\n')
     with pytest.raises(json.JSONDecodeError):
         list(read_jsonl(path))
+
+
+def test_read_toml_errors_name_the_file_on_one_line(tmp_path):
+    from clipscale.errors import ClipscaleError
+    from clipscale.io import read_toml
+
+    good = tmp_path / "s.toml"
+    good.write_text('name = "x"\n[train]\nlr = 1e-3\n')
+    assert read_toml(good, what="study file") == {"name": "x", "train": {"lr": 1e-3}}
+    with pytest.raises(ClipscaleError, match=r"missing\.toml: study file not found$"):
+        read_toml(tmp_path / "missing.toml", what="study file")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    with pytest.raises(ClipscaleError, match=r"bad\.toml: invalid TOML \(") as info:
+        read_toml(bad, what="train config file")
+    assert "\n" not in str(info.value)

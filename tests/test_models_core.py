@@ -15,6 +15,7 @@ from clipscale.models import (
     save_checkpoint,
     write_open_clip_config,
 )
+from clipscale.models.registry import _open_clip_names
 
 
 def test_ladder_listed_first_and_open_clip_names_present():
@@ -60,6 +61,9 @@ def test_checkpoint_roundtrip_and_plain_open_clip_load(tmp_path):
     open_clip.add_model_config(write_open_clip_config(tmp_path, name, model_config(name)))
     plain, _, _ = open_clip.create_model_and_transforms(name, pretrained=str(ckpt))
     assert torch.equal(plain.visual.conv1.weight, model.visual.conv1.weight)
+    _open_clip_names.cache_clear()  # open_clip now knows tiny-S0 too: still listed once
+    names = list_models()
+    assert len(names) == len(set(names)) and names[0] == name
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -107,16 +107,21 @@ class SampleReader:
         fd = self._fd(source, int(ix.shard_id[i]))
         img_bytes = os.pread(fd, int(ix.image_size[i]), int(ix.image_offset[i]))
         txt_bytes = os.pread(fd, int(ix.text_size[i]), int(ix.text_offset[i]))
-        try:
-            caption = txt_bytes.decode("utf-8").strip()
-        except UnicodeDecodeError as exc:
-            raise DecodeError("caption is not UTF-8") from exc
-        if not caption:
-            raise DecodeError("empty caption")
-        return decode_image(img_bytes, self.image_size), caption
+        return decode_image(img_bytes, self.image_size), decode_caption(txt_bytes)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fds": {}}
+
+
+def decode_caption(data: bytes) -> str:
+    """UTF-8 caption text; undecodable or empty captions are skipped and counted like bad images."""
+    try:
+        caption = data.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise DecodeError("caption is not UTF-8") from exc
+    if not caption:
+        raise DecodeError("empty caption")
+    return caption
 
 
 def decode_image(data: bytes, size: int) -> torch.Tensor:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipscale.data.loader import Batch, DecodeError, decode_image, tokenize
+from clipscale.data.loader import Batch, DecodeError, decode_caption, decode_image, tokenize
 from clipscale.data.shard_index import IMAGE_EXTS, TEXT_EXTS, expand_spec, index_tar
 from clipscale.errors import ClipscaleError
 
@@ -191,10 +191,4 @@ def _decode_sample(sample: Raw, image_size: int) -> tuple[torch.Tensor, str]:
     txt = next((sample[e] for e in TEXT_EXTS if e in sample), None)
     if img is None or txt is None:
         raise DecodeError("incomplete sample")
-    try:
-        caption = txt.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise DecodeError("caption is not UTF-8") from exc
-    if not caption:
-        raise DecodeError("empty caption")
-    return decode_image(img, image_size), caption
+    return decode_image(img, image_size), decode_caption(txt)

@@ -26,8 +26,11 @@ def _open_clip_names() -> tuple[str, ...]:
 
 
 def list_models() -> list[str]:
-    """Ladder names first (smallest to largest), then every open_clip architecture."""
-    return [*LADDER, *_open_clip_names()]
+    """Ladder names first (smallest to largest), then every open_clip architecture.
+
+    A ladder config registered in open_clip (to load a checkpoint in plain open_clip) is listed once.
+    """
+    return [*LADDER, *(name for name in _open_clip_names() if name not in LADDER)]
 
 
 def is_ladder(name: str) -> bool:

@@ -21,12 +21,12 @@ Layout (all sections but [study] and [[grid]] optional):
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clipscale.errors import ClipscaleError
+from clipscale.io import read_toml
 from clipscale.train.config import FIELD_NAMES as TRAIN_FIELDS
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -323,12 +323,7 @@ def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
 def load_study(path: str | Path, *, output_dir: str | Path | None = None) -> StudySpec:
     """Read and validate a study file; `output_dir` overrides [study] output_dir."""
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ClipscaleError(f"{path}: study file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ClipscaleError(f"{path}: invalid TOML: {exc}") from None
+    doc = read_toml(path, what="study file")
     try:
         spec = parse_study(doc, path=path.resolve())
     except ClipscaleError as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clipscale.errors import ClipscaleError
+from clipscale.io import read_toml
 
 SCHEDULES = ("cosine", "const-cooldown")
 PRECISIONS = ("fp32", "bf16", "amp")
@@ -238,12 +238,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ClipscaleError(f"{path}: train config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ClipscaleError(f"{path}: invalid TOML ({exc})") from None
+        data = read_toml(path, what="train config file")
         values = dict(data.get("train", data)) if isinstance(data.get("train"), dict) else dict(data)
         unknown = sorted(set(values) - set(FIELD_NAMES))
         if unknown:
