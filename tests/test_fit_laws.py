@@ -13,7 +13,7 @@ from clipscale.errors import ClipscaleError
 from clipscale.fit import FitResult, fit_law, fit_table, list_laws
 from clipscale.fit._blas import single_threaded_blas
 from clipscale.fit.estimate import frontier_points, huber_objective, prepare
-from clipscale.fit.laws import get_law, lse_and_jacobian, unique_seen
+from clipscale.fit.laws import derived_quantities, get_law, lse_and_jacobian, unique_seen
 
 
 def test_registry_lists_laws_and_rejects_unknown() -> None:
@@ -67,19 +67,38 @@ def test_joint_recovers_parameters_and_caps_unique_data_at_samples_seen() -> Non
     n = rng.choice([7.4, 20.6, 87.7, 191.0], 40)
     u = rng.choice([8e7, 4e8, 2e9], 40)
     s = rng.choice([1e9, 3e9, 1.3e10, 3.4e10], 40)
-    true = {"A": 0.4, "alpha": 0.2, "B": 20.0, "beta": 0.2, "G": 1e6, "gamma": 0.9, "kappa": 0.2}
-    y = FitResult("joint", true).predict(N=n, U=u, S=s)
+    true = {"A": 3.7, "alpha": 0.13, "beta": 0.09, "G": 3e9, "kappa": 0.12, "rho": 0.15, "gamma": 1.4}
+    law = FitResult("joint", true)
+    y = law.predict(N=n, U=u, S=s)
     # Repeats help (more samples seen, same unique data) but less than fresh data does ...
-    e = FitResult("joint", true).predict(N=[20.6] * 3, U=[8e7, 8e7, 3.4e10], S=[3e9, 3.4e10, 3.4e10])
+    e = law.predict(N=[20.6] * 3, U=[8e7, 8e7, 3.4e10], S=[3e9, 3.4e10, 3.4e10])
     assert e[0] > e[1] > e[2]
-    # ... and with kappa > 0 a bigger model loses more to a small unique set.
-    big, small = (
-        FitResult("joint", true).predict(N=[n] * 2, U=[8e7, 2e9], S=[3.4e10] * 2) for n in (191, 7.4)
-    )
+    # ... a bigger model loses more to a small unique set (kappa > 0) ...
+    big, small = (law.predict(N=[m] * 2, U=[8e7, 2e9], S=[3.4e10] * 2) for m in (191, 7.4))
     assert big[0] - big[1] > small[0] - small[1]
+    # ... and below one epoch U' = min(U, S) = S, R = 1: a dataset larger than S changes nothing.
+    below = law.predict(N=[20.6] * 2, U=[5e9, 5e10], S=[3e9] * 2)
+    assert below[0] == pytest.approx(below[1], rel=1e-12)
     fit = fit_law("joint", y=y, N=n, U=u, S=s)
     for k, v in true.items():
         assert fit.params[k] == pytest.approx(v, rel=2e-2), k
+    # Compute-optimal size with unlimited data: N_opt ∝ C^((gamma-beta)/(kappa+gamma+alpha-beta)).
+    assert fit.derived["N_opt_exponent"] == pytest.approx((1.4 - 0.09) / (0.12 + 1.4 + 0.13 - 0.09), rel=2e-2)
+    assert fit.derived["N_opt_exponent"] + fit.derived["D_opt_exponent"] == pytest.approx(1.0)
+
+
+def test_joint_compute_optimal_size_matches_a_numerical_search() -> None:
+    """The closed-form exponent is what `predict`'s allocation finds when unique data is unlimited."""
+    from clipscale.fit.predict import optimal_allocation
+
+    law = FitResult(
+        "joint", {"A": 3.7, "alpha": 0.13, "beta": 0.09, "G": 3e9, "kappa": 0.12, "rho": 0.15, "gamma": 1.4}
+    )
+    law.derived = derived_quantities(get_law("joint"), law.params)
+    n1, n2 = (optimal_allocation(law, c, unique=1e30)["N"] for c in (1e20, 1e22))
+    assert np.log(n2 / n1) / np.log(100) == pytest.approx(law.derived["N_opt_exponent"], rel=1e-3)
+    # No interior optimum (alpha <= beta: at fixed compute the smallest model wins): no exponent.
+    assert derived_quantities(get_law("joint"), {**law.params, "alpha": 0.05}) == {}
 
 
 def test_bootstrap_ci_contains_truth_and_resamples_runs() -> None:

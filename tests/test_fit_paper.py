@@ -1,9 +1,8 @@
 """Regression against published numbers: Cherti et al. 2023 tables and Besiroglu et al. 2024 (Epoch).
 
 Frontier/power numbers are what the issue's exact method gives on ../shared/paper, to 3 significant
-digits. Joint-law figures are what the current law achieves (issue targets: LOO <= 0.8 points,
-H/14 + g/14 extrapolation <= 0.3 points; LOO met on ImageNet only, see docs/scaling-laws.md), also on
-flickr30k, which the law was not designed on.
+digits. Joint-law figures are the issue's targets (LOO <= 0.8 points, H/14 + g/14 extrapolation <= 0.3
+points) and the measured values, also on flickr30k, which the law was not designed on.
 """
 
 from __future__ import annotations
@@ -95,27 +94,28 @@ def test_prediction_table(reproduction: dict) -> None:
     assert reproduction["prediction_mae_pct"]["mscoco_captions"] == pytest.approx(0.588, abs=5e-3)
 
 
-def test_joint_law_checks_as_measured(reproduction: dict) -> None:
+def test_joint_law_meets_the_issue_targets(reproduction: dict) -> None:
     j = {r["target"]: r for r in reproduction["joint"]}
-    # The joint law predicts data-constrained runs 3.5x better than the frontier law (LOO) ...
     for t in ("imagenet1k", "mscoco_captions"):
-        assert j[t]["loo_mae_pct"] < j[t]["frontier_loo_mae_pct"] / 3.5
-    # ... meets the issue's 0.8-point LOO target on ImageNet, misses it on COCO and misses the 0.3-point
-    # extrapolation target on both (measured values, 2 %).
-    assert j["imagenet1k"]["loo_mae_pct"] <= 0.8
-    assert j["imagenet1k"]["loo_mae_pct"] == pytest.approx(0.784, rel=0.02)
-    assert j["mscoco_captions"]["loo_mae_pct"] == pytest.approx(1.010, rel=0.02)
-    assert j["imagenet1k"]["holdout_mae_pct"] == pytest.approx(0.378, rel=0.02)
-    assert j["mscoco_captions"]["holdout_mae_pct"] == pytest.approx(0.816, rel=0.02)
+        # Data-constrained runs: the frontier law (compute only) is off by 3.6-3.7 points, joint < 0.8.
+        assert j[t]["loo_mae_pct"] <= 0.8
+        assert j[t]["loo_mae_pct"] < j[t]["frontier_loo_mae_pct"] / 4.5
+        assert j[t]["holdout_mae_pct"] <= 0.3  # fitted up to L/14, predicts H/14 and g/14
+    # Measured values (2 %), so a change to the estimator that moves them shows up here.
+    assert j["imagenet1k"]["loo_mae_pct"] == pytest.approx(0.793, rel=0.02)
+    assert j["mscoco_captions"]["loo_mae_pct"] == pytest.approx(0.720, rel=0.02)
+    assert j["imagenet1k"]["holdout_mae_pct"] == pytest.approx(0.258, rel=0.02)
+    assert j["mscoco_captions"]["holdout_mae_pct"] == pytest.approx(0.142, rel=0.02)
     assert j["imagenet1k"]["frontier_loo_mae_pct"] == pytest.approx(3.746, rel=0.02)
     assert j["imagenet1k"]["frontier_holdout_mae_pct"] == pytest.approx(0.0955, rel=0.02)
 
 
 def test_joint_law_holds_on_a_target_it_was_not_designed_on(reproduction: dict) -> None:
     (j,) = [r for r in reproduction["joint"] if r["target"] == "flickr30k"]  # default targets include it
-    assert j["loo_mae_pct"] == pytest.approx(1.076, rel=0.02)
-    assert j["holdout_mae_pct"] == pytest.approx(0.612, rel=0.02)
-    assert j["loo_mae_pct"] < j["frontier_loo_mae_pct"] / 2.5
+    assert j["loo_mae_pct"] == pytest.approx(0.825, rel=0.02)
+    assert j["holdout_mae_pct"] == pytest.approx(0.160, rel=0.02)
+    assert j["holdout_mae_pct"] <= 0.3
+    assert j["loo_mae_pct"] < j["frontier_loo_mae_pct"] / 3
 
 
 @pytest.mark.skipif(not EPOCH.is_file(), reason="Epoch data not present")

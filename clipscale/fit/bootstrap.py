@@ -60,20 +60,31 @@ def run_bootstrap(
         if not opt.converged:
             failed += 1
             continue
-        derived = derived_quantities(prep.law, opt.params)
-        row = [opt.params[k] for k in prep.law.params] + [derived.get(k, np.nan) for k in dnames]
-        if not np.all(np.isfinite(row)):
+        params = [opt.params[k] for k in prep.law.params]
+        if not np.all(np.isfinite(params)):
             failed += 1
             continue
-        rows.append(row)
+        derived = derived_quantities(prep.law, opt.params)  # a resample may have no optimum: NaN here
+        rows.append(params + [derived.get(k, np.nan) for k in dnames])
     if not rows:
         raise ClipscaleError(f"every one of {n_boot} bootstrap refits failed")
     return BootstrapResult(names, np.array(rows), failed)
 
 
+def undefined_counts(boot: BootstrapResult) -> dict[str, int]:
+    """Per derived quantity, how many resamples had no value for it (e.g. no compute-optimal size)."""
+    bad = (~np.isfinite(boot.samples)).sum(axis=0)
+    return {name: int(n) for name, n in zip(boot.names, bad, strict=True) if n}
+
+
 def percentile_ci(boot: BootstrapResult, level: float = CI_LEVEL) -> dict[str, tuple[float, float]]:
+    """Percentile CIs; a derived quantity's CI is over the resamples where it is defined (see
+    `undefined_counts`) and is left out when none has it."""
     lo, hi = 50 * (1 - level), 50 * (1 + level)
-    return {
-        name: (float(np.percentile(boot.samples[:, j], lo)), float(np.percentile(boot.samples[:, j], hi)))
-        for j, name in enumerate(boot.names)
-    }
+    out = {}
+    for j, name in enumerate(boot.names):
+        col = boot.samples[:, j]
+        col = col[np.isfinite(col)]
+        if col.size:
+            out[name] = (float(np.percentile(col, lo)), float(np.percentile(col, hi)))
+    return out

@@ -127,7 +127,9 @@ def _print_fit_text(doc: dict[str, Any]) -> None:
         )
         for k, v in {**f["params"], **f["derived"]}.items():
             ci = f["ci"].get(k)
-            print(f"  {k:>16} = {v:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else ""))
+            missing = f.get("bootstrap_undefined", {}).get(k)
+            note = f" (undefined in {missing} resamples)" if missing else ""
+            print(f"  {k:>16} = {v:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else "") + note)
         for name, val in f["validation"].items():
             print(
                 f"  {name}: MAE {val['mae_pct']:.3f} points over {val['n']} rows "

@@ -179,61 +179,64 @@ def unique_seen(u: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.minimum(u, s)
 
 
-def _joint_lu(raw: Inputs, centre: dict[str, float]) -> np.ndarray:
-    return np.log(unique_seen(raw["U"], raw["S"])) - centre["U"]
+def _joint_logs(raw: Inputs, centre: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Centred log of the unique samples seen U' = min(U, S), and log of the epochs R = S / U' (>= 0)."""
+    lu = np.log(unique_seen(raw["U"], raw["S"]))
+    return lu - centre["U"], np.log(raw["S"]) - lu
 
 
 def _joint_terms(theta: np.ndarray, logx: Inputs, raw: Inputs, centre: dict[str, float]) -> np.ndarray:
-    ln, ls, lu = logx["N"], logx["S"], _joint_lu(raw, centre)
+    ln, ls = logx["N"], logx["S"]
+    lu, lr = _joint_logs(raw, centre)
     return np.stack(
         np.broadcast_arrays(
-            _th(theta, 0) - _th(theta, 1) * ln,
-            _th(theta, 2) - _th(theta, 3) * ls,
-            _th(theta, 4) - _th(theta, 5) * lu + _th(theta, 6) * ln,
+            _th(theta, 0) - _th(theta, 1) * ln - _th(theta, 2) * ls,
+            _th(theta, 3) + _th(theta, 4) * ln + _th(theta, 5) * lr - _th(theta, 6) * lu,
         ),
         axis=-1,
     )
 
 
 def _joint_jac(theta: np.ndarray, logx: Inputs, raw: Inputs, centre: dict[str, float]) -> np.ndarray:
-    ln, ls, lu = logx["N"], logx["S"], _joint_lu(raw, centre)
-    dt = np.zeros((ln.shape[0], 3, 7))
-    dt[:, 0, 0], dt[:, 0, 1] = 1.0, -ln
-    dt[:, 1, 2], dt[:, 1, 3] = 1.0, -ls
-    dt[:, 2, 4], dt[:, 2, 5], dt[:, 2, 6] = 1.0, -lu, ln
+    ln, ls = logx["N"], logx["S"]
+    lu, lr = _joint_logs(raw, centre)
+    dt = np.zeros((ln.shape[0], 2, 7))
+    dt[:, 0, 0], dt[:, 0, 1], dt[:, 0, 2] = 1.0, -ln, -ls
+    dt[:, 1, 3], dt[:, 1, 4], dt[:, 1, 5], dt[:, 1, 6] = 1.0, ln, lr, -lu
     return dt
 
 
 def _joint_grid(logy: np.ndarray) -> list[np.ndarray]:
     lo, hi = float(logy.min()), float(logy.max())
-    coef = np.linspace(lo - 2.0, hi + 1.0, 6)
-    expo = np.array([0.05, 0.15, 0.4, 1.0, 2.0])
-    return [coef, expo, coef, expo, coef, expo, np.array([0.0, 0.5])]
+    coef = np.linspace(lo - 3.0, hi + 1.0, 6)
+    expo = np.array([0.03, 0.1, 0.3, 1.0])
+    signed = np.array([-0.2, 0.0, 0.2])
+    return [coef, expo, expo, coef, signed, signed, np.array([0.3, 1.0, 2.0])]
 
 
 def _joint_to(theta: np.ndarray, centre: dict[str, float]) -> dict[str, float]:
-    a, alpha, b, beta, g, gamma, kappa = (float(v) for v in theta[:7])
+    a, alpha, beta, g, kappa, rho, gamma = (float(v) for v in theta[:7])
     return {
-        "A": float(np.exp(a + alpha * centre["N"])),
+        "A": float(np.exp(a + alpha * centre["N"] + beta * centre["S"])),
         "alpha": alpha,
-        "B": float(np.exp(b + beta * centre["S"])),
         "beta": beta,
-        "G": float(np.exp(g + gamma * centre["U"] - kappa * centre["N"])),
-        "gamma": gamma,
+        "G": float(np.exp(g - kappa * centre["N"] + gamma * centre["U"])),
         "kappa": kappa,
+        "rho": rho,
+        "gamma": gamma,
     }
 
 
 def _joint_from(p: dict[str, float], centre: dict[str, float]) -> np.ndarray:
     return np.array(
         [
-            np.log(p["A"]) - p["alpha"] * centre["N"],
+            np.log(p["A"]) - p["alpha"] * centre["N"] - p["beta"] * centre["S"],
             p["alpha"],
-            np.log(p["B"]) - p["beta"] * centre["S"],
             p["beta"],
-            np.log(p["G"]) - p["gamma"] * centre["U"] + p["kappa"] * centre["N"],
-            p["gamma"],
+            np.log(p["G"]) + p["kappa"] * centre["N"] - p["gamma"] * centre["U"],
             p["kappa"],
+            p["rho"],
+            p["gamma"],
         ]
     )
 
@@ -292,11 +295,11 @@ LAWS: dict[str, Law] = {
         "joint",
         "lse",
         ("N", "U", "S"),
-        ("A", "alpha", "B", "beta", "G", "gamma", "kappa"),
-        "E = A/N^alpha + B/S^beta + G·N^kappa/min(U,S)^gamma",
-        "model, samples-seen and unique-data terms; the unique-data floor grows with model size",
-        ("a", "alpha", "b", "beta", "g", "gamma", "kappa"),
-        ((-_BIG, _BIG), (0.0, 5.0), (-_BIG, _BIG), (0.0, 5.0), (-_BIG, _BIG), (0.0, 5.0), (-3.0, 3.0)),
+        ("A", "alpha", "beta", "G", "kappa", "rho", "gamma"),
+        "E = A/(N^alpha·S^beta) + G·N^kappa·R^rho/U'^gamma, U' = min(U,S), R = S/U'",
+        "a power law in model size and samples seen, plus a data term set by the unique samples",
+        ("a", "alpha", "beta", "g", "kappa", "rho", "gamma"),
+        ((-_BIG, _BIG), (0.0, 5.0), (0.0, 5.0), (-_BIG, _BIG), (-3.0, 3.0), (-3.0, 3.0), (0.0, 5.0)),
         _joint_terms,
         _joint_jac,
         _joint_grid,
@@ -319,9 +322,18 @@ def get_law(name: str) -> Law:
 
 
 def derived_quantities(law: Law, params: dict[str, float]) -> dict[str, float]:
-    """Quantities computed from the parameters that get CIs too: compute-optimal scaling exponents."""
-    if law.name in ("chinchilla", "joint"):
+    """Quantities computed from the parameters that get CIs too: compute-optimal scaling exponents
+    (N_opt ∝ C^N_opt_exponent, D_opt ∝ C^D_opt_exponent at C = N·D). Empty where the law has no
+    compute-optimal size (the error falls, or rises, with N at every fixed compute)."""
+    if law.name == "chinchilla":
         s = params["alpha"] + params["beta"]
         if s > 0:
             return {"N_opt_exponent": params["beta"] / s, "D_opt_exponent": params["alpha"] / s}
+    if law.name == "joint":
+        # Unlimited unique data (U' = S, R = 1): E = A·C^-beta·N^(beta-alpha) + G·C^-gamma·N^(kappa+gamma).
+        # An interior optimum needs the first term falling and the second rising in N.
+        a, b, k, g = params["alpha"], params["beta"], params["kappa"], params["gamma"]
+        if a > b and k + g > 0:
+            s = k + g + a - b
+            return {"N_opt_exponent": (g - b) / s, "D_opt_exponent": (k + a) / s}
     return {}

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.bootstrap import percentile_ci, run_bootstrap
+from clipscale.fit.bootstrap import percentile_ci, run_bootstrap, undefined_counts
 from clipscale.fit.estimate import fit_prepared, prepare, r2_log
 from clipscale.fit.laws import derived_quantities, get_law
 
@@ -32,6 +32,7 @@ class FitResult:
     huber_delta: float = 1e-3
     bootstrap_params: list[list[float]] = field(default_factory=list)  # (B, n_params) for prediction CIs
     bootstrap_failed: int = 0
+    bootstrap_undefined: dict[str, int] = field(default_factory=dict)  # derived name -> resamples without it
 
     @property
     def formula(self) -> str:
@@ -72,6 +73,7 @@ class FitResult:
             "converged": self.converged,
             "huber_delta": self.huber_delta,
             "bootstrap_failed": self.bootstrap_failed,
+            "bootstrap_undefined": dict(self.bootstrap_undefined),
             "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
         }
 
@@ -93,6 +95,7 @@ class FitResult:
                 derived=dict(d.get("derived", {})),
                 huber_delta=float(d.get("huber_delta", 1e-3)),
                 bootstrap_failed=int(d.get("bootstrap_failed", 0)),
+                bootstrap_undefined={k: int(v) for k, v in d.get("bootstrap_undefined", {}).items()},
                 bootstrap_params=[list(map(float, r)) for r in d.get("bootstrap_params", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -147,4 +150,5 @@ def fit_law(
         result.ci = percentile_ci(boot)
         result.bootstrap_params = boot.samples[:, : spec.n_params].tolist()
         result.bootstrap_failed = boot.n_failed
+        result.bootstrap_undefined = undefined_counts(boot)
     return result
