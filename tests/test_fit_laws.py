@@ -215,6 +215,39 @@ def test_predict_allocation_on_a_chinchilla_fit(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["allocation"]["N"] == 7e10
 
 
+def test_cli_plots_a_law_of_several_inputs_one_panel_per_group(tmp_path) -> None:
+    """--law joint --by: compute axis N·S, a curve per (N, U) with its bootstrap band, one panel a group."""
+    rng = np.random.default_rng(4)
+    law = FitResult(
+        "joint", {"A": 3.7, "alpha": 0.13, "beta": 0.09, "G": 3e9, "kappa": 0.12, "rho": 0.15, "gamma": 1.4}
+    )
+    grid = [(n, u, s) for n in (7.4, 20.6, 87.7) for u in (8e7, 2e9) for s in (3e9, 1.3e10, 3.4e10)]
+    n, u, s = (np.array(v) for v in zip(*grid, strict=True))
+    frames = [
+        pd.DataFrame(
+            {
+                "N": n,
+                "U": u,
+                "S": s,
+                "g": g,
+                "acc": 1 - law.predict(N=n, U=u, S=s) * k * np.exp(rng.normal(0, 0.003, n.size)),
+            }
+        )
+        for g, k in (("a", 1.0), ("b", 1.1))
+    ]
+    table, plot = tmp_path / "t.csv", tmp_path / "joint.png"
+    pd.concat(frames).to_csv(table, index=False)
+    argv = ["fit", str(table), "--law", "joint", "--N", "N", "--U", "U", "--S", "S", "--y", "acc", "--error"]
+    assert main([*argv, "--by", "g", "--bootstrap", "20", "--plot", str(plot)]) == 0
+    from PIL import Image
+
+    width, height = Image.open(plot).size
+    assert width > 1.8 * height  # two panels side by side
+    one = tmp_path / "one.png"
+    assert main([*argv, "--where", "g == 'a'", "--plot", str(one)]) == 0
+    assert Image.open(one).size[0] < width
+
+
 @pytest.mark.parametrize("law", ["saturating", "chinchilla", "joint"])
 def test_fast_objective_matches_generic_gradient_and_finite_differences(law: str) -> None:
     rng = np.random.default_rng(3)

@@ -118,6 +118,21 @@ def test_joint_law_holds_on_a_target_it_was_not_designed_on(reproduction: dict) 
     assert j["loo_mae_pct"] < j["frontier_loo_mae_pct"] / 3
 
 
+def test_reproduce_out_writes_figures_and_every_table(tmp_path) -> None:
+    out = tmp_path / "cherti"
+    args = ["reproduce", "cherti2023", "--data", str(PAPER), "--out", str(out), "--targets", "imagenet1k"]
+    assert main([*args, "--bootstrap", "20"]) == 0
+    for name in ("imagenet1k_fig1", "imagenet1k_joint"):
+        assert (out / f"{name}.png").stat().st_size > 10_000
+        assert (out / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    params = pd.read_csv(out / "joint_params.csv")
+    assert list(params.columns) == ["target", "A", "alpha", "beta", "G", "kappa", "rho", "gamma"]
+    assert len(pd.read_csv(out / "predictions.csv")) == 6 * 5
+    assert set(pd.read_csv(out / "fits.csv").source) == {"openclip", "openai"}
+    assert pd.read_csv(out / "joint.csv").loc[0, "loo_mae_pct"] <= 0.8
+    assert (out / "prediction_mae.csv").is_file()
+
+
 @pytest.mark.skipif(not EPOCH.is_file(), reason="Epoch data not present")
 def test_chinchilla_on_epoch_data_reproduces_besiroglu() -> None:
     df = pd.read_csv(EPOCH)

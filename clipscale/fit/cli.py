@@ -100,16 +100,16 @@ def _fit(args: argparse.Namespace) -> int:
 
         save_fits(args.save, [(g, r) for g, r, _ in results])
     if args.plot:
+        from clipscale.fit.laws import get_law
         from clipscale.fit.plot import plot_table_fits
 
-        xkey = "C" if args.C else next(k for k in ("N", "D", "S") if getattr(args, k))
+        keys = get_law(args.law).inputs
         series = []
         for g, r, rows in results:
             yv = column(rows, args.y, "y")
-            series.append((g, r, column(rows, getattr(args, xkey), xkey), 1 - yv if args.error else yv))
-        plot_table_fits(
-            args.plot, series, x_label=getattr(args, xkey), y_label="error" if args.error else args.y
-        )
+            x = {k: column(rows, getattr(args, k), k) for k in keys}
+            series.append((g, r, x, 1 - yv if args.error else yv))
+        plot_table_fits(args.plot, series, x_label=args.C or "C", y_label="error" if args.error else args.y)
     if args.json:
         print(dumps(doc, indent=2))
     else:

@@ -70,39 +70,142 @@ def save_figure(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def draw_multi_input_fit(
+    ax: Any, fit: FitResult, inputs: dict[str, np.ndarray], y: np.ndarray, extend: float = 3.0
+) -> None:
+    """Laws of N and D (or N, U, S) on a compute axis x = N·D: one curve per model size (and unique-data
+    size) over samples, solid across its runs, dashed up to `extend`× further, CI band from the bootstrap.
+    Colour is model size, marker is unique data."""
+    from clipscale.fit.laws import get_law
+
+    dkey = "S" if "S" in get_law(fit.law).inputs else "D"
+    n, d = inputs["N"], inputs[dkey]
+    u = inputs.get("U")
+    u = np.full(n.shape, np.nan) if u is None else u
+    sizes, uniques = np.unique(n), np.unique(u)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if sizes.size <= 10 else "viridis"]
+
+    def size_color(i: int) -> Any:
+        return cmap(i) if sizes.size <= 10 else cmap(0.9 * i / max(1, sizes.size - 1))
+
+    markers = "os^Dv<>ph*"
+    for ni in sizes:
+        color = size_color(int(np.searchsorted(sizes, ni)))
+        for j, ui in enumerate(uniques):
+            sel = (n == ni) & ((u == ui) | (np.isnan(u) & np.isnan(ui)))
+            if not sel.any():
+                continue
+            ax.scatter(ni * d[sel], y[sel], color=color, marker=markers[j % len(markers)], s=30, alpha=0.85)
+            ds = np.geomspace(d[sel].min(), d[sel].max() * extend, 80)
+            kw: dict[str, np.ndarray] = {"N": np.full(ds.shape, ni), dkey: ds}
+            if not np.isnan(ui):
+                kw["U"] = np.full(ds.shape, ui)
+            pred = fit.predict(**kw)
+            inside = ds <= d[sel].max() * (1 + 1e-9)
+            ax.plot(ni * ds[inside], pred[inside], color=color, linewidth=1)
+            edge = max(int(inside.sum()) - 1, 0)
+            ax.plot(ni * ds[edge:], pred[edge:], color=color, linewidth=1, linestyle="--")
+            if fit.bootstrap_params:
+                samples = fit.predict_samples(**kw)
+                lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
+                ax.fill_between(ni * ds, lo, hi, color=color, alpha=0.12, linewidth=0)
+    handles = [
+        ax.scatter([], [], color=size_color(i), marker="o", label=f"N = {v:.4g}") for i, v in enumerate(sizes)
+    ]
+    if not np.isnan(uniques).all():
+        handles += [
+            ax.scatter([], [], color="grey", marker=markers[j % len(markers)], label=f"U = {v:.3g}")
+            for j, v in enumerate(uniques)
+        ]
+    import textwrap
+
+    params = textwrap.fill(", ".join(f"{k}={v:.3g}" for k, v in fit.params.items()), 70)
+    ax.legend(
+        handles=handles,
+        fontsize=7,
+        title=f"{textwrap.fill(fit.formula, 70)}\n{params}",
+        title_fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=min(4, len(handles)),
+    )
+    ax.set_xlabel(f"N·{dkey} (compute)")
+
+
 def plot_table_fits(
     path: str | Path,
-    groups: list[tuple[Any, FitResult, np.ndarray, np.ndarray]],
+    groups: list[tuple[Any, FitResult, dict[str, np.ndarray], np.ndarray]],
     x_label: str = "compute C",
     y_label: str = "error E",
 ) -> None:
-    """`clipscale fit --plot`: one series per group. For laws of one input x is C; otherwise x is the
-    first input and predictions are drawn as open markers next to the observed points."""
+    """`clipscale fit --plot`: laws of C draw every group on one axis; laws of N and D (or N, U, S)
+    draw one panel per group on a compute axis N·D (`draw_multi_input_fit`)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
+    one_input = groups[0][1].law in ("power", "frontier", "saturating")
+    panels = 1 if one_input else len(groups)
+    cols = min(3, panels)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(7 * cols, (5 if one_input else 6.5) * rows),
+        squeeze=False,
+        layout=None if one_input else "constrained",
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    x_max = max(float(np.max(x)) for _, _, x, _ in groups) * 3
+    x_max = max(float(np.max(x["C"])) for _, _, x, _ in groups) * 3 if one_input else 0.0
     for i, (name, fit, x, y) in enumerate(groups):
-        color = colors[i % len(colors)]
         label = "fit" if name is None else str(name)
-        if fit.law in ("power", "frontier"):
-            draw_power_fit(ax, x, y, fit, label, color, x_max=x_max)
+        ax = axes.flat[0 if one_input else i]
+        if one_input:
+            draw_power_fit(ax, x["C"], y, fit, label, colors[i % len(colors)], x_max=x_max)
+            ax.legend(fontsize=8)
+            ax.set_xlabel(x_label)
         else:
-            ax.scatter(x, y, color=color, s=30, label=formula_label(label, fit))
+            draw_multi_input_fit(ax, fit, x, y)
+            if name is not None:
+                ax.set_title(label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylabel(y_label)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[panels:]:
+        ax.set_visible(False)
+    save_figure(fig, Path(path))
+    plt.close(fig)
+
+
+def _joint_figure(out: Path, target: str, rows: pd.DataFrame, *, bootstrap: int, seed: int) -> None:
+    """The joint law over the 29 OpenCLIP runs: one curve per (model, dataset) over samples seen."""
+    from clipscale.fit.reproduce import UNIQUE
+
+    plt = _pyplot()
+    ours = rows[rows.source == "openclip"]
+    inputs = {
+        "N": ours.gmacs.to_numpy(),
+        "U": ours.upstream_dataset.map(UNIQUE).to_numpy(),
+        "S": ours.samples_seen.to_numpy(),
+    }
+    fit = fit_law("joint", y=ours.E.to_numpy(), bootstrap=bootstrap, seed=seed, **inputs)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    draw_multi_input_fit(ax, fit, inputs, ours.E.to_numpy())
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    ax.legend(fontsize=8)
+    ax.set_xlabel("GMACs per sample × samples seen")
+    ax.set_ylabel(f"{target} error E")
+    ax.set_title(f"{target}: joint law, OpenCLIP on LAION-80M/400M/2B")
     ax.grid(True, which="both", alpha=0.3)
-    save_figure(fig, Path(path))
+    for ext in ("png", "svg"):
+        save_figure(fig, out / f"{target.replace('/', '_')}_joint.{ext}")
     plt.close(fig)
 
 
 def write_reproduction_outputs(
     out: Path, doc: dict[str, Any], figures: list, joint_params: dict[str, Any], *, bootstrap: int, seed: int
 ) -> None:
-    """Figure 1 per target (PNG and SVG) and a CSV per table."""
+    """Figure 1 and the joint law's figure per target (PNG and SVG), and a CSV per table."""
     plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     for target, rows, fits in figures:
@@ -128,6 +231,7 @@ def write_reproduction_outputs(
         for ext in ("png", "svg"):
             save_figure(fig, out / f"{target.replace('/', '_')}_fig1.{ext}")
         plt.close(fig)
+        _joint_figure(out, target, rows, bootstrap=bootstrap, seed=seed)
     atomic_write_text(out / "fits.csv", pd.DataFrame(doc["fits"]).to_csv(index=False))
     atomic_write_text(out / "predictions.csv", pd.DataFrame(doc["predictions"]).to_csv(index=False))
     mae = [{"target": k, "prediction_mae_pct": v} for k, v in doc["prediction_mae_pct"].items()]
