@@ -148,6 +148,20 @@ def test_fit_table_expressions_where_by_and_bad_columns() -> None:
         fit_table(df, law="power", C="`my C`", y="acc", error=True, where="grp == 'zzz'")
 
 
+def test_parameters_the_points_cannot_determine_are_named_not_guessed() -> None:
+    n = np.array([1.0, 2, 3, 4, 5, 6, 7, 8])
+    y = 0.2 + 0.3 / n
+    with pytest.raises(ClipscaleError, match=r"'chinchilla': beta cannot be estimated.*D 1"):
+        fit_law("chinchilla", y=y, N=n, D=np.full(8, 5.0))
+    # All runs below one epoch: nothing says what repeating data costs.
+    s = np.array([1e7, 2e7, 1e7, 3e7, 1e7, 2e7, 1e7, 3e7])
+    with pytest.raises(ClipscaleError, match=r"rho cannot be estimated.*no run saw a sample twice"):
+        fit_law("joint", y=y, N=n, U=np.full(8, 1e8), S=s)
+    # One dataset, one length: the data term's coefficient and exponents are confounded.
+    with pytest.raises(ClipscaleError, match=r"beta, G, rho, gamma cannot be estimated"):
+        fit_law("joint", y=y, N=n, U=np.full(8, 1e8), S=np.full(8, 1e9))
+
+
 def test_cli_fit_json_save_predict_plot(tmp_path, capsys) -> None:
     c = np.geomspace(1e9, 1e12, 10)
     table = tmp_path / "t.csv"

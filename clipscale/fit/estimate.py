@@ -130,6 +130,34 @@ def _check_rows(bad: np.ndarray, name: str, what: str) -> None:
         raise ClipscaleError(f"{name} {what}: {rows.size} bad row(s) at position(s) {shown}")
 
 
+def _term_members(law: Law) -> list[list[int]]:
+    """Which parameters enter each term: Jacobian columns non-zero at generic (random) inputs."""
+    rng = np.random.default_rng(0)
+    raw = {k: np.exp(rng.normal(0.0, 3.0, 16)) for k in law.inputs}
+    dt = law.jac(
+        np.zeros(len(law.theta)), {k: np.log(v) for k, v in raw.items()}, raw, dict.fromkeys(raw, 0.0)
+    )
+    return [[j for j in range(dt.shape[2]) if np.any(dt[:, m, j] != 0)] for m in range(dt.shape[1])]
+
+
+def unidentified_params(prep: Prepared) -> list[str]:
+    """Public names of the parameters these points cannot pin down: within some term, the parameter's
+    design column is a linear combination of the others (e.g. every run saw the same S, or no run
+    repeated data so log R = 0). Only for laws whose terms are linear in theta."""
+    if prep.design is None:
+        return []
+    p = len(prep.law.theta)
+    dt = prep.design.reshape(prep.n, -1, p)
+    bad: set[int] = set()
+    for m, cols in enumerate(_term_members(prep.law)):
+        block = dt[:, m, cols]
+        rank = np.linalg.matrix_rank(block)
+        bad.update(
+            j for k, j in enumerate(cols) if np.linalg.matrix_rank(np.delete(block, k, axis=1)) == rank
+        )
+    return [prep.law.params[j] for j in sorted(bad)]
+
+
 # ------------------------------------------------------------------------------------ lines
 def fit_line(prep: Prepared, weights: np.ndarray | None = None) -> Optimum:
     """Weighted least squares of log10 E on log10 C; weights are bootstrap counts."""

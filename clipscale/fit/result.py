@@ -9,7 +9,7 @@ import numpy as np
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit.bootstrap import percentile_ci, run_bootstrap, undefined_counts
-from clipscale.fit.estimate import fit_prepared, prepare, r2_log
+from clipscale.fit.estimate import fit_prepared, prepare, r2_log, unidentified_params
 from clipscale.fit.laws import derived_quantities, get_law
 
 FIT_FORMAT = "clipscale-fit/1"
@@ -102,6 +102,12 @@ class FitResult:
             raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
 
 
+def _hint(law: str, loose: list[str], raw: dict[str, np.ndarray]) -> str:
+    if law == "joint" and "rho" in loose and np.all(raw["S"] <= raw["U"]):
+        return "; no run saw a sample twice (S <= U everywhere), so the cost of repeats is unknown"
+    return ""
+
+
 def fit_law(
     law: str,
     *,
@@ -127,6 +133,15 @@ def fit_law(
     if bootstrap < 0:
         raise ClipscaleError(f"bootstrap must be >= 0, got {bootstrap}")
     prep = prepare(spec, y, {"C": C, "N": N, "D": D, "U": U, "S": S}, labels, loss=loss)
+    loose = unidentified_params(prep)
+    if loose:
+        labels = labels or {}
+        spread = ", ".join(f"{labels.get(k, k)} {np.unique(v).size}" for k, v in prep.raw.items())
+        raise ClipscaleError(
+            f"law {law!r}: {', '.join(loose)} cannot be estimated from these points (distinct values: "
+            f"{spread}){_hint(spec.name, loose, prep.raw)}; vary the inputs they multiply or use a law "
+            "with fewer inputs"
+        )
     opt = fit_prepared(prep, delta=huber_delta, max_starts=max_starts)
     if not opt.converged:
         raise ClipscaleError(
