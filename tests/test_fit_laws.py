@@ -138,6 +138,7 @@ def test_fit_table_expressions_where_by_and_bad_columns() -> None:
     doc = fit_table(df, law="power", C="`my C` * 1", y="acc", error=True, by="grp")
     assert [f["group"] for f in doc["fits"]] == ["a", "b"]
     assert doc["comparison"]["A"]["b"] == pytest.approx(3.0)
+    assert "differences" not in doc  # CIs need --bootstrap
     one = fit_table(df, law="power", C="`my C`", y="1 - acc", where="grp == 'a'")
     assert one["fits"][0]["params"]["A"] == pytest.approx(2.0)
     with pytest.raises(ClipscaleError, match="--C 'nope'"):
@@ -146,6 +147,27 @@ def test_fit_table_expressions_where_by_and_bad_columns() -> None:
         fit_table(df, law="power", C="`my C`", y="100 * acc")
     with pytest.raises(ClipscaleError, match="--where"):
         fit_table(df, law="power", C="`my C`", y="acc", error=True, where="grp == 'zzz'")
+
+
+def test_by_with_bootstrap_says_whether_two_groups_scale_differently() -> None:
+    rng = np.random.default_rng(5)
+    c = np.tile(np.geomspace(1e9, 1e12, 12), 3)
+    noise = np.exp(rng.normal(0, 0.01, c.size))
+    df = pd.concat(
+        [
+            pd.DataFrame({"C": c, "E": 2 * c**-0.10 * noise, "g": "a"}),
+            pd.DataFrame({"C": c, "E": 3 * c**-0.12 * noise[::-1], "g": "b"}),
+            pd.DataFrame({"C": c, "E": 2.1 * c**-0.10 * noise, "g": "c"}),
+        ]
+    )
+    doc = fit_table(df, law="power", C="C", y="E", by="g", bootstrap=200)
+    diff = {tuple(d["groups"]): d for d in doc["differences"]}
+    assert set(diff) == {("a", "b"), ("a", "c"), ("b", "c")} and {d["param"] for d in diff.values()} == {
+        "alpha"
+    }
+    assert diff[("a", "b")]["difference"] == pytest.approx(0.02, abs=2e-3)
+    assert diff[("a", "b")]["excludes_zero"] and diff[("b", "c")]["excludes_zero"]
+    assert not diff[("a", "c")]["excludes_zero"]  # same exponent, different coefficient
 
 
 def test_parameters_the_points_cannot_determine_are_named_not_guessed() -> None:

@@ -135,6 +135,13 @@ def _print_fit_text(doc: dict[str, Any]) -> None:
                 f"  {name}: MAE {val['mae_pct']:.3f} points over {val['n']} rows "
                 f"(max {val['max_abs_err_pct']:.3f})"
             )
+    for d in doc.get("differences", []):
+        a, b = d["groups"]
+        verdict = "differs" if d["excludes_zero"] else "no clear difference"
+        print(
+            f"{d['param']}[{a}] - {d['param']}[{b}] = {d['difference']:.4g}  "
+            f"95% CI [{d['ci'][0]:.4g}, {d['ci'][1]:.4g}]: {verdict}"
+        )
 
 
 def _floats(text: str | None, name: str) -> list[float] | None:

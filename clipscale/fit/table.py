@@ -161,9 +161,9 @@ def fit_table_results(
         raise ClipscaleError(f"--run {run!r}: no such column")
     groups = [(None, df)] if by is None else [(k, g) for k, g in df.groupby(by, sort=True)]
     fits, results = [], []
-    for key, g in groups:
+    for i, (key, g) in enumerate(groups):  # seed + i: groups resample independently (exponent_differences)
         entry, result = _fit_group(
-            g, spec.name, exprs, y, error, bootstrap, holdout, loo, seed, run, huber_delta, loss
+            g, spec.name, exprs, y, error, bootstrap, holdout, loo, seed + i, run, huber_delta, loss
         )
         fits.append({"group": None if key is None else _plain(key), **entry})
         results.append((fits[-1]["group"], result, g))
@@ -178,7 +178,38 @@ def fit_table_results(
     }
     if by is not None:
         doc["comparison"] = {p: {str(f["group"]): f["params"][p] for f in fits} for p in spec.params}
+        if bootstrap:
+            doc["differences"] = exponent_differences([(g, r) for g, r, _ in results])
     return doc, results
+
+
+def exponent_differences(fits: list[tuple[Any, FitResult]], level: float = 0.95) -> list[dict[str, Any]]:
+    """Every pair of groups, every exponent (the lower-case parameters): the difference with a percentile
+    CI. Groups are resampled independently, so pairing their i-th bootstrap refits draws the difference.
+    `excludes_zero` answers "does one group scale differently from the other?" at that level."""
+    out = []
+    for i, (ga, fa) in enumerate(fits):
+        for gb, fb in fits[i + 1 :]:
+            a, b = np.asarray(fa.bootstrap_params), np.asarray(fb.bootstrap_params)
+            k = min(len(a), len(b))
+            if k == 0:
+                continue
+            law = get_law(fa.law)
+            for j, name in enumerate(law.params):
+                if not name.islower():
+                    continue
+                d = a[:k, j] - b[:k, j]
+                lo, hi = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
+                out.append(
+                    {
+                        "param": name,
+                        "groups": [ga, gb],
+                        "difference": fa.params[name] - fb.params[name],
+                        "ci": [float(lo), float(hi)],
+                        "excludes_zero": bool(lo > 0 or hi < 0),
+                    }
+                )
+    return out
 
 
 def _plain(v: Any) -> Any:
