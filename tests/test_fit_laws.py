@@ -234,6 +234,9 @@ def test_cli_fit_json_save_predict_plot(tmp_path, capsys) -> None:
     assert main(["predict", str(fit_json), "--C", "1e13", "--json"]) == 0
     pred = json.loads(capsys.readouterr().out)["prediction"]
     assert pred["predicted_error"][0] == pytest.approx(2 * 1e13**-0.1)
+    assert pred["extrapolation"] == {"C": pytest.approx(10.0)}  # fitted on C in [1e9, 1e12]
+    assert main(["predict", str(fit_json), "--C", "3e9,1e11", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction"]["extrapolation"] == {}
     assert pred["ci_low"][0] <= pred["predicted_error"][0] <= pred["ci_high"][0]
     assert main(["fit", str(table), "--law", "power", "--C", "nope", "--y", "acc1"]) == 2
     assert "--C 'nope': not a column" in capsys.readouterr().err

@@ -50,6 +50,7 @@ def predict_with_ci(fit: FitResult, inputs: dict[str, np.ndarray], level: float 
     out: dict[str, Any] = {
         "inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()},
         "predicted_error": pred.tolist(),
+        "extrapolation": fit.extrapolation(**inputs),  # input -> factor beyond the fitted range
     }
     if fit.bootstrap_params:
         s = fit.predict_samples(**inputs)
@@ -94,9 +95,14 @@ def optimal_allocation(
             options={"xatol": 1e-6},
         )
         n_best = float(np.exp(res.x))
+    d_best = budget / (k * n_best)
+    dkey = "S" if fit.law == "joint" else "D"
     return {
         "budget": budget,
         "N": n_best,
-        "D": budget / (k * n_best),
+        "D": d_best,
         "predicted_error": _error_at(fit, n_best, budget, k, unique),
+        "extrapolation": fit.extrapolation(
+            N=[n_best], **{dkey: [d_best]}, U=None if unique is None else [unique]
+        ),
     }

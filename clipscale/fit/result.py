@@ -33,6 +33,19 @@ class FitResult:
     bootstrap_params: list[list[float]] = field(default_factory=list)  # (B, n_params) for prediction CIs
     bootstrap_failed: int = 0
     bootstrap_undefined: dict[str, int] = field(default_factory=dict)  # derived name -> resamples without it
+    input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # fitted (min, max) per input
+
+    def extrapolation(self, **inputs: Any) -> dict[str, float]:
+        """Per input outside the fitted range: how far out the farthest value lies, as a factor (> 1)."""
+        out = {}
+        for k, (lo, hi) in self.input_ranges.items():
+            if inputs.get(k) is None:
+                continue
+            x = np.asarray(inputs[k], float)
+            factor = float(np.max(np.maximum(x / hi, lo / x)))
+            if factor > 1.0 + 1e-9:
+                out[k] = factor
+        return out
 
     @property
     def formula(self) -> str:
@@ -74,6 +87,7 @@ class FitResult:
             "huber_delta": self.huber_delta,
             "bootstrap_failed": self.bootstrap_failed,
             "bootstrap_undefined": dict(self.bootstrap_undefined),
+            "input_ranges": {k: [lo, hi] for k, (lo, hi) in self.input_ranges.items()},
             "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
         }
 
@@ -96,6 +110,7 @@ class FitResult:
                 huber_delta=float(d.get("huber_delta", 1e-3)),
                 bootstrap_failed=int(d.get("bootstrap_failed", 0)),
                 bootstrap_undefined={k: int(v) for k, v in d.get("bootstrap_undefined", {}).items()},
+                input_ranges={k: (float(v[0]), float(v[1])) for k, v in d.get("input_ranges", {}).items()},
                 bootstrap_params=[list(map(float, r)) for r in d.get("bootstrap_params", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -159,6 +174,7 @@ def fit_law(
         converged=opt.converged,
         derived=derived_quantities(spec, opt.params),
         huber_delta=huber_delta,
+        input_ranges={k: (float(v.min()), float(v.max())) for k, v in prep.raw.items()},
     )
     if bootstrap:
         boot = run_bootstrap(prep, opt, n_boot=bootstrap, seed=seed, delta=huber_delta, groups=groups)
