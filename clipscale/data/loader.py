@@ -51,7 +51,7 @@ def build_sources(train_data: str | list[dict[str, Any]], data_size: int | None
 class StepSampler:
     """Pure map step -> [(source, sample index)] * batch_size for sources of sizes `sizes`."""
 
-    def __init__(self, sizes: list[int], weights: list[float], batch_size: int, seed: int):
+    def __init__(self, sizes: list[int], weights: list[float], batch_size: int, seed: int) -> None:
         if any(w * batch_size < len(sizes) for w in weights):
             raise ClipscaleError(f"train_data: weights {weights} give a source less than {len(sizes)} "
                                  f"samples per batch of {batch_size}; raise the batch or the weight")
@@ -88,7 +88,7 @@ class StepSampler:
 class SampleReader:
     """Reads one sample's bytes by offset (pread) and decodes it; file handles are per process."""
 
-    def __init__(self, indexes: list[ShardIndex], image_size: int):
+    def __init__(self, indexes: list[ShardIndex], image_size: int) -> None:
         self.indexes, self.image_size = indexes, image_size
         self._fds: dict[tuple[int, int], int] = {}
         self._pid = os.getpid()
@@ -181,7 +181,7 @@ class StepBatches(torch.utils.data.Dataset):
     """Item k = this rank's slice of step k's global batch, decoded and tokenised."""
 
     def __init__(self, sampler: StepSampler, reader: SampleReader, tokenizer: Any, rank: int,
-                 world_size: int):
+                 world_size: int) -> None:
         self.sampler, self.reader, self.tokenizer = sampler, reader, tokenizer
         self.rank, self.world_size = rank, world_size
         self.local = sampler.batch_size // world_size

@@ -123,7 +123,7 @@ class StreamBatches(torch.utils.data.IterableDataset):
     """This rank's local batches from `start_step` on, in step order across DataLoader workers."""
 
     def __init__(self, plan: ShardPlan, *, image_size: int, tokenizer: Any, batch_size: int, seed: int,
-                 rank: int, world_size: int, workers: int, shuffle_buffer: int):
+                 rank: int, world_size: int, workers: int, shuffle_buffer: int) -> None:
         self.plan, self.image_size, self.tokenizer, self.seed = plan, image_size, tokenizer, seed
         self.rank, self.world_size, self.workers = rank, world_size, max(1, workers)
         self.local, self.shuffle_buffer, self.start_step = batch_size // world_size, shuffle_buffer, 0

@@ -33,7 +33,7 @@ class WordTokenizer:
     Captions longer than the context are truncated with <eot> kept as the last token.
     """
 
-    def __init__(self, vocab: Sequence[str], context_length: int):
+    def __init__(self, vocab: Sequence[str], context_length: int) -> None:
         if vocab[-1] != "<eot>" or vocab[0] != "<pad>":
             raise ClipscaleError("word vocabulary must start with <pad> and end with <eot>")
         self.vocab = list(vocab)
@@ -62,7 +62,7 @@ class WordTokenizer:
 class OpenClipTokenizer:
     """open_clip's tokenizer for a registered model name (BPE vocabulary ships in the wheel)."""
 
-    def __init__(self, model_name: str):
+    def __init__(self, model_name: str) -> None:
         import open_clip
 
         self.model_name = model_name

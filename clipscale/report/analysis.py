@@ -26,13 +26,6 @@ def error_of(df: Any, metric: str) -> np.ndarray:
     return values if is_loss(metric) else 1.0 - values
 
 
-def _fit_law():
-    try:
-        from clipscale.fit import fit_law
-    except ImportError:  # the package facade is not there yet: the module that defines it
-        from clipscale.fit.result import fit_law
-    return fit_law
-
 
 def targets(df: Any, metrics: tuple[str, ...]) -> list[tuple[str, str]]:
     """(dataset, metric) pairs that the table has final values for, in a stable order."""
@@ -56,7 +49,8 @@ def final_points(df: Any, dataset: str, metric: str) -> Any:
 def fit_target(df: Any, *, dataset: str, metric: str, laws: tuple[str, ...], bootstrap: int,
                predict_compute: tuple[float, ...]) -> list[dict[str, Any]]:
     """One fit per (law, distribution) of a target; failures are recorded, never raised."""
-    fit_law = _fit_law()
+    from clipscale.fit import fit_law
+
     points = final_points(df, dataset, metric)
     fits = []
     for distribution in sorted(points.distribution.unique()):

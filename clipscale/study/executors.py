@@ -110,7 +110,9 @@ class ProcessExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_local_executor(jobs: int, *, threads: int = 0, gpus_per_run: int = 0):
+def make_local_executor(
+    jobs: int, *, threads: int = 0, gpus_per_run: int = 0
+) -> SequentialExecutor | ProcessExecutor:
     if jobs < 1:
         raise ClipscaleError(f"--jobs must be >= 1, got {jobs}")
     if jobs == 1:

@@ -21,6 +21,7 @@ Layout (all sections but [study] and [[grid]] optional):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def _positive_int(where: str, value: Any) -> int:
     return int(value)
 
 
-def _list_of(where: str, value: Any, check) -> tuple:
+def _list_of(where: str, value: Any, check: Callable[[str, Any], Any]) -> tuple:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise _fail(where, "expected at least one value")

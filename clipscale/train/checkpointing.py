@@ -83,7 +83,7 @@ class Checkpointer:
     """Writes point and latest checkpoints (rank 0 only; every write is temp file + rename)."""
 
     def __init__(self, run_dir: Path, *, model_name: str, model_cfg: dict[str, Any], tokenizer: Any,
-                 gmacs: float, config: dict[str, Any], is_main: bool):
+                 gmacs: float, config: dict[str, Any], is_main: bool) -> None:
         self.run_dir, self.model_name, self.model_cfg = run_dir, model_name, model_cfg
         self.tokenizer, self.gmacs, self.config, self.is_main = tokenizer, gmacs, config, is_main
 

@@ -167,7 +167,7 @@ def checkpoint_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class _FullState(torch.nn.Module):
-    def __init__(self, state: dict[str, torch.Tensor]):
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
         super().__init__()
         self._full = state
 

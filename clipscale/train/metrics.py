@@ -19,7 +19,7 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, 
 class MetricsWriter:
     """Appends one strict-JSON object per logged step; optionally mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool):
+    def __init__(self, run_dir: Path, *, tensorboard: bool) -> None:
         self.path = run_dir / "metrics.jsonl"
         self._tb = None
         if tensorboard:
