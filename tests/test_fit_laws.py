@@ -254,6 +254,33 @@ def test_predict_allocation_on_a_chinchilla_fit(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["allocation"]["N"] == 7e10
 
 
+def test_multi_input_figure_draws_every_series_with_extrapolation_and_band() -> None:
+    from clipscale.fit.plot import _pyplot, draw_multi_input_fit
+
+    rng = np.random.default_rng(6)
+    grid = [(n, u, s) for n in (7.4, 20.6, 87.7) for u in (8e7, 2e9) for s in (3e9, 1.3e10, 3.4e10)]
+    n, u, s = (np.array(v) for v in zip(*grid, strict=True))
+    true = FitResult(
+        "joint", {"A": 3.7, "alpha": 0.13, "beta": 0.09, "G": 3e9, "kappa": 0.12, "rho": 0.15, "gamma": 1.4}
+    )
+    y = true.predict(N=n, U=u, S=s) * np.exp(rng.normal(0, 0.003, n.size))
+    fit = fit_law("joint", y=y, N=n, U=u, S=s, bootstrap=10)
+    fig, ax = _pyplot().subplots()
+    draw_multi_input_fit(ax, fit, {"N": n, "U": u, "S": s}, y)
+    solid = [ln for ln in ax.lines if ln.get_linestyle() == "-"]
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(solid) == len(dashed) == 6  # 3 sizes x 2 datasets
+    # each solid curve is the law itself, on the compute axis N·S
+    x, e = solid[0].get_data()
+    assert e == pytest.approx(fit.predict(N=[7.4] * len(x), U=[8e7] * len(x), S=np.asarray(x) / 7.4))
+    from matplotlib.collections import PolyCollection
+
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]  # scatters are PathCollections
+    assert len(bands) == 6
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:3] == ["N = 7.4", "N = 20.6", "N = 87.7"]
+    _pyplot().close(fig)
+
+
 def test_cli_plots_a_law_of_several_inputs_one_panel_per_group(tmp_path) -> None:
     """--law joint --by: compute axis N·S, a curve per (N, U) with its bootstrap band, one panel a group."""
     rng = np.random.default_rng(4)

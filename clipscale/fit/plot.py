@@ -5,6 +5,7 @@ dashed extrapolation beyond the data, the formula in the legend. matplotlib with
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +50,17 @@ def draw_power_fit(
     xe = np.geomspace(hi, max(x_max or hi, hi), 50)
     if x_max and x_max > hi:
         ax.plot(xe, fit.predict(C=xe), color=color, linestyle="--")
+    xb = np.geomspace(lo, max(x_max or hi, hi), 150)
+    draw_band(ax, xb, fit, {"C": xb}, color, alpha=0.15)
+
+
+def draw_band(
+    ax: Any, x: np.ndarray, fit: FitResult, inputs: dict[str, np.ndarray], color: Any, alpha: float
+) -> None:
+    """95 % band of the predictions at `inputs` over the bootstrap refits, drawn at `x` (none without)."""
     if fit.bootstrap_params:
-        xb = np.geomspace(lo, max(x_max or hi, hi), 150)
-        samples = fit.predict_samples(C=xb)
-        ax.fill_between(
-            xb,
-            np.percentile(samples, 2.5, axis=0),
-            np.percentile(samples, 97.5, axis=0),
-            color=color,
-            alpha=0.15,
-            linewidth=0,
-        )
+        lo, hi = np.percentile(fit.predict_samples(**inputs), [2.5, 97.5], axis=0)
+        ax.fill_between(x, lo, hi, color=color, alpha=alpha, linewidth=0)
 
 
 def save_figure(fig: Any, path: Path) -> None:
@@ -68,6 +69,9 @@ def save_figure(fig: Any, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix.lstrip(".") or "png", bbox_inches="tight", dpi=120)
     atomic_write_bytes(path, buf.getvalue())
+
+
+MARKERS = "os^Dv<>ph*"
 
 
 def draw_multi_input_fit(
@@ -83,44 +87,61 @@ def draw_multi_input_fit(
     u = inputs.get("U")
     u = np.full(n.shape, np.nan) if u is None else u
     sizes, uniques = np.unique(n), np.unique(u)
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10" if sizes.size <= 10 else "viridis"]
-
-    def size_color(i: int) -> Any:
-        return cmap(i) if sizes.size <= 10 else cmap(0.9 * i / max(1, sizes.size - 1))
-
-    markers = "os^Dv<>ph*"
-    for ni in sizes:
-        color = size_color(int(np.searchsorted(sizes, ni)))
+    colors = _size_colors(sizes.size)
+    for i, ni in enumerate(sizes):
         for j, ui in enumerate(uniques):
             sel = (n == ni) & ((u == ui) | (np.isnan(u) & np.isnan(ui)))
-            if not sel.any():
-                continue
-            ax.scatter(ni * d[sel], y[sel], color=color, marker=markers[j % len(markers)], s=30, alpha=0.85)
-            ds = np.geomspace(d[sel].min(), d[sel].max() * extend, 80)
-            kw: dict[str, np.ndarray] = {"N": np.full(ds.shape, ni), dkey: ds}
-            if not np.isnan(ui):
-                kw["U"] = np.full(ds.shape, ui)
-            pred = fit.predict(**kw)
-            inside = ds <= d[sel].max() * (1 + 1e-9)
-            ax.plot(ni * ds[inside], pred[inside], color=color, linewidth=1)
-            edge = max(int(inside.sum()) - 1, 0)
-            ax.plot(ni * ds[edge:], pred[edge:], color=color, linewidth=1, linestyle="--")
-            if fit.bootstrap_params:
-                samples = fit.predict_samples(**kw)
-                lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
-                ax.fill_between(ni * ds, lo, hi, color=color, alpha=0.12, linewidth=0)
-    handles = [
-        ax.scatter([], [], color=size_color(i), marker="o", label=f"N = {v:.4g}") for i, v in enumerate(sizes)
-    ]
+            if sel.any():
+                marker = MARKERS[j % len(MARKERS)]
+                _draw_series(ax, fit, ni, ui, dkey, d[sel], y[sel], colors[i], marker, extend)
+    _multi_input_legend(ax, fit, sizes, uniques, colors)
+    ax.set_xlabel(f"N·{dkey} (compute)")
+
+
+def _size_colors(count: int) -> list[Any]:
+    import matplotlib
+
+    if count <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(count)]
+    return [matplotlib.colormaps["viridis"](0.9 * i / (count - 1)) for i in range(count)]
+
+
+def _draw_series(
+    ax: Any,
+    fit: FitResult,
+    n: float,
+    u: float,
+    dkey: str,
+    d: np.ndarray,
+    y: np.ndarray,
+    color: Any,
+    marker: str,
+    extend: float,
+) -> None:
+    """One (model size, unique data) series: points, the law solid over them, dashed beyond, band."""
+    ax.scatter(n * d, y, color=color, marker=marker, s=30, alpha=0.85)
+    ds = np.geomspace(d.min(), d.max() * extend, 80)
+    kw: dict[str, np.ndarray] = {"N": np.full(ds.shape, n), dkey: ds}
+    if not np.isnan(u):
+        kw["U"] = np.full(ds.shape, u)
+    pred = fit.predict(**kw)
+    inside = ds <= d.max() * (1 + 1e-9)
+    ax.plot(n * ds[inside], pred[inside], color=color, linewidth=1)
+    edge = max(int(inside.sum()) - 1, 0)
+    ax.plot(n * ds[edge:], pred[edge:], color=color, linewidth=1, linestyle="--")
+    draw_band(ax, n * ds, fit, kw, color, alpha=0.12)
+
+
+def _multi_input_legend(
+    ax: Any, fit: FitResult, sizes: np.ndarray, uniques: np.ndarray, colors: list[Any]
+) -> None:
+    """Below the axes: the formula and fitted values as the title, one entry per size and per U."""
+    handles = [ax.scatter([], [], color=c, marker="o", label=f"N = {v:.4g}") for c, v in zip(colors, sizes)]
     if not np.isnan(uniques).all():
         handles += [
-            ax.scatter([], [], color="grey", marker=markers[j % len(markers)], label=f"U = {v:.3g}")
+            ax.scatter([], [], color="grey", marker=MARKERS[j % len(MARKERS)], label=f"U = {v:.3g}")
             for j, v in enumerate(uniques)
         ]
-    import textwrap
-
     params = textwrap.fill(", ".join(f"{k}={v:.3g}" for k, v in fit.params.items()), 70)
     ax.legend(
         handles=handles,
@@ -131,7 +152,6 @@ def draw_multi_input_fit(
         bbox_to_anchor=(0.5, -0.14),
         ncol=min(4, len(handles)),
     )
-    ax.set_xlabel(f"N·{dkey} (compute)")
 
 
 def plot_table_fits(
