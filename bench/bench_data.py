@@ -68,6 +68,41 @@ def webdataset_openclip(shards: list[str], size: int, batch: int, workers: int) 
     return iter(loader)
 
 
+def laion_like_decode_ms(n: int = 200) -> float:
+    """ms to decode one 400x300 JPEG (quality 90, smooth gradient + noise) and apply open_clip's 224 px
+    training transform: the per-sample work of a LAION-scale loader, for scale against tar reading."""
+    import io
+
+    import numpy as np
+    import open_clip
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, 400)[None, :, None] * np.linspace(0, 1, 300)[:, None, None] * 255
+    img = (ramp + rng.normal(0, 20, (300, 400, 3))).clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    transform = open_clip.image_transform(224, is_train=True)
+    t = time.perf_counter()
+    for _ in range(n):
+        with Image.open(io.BytesIO(data)) as im:
+            transform(im.convert("RGB"))
+    return (time.perf_counter() - t) / n * 1e3
+
+
+def profile_stream(shards: str, size: int, batch: int) -> None:
+    """Where stream mode's time goes (workers 0): tar reading (webdataset/tarfile) vs decoding."""
+    import cProfile
+    import pstats
+
+    batches = clipscale_stream(shards, size, batch, 0)
+    next(batches)
+    profiler = cProfile.Profile()
+    profiler.runcall(lambda: [next(batches) for _ in range(15)])
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats("stream.py|tariterators", 8)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=20000)
@@ -75,6 +110,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--profile-stream", action="store_true", help="cProfile 15 stream-mode batches instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from clipscale.data.synth import write_train_shards
@@ -83,6 +119,9 @@ def main() -> None:
         out = os.path.join(tmp, "shards")
         write_train_shards(out, samples=args.samples, seed=0, image_size=args.image_size, shard_size=1000)
         tars = sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".tar"))
+        if args.profile_stream:
+            profile_stream(out, args.image_size, args.batch)
+            return
         print(f"{len(tars)} shards, {args.samples} samples at {args.image_size} px, batch {args.batch}; "
               f"load average {os.getloadavg()[0]:.2f}")
         for workers in args.workers:
@@ -93,6 +132,8 @@ def main() -> None:
             ):
                 rate = timed(make(source, args.image_size, args.batch, workers), args.batches, args.batch)
                 print(f"  workers {workers}  {name:<30} {rate:8.0f} samples/s", flush=True)
+    ms = laion_like_decode_ms()
+    print(f"for scale: 400x300 JPEG decode + open_clip 224 px train transform {ms:.2f} ms/sample")
 
 
 if __name__ == "__main__":
