@@ -1,7 +1,8 @@
 """Results tables in, fitted laws out: what `clipscale fit` does, as a library function.
 
-Column options are a column name or a pandas expression over columns (DataFrame.eval, backticks
-for names with spaces), so `--D "\\`Training FLOP\\` / (6 * \\`Model Size\\`)"` works on anyone's table.
+Column options are a column name or a safe expression over columns (clipscale.fit.expr: parsed and
+checked, never eval'd; backticks for names with spaces), so
+`--D "\\`Training FLOP\\` / (6 * \\`Model Size\\`)"` works on anyone's table.
 """
 
 from __future__ import annotations
@@ -44,18 +45,8 @@ def load_table(path: str | Path) -> pd.DataFrame:
 
 
 def column(df: pd.DataFrame, expr: str, option: str) -> np.ndarray:
-    """A column by name, else a pandas expression over the columns."""
-    if expr in df.columns:
-        values = df[expr]
-    else:
-        try:
-            values = df.eval(expr, engine="python")
-        except Exception as exc:  # pandas raises many types for a bad expression
-            cols = ", ".join(map(str, df.columns[:20]))
-            raise ClipscaleError(
-                f"--{option} {expr!r}: not a column or expression over the columns "
-                f"({type(exc).__name__}: {exc}); columns are: {cols}"
-            ) from None
+    """A column by name, else a safe expression over the columns (clipscale.fit.expr)."""
+    values = df[expr] if expr in df.columns else _evaluate(df, expr, option)
     if np.ndim(values) == 0:
         values = pd.Series(np.full(len(df), values), index=df.index)
     try:
@@ -64,13 +55,34 @@ def column(df: pd.DataFrame, expr: str, option: str) -> np.ndarray:
         raise ClipscaleError(f"--{option} {expr!r}: values are not numeric") from None
 
 
+def _evaluate(df: pd.DataFrame, expr: str, option: str) -> object:
+    """Parse (refusing anything outside the grammar before evaluating), then evaluate over `df`."""
+    from clipscale.fit.expr import ExpressionError, parse
+
+    try:
+        parsed = parse(expr)
+        missing = sorted(n for n in parsed.names if n not in df.columns)
+        if missing:
+            cols = ", ".join(map(str, df.columns[:20]))
+            raise ClipscaleError(
+                f"--{option} {expr!r}: not a column or expression over the columns "
+                f"(unknown column {missing[0]!r}); columns are: {cols}"
+            )
+        return parsed.evaluate(df)
+    except ExpressionError as exc:
+        raise ClipscaleError(f"--{option} {expr!r}: {exc}") from None
+
+
 def filter_rows(df: pd.DataFrame, where: str | None) -> pd.DataFrame:
     if not where:
         return df
-    try:
-        out = df.query(where, engine="python")
-    except Exception as exc:
-        raise ClipscaleError(f"--where {where!r}: {type(exc).__name__}: {exc}") from None
+    mask = _evaluate(df, where, "where")
+    if np.ndim(mask) == 0:
+        mask = np.full(len(df), mask)
+    mask = np.asarray(mask)
+    if mask.shape != (len(df),) or mask.dtype != bool:
+        raise ClipscaleError(f"--where {where!r}: not a boolean expression over the rows")
+    out = df[mask]
     if out.empty:
         raise ClipscaleError(f"--where {where!r} keeps no rows of {len(df)}")
     return out
