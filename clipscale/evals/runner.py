@@ -77,6 +77,7 @@ def evaluate_checkpoint(
 ) -> list[dict[str, Any]]:
     """Evaluate one checkpoint file on every (dataset, task) of `suite` not in `skip`."""
     from clipscale.models import load_checkpoint
+    from clipscale.models.integrity import check_finite_weights
 
     _check_device(device)
     if batch_size < 1:
@@ -92,6 +93,7 @@ def evaluate_checkpoint(
         return []
     t0 = time.perf_counter()
     loaded = load_checkpoint(path, device=device)
+    check_finite_weights(loaded.model, path)  # NaN weights would give chance-level metrics, exit 0
     load_s = time.perf_counter() - t0
     store = store or DatasetStore()
     bundle = Embedder(loaded.model, loaded.tokenizer, checkpoint_hash=ckpt_hash,

@@ -18,10 +18,7 @@ import torch
 
 from clipscale.errors import ClipscaleError
 from clipscale.models import read_checkpoint, save_checkpoint
-
-# Config fields that define which samples form each step and what the model is: a resume with a
-# different value would silently train a different run.
-RESUME_KEYS = ("model", "train_data", "data_size", "batch_size", "seed", "samples_seen")
+from clipscale.train.config import recipe_changes, resume_allowed_keys
 
 
 def point_steps(points: list[float], total_steps: int) -> list[int]:
@@ -72,11 +69,31 @@ def load_resume(path: Path, config: dict[str, Any]) -> dict[str, Any]:
         raise ClipscaleError(f"{path}: not a resumable checkpoint (no optimizer/train state); "
                              "use a latest.pt or resume = 'none'")
     saved = payload["clipscale"].get("train_config", {})
-    for key in RESUME_KEYS:
-        if key in saved and saved[key] != config[key]:
-            raise ClipscaleError(f"{path}: cannot resume: checkpoint has {key}={saved[key]!r}, "
-                                 f"config has {config[key]!r}")
+    changed = recipe_changes(saved if isinstance(saved, dict) else {}, config)
+    if changed:  # raised before config.json is written: the run's record stays what it trained
+        diff = ", ".join(f"{k} (checkpoint {saved[k]!r}, now {config[k]!r})" for k in changed)
+        raise ClipscaleError(f"{path}: cannot resume: the recipe changed: {diff}; only "
+                             f"{', '.join(resume_allowed_keys())} may change on resume (train a changed "
+                             "recipe into a new output_dir)")
     return payload
+
+
+def check_finite_weights(model: torch.nn.Module, *, step: int, run_dir: Path, env: Any) -> None:
+    """Refuse to write a checkpoint of NaN/inf weights (the loss check misses a step that breaks
+    the weights it is about to save). One fused norm over this rank's parameters (FSDP: its
+    shards), agreed on by every rank so all stop at the same step; call on every rank."""
+    from torch.distributed.tensor import DTensor
+
+    from clipscale.train.distributed import any_rank, unwrap
+
+    params = unwrap(model).parameters()
+    local = [p.detach().to_local() if isinstance(p, DTensor) else p.detach() for p in params]
+    finite = bool(torch.isfinite(torch.nn.utils.get_total_norm(local)).item()) if local else True
+    if any_rank(not finite, env):
+        last = latest_path(run_dir)
+        kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written"
+        raise ClipscaleError(f"weights became nan/inf at or before step {step}; not writing its "
+                             f"checkpoint; {kept}")
 
 
 class Checkpointer:

@@ -191,6 +191,29 @@ def _check_train_data(value: str | list[dict[str, Any]]) -> str | list[dict[str,
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+# Keys that may differ when resuming (`resume = "auto"` or a path): they change how a run is executed,
+# observed or evaluated, never its weights. Every other field (lr, schedule, warmup, cooldown,
+# optimizer settings, batch size, model, data, precision, loss options, compile, device, checkpoint
+# points, ...) is the recipe: resuming with a different value would record a run that never happened.
+# grad_checkpointing recomputes activations bit-identically; stream-mode resumes also pin `workers`
+# (session.py), because there the worker count decides which samples form each batch.
+RESUME_OPERATIONAL_KEYS: tuple[str, ...] = (
+    "workers", "threads", "progress", "log_every", "tensorboard", "peak_tflops",
+    "eval_suite", "eval_data_root", "grad_checkpointing", "resume", "output_dir",
+)
+
+
+def resume_allowed_keys() -> tuple[str, ...]:
+    return RESUME_OPERATIONAL_KEYS
+
+
+def recipe_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Recipe keys whose value in `now` (a resolved TrainConfig.to_dict()) differs from the one the
+    checkpoint was trained with; keys a checkpoint predates are not compared."""
+    return [k for k in FIELD_NAMES
+            if k not in RESUME_OPERATIONAL_KEYS and k in saved and k in now and saved[k] != now[k]]
+
+
 def parse_override(name: str, text: str) -> Any:
     """Turn a command-line string into the field's type: ints, floats, bools, none, comma lists."""
     if name not in FIELD_NAMES:

@@ -162,6 +162,7 @@ def _skipped_total(s: Session) -> int:
 
 def _save(s: Session, step: int, *, point: bool) -> None:
     """latest.pt (resumable) always; the point checkpoint (weights + metadata) at points."""
+    ckpt.check_finite_weights(s.model, step=step, run_dir=s.run_dir, env=s.env)  # never save nan weights
     samples = step * s.config.batch_size
     model = checkpoint_model(s.model)  # collective under FSDP: every rank gathers, rank 0 writes
     train_state = {"step": step, "samples_seen": samples, "rng": ckpt.rng_state(s.env.device),
