@@ -14,7 +14,6 @@ import pytest
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
 from clipscale.fit import fit_table
-from clipscale.fit.expr import ExpressionError, evaluate, parse
 
 
 def _attacks(target: Path) -> list[tuple[str, str]]:
@@ -76,6 +75,8 @@ def test_python_m_cli_refuses_attack_with_one_line_exit_2(tmp_path) -> None:
 
 
 def test_library_refuses_attacks_before_evaluation(tmp_path) -> None:
+    from clipscale.fit.expr import ExpressionError, parse
+
     df = pd.read_csv(_table(tmp_path))
     target = tmp_path / "F"
     for attack, construct in _attacks(target):
@@ -90,6 +91,8 @@ def test_library_refuses_attacks_before_evaluation(tmp_path) -> None:
 
 
 def test_allowed_grammar_evaluates_like_pandas() -> None:
+    from clipscale.fit.expr import ExpressionError, evaluate, parse
+
     df = pd.DataFrame({"a": [1.0, 2.0, 4.0], "my C": [4.0, 5.0, 6.0], "g": ["x", "y", "x"], "n": [1, 2, 3]})
     cases = {
         "`my C` / a": df["my C"] / df.a,

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from clipscale.io import read_jsonl
 from tests.fixtures_train import TINY_RUN, tiny_config
 
@@ -61,12 +63,67 @@ def test_sigterm_then_resume_auto_reproduces_the_uninterrupted_losses(
 
 
 def test_resume_refuses_a_different_run_definition(tiny_trained_run: Path, synth_train_shards: Path) -> None:
-    import pytest
-
     from clipscale.errors import ClipscaleError
     from clipscale.train import train
 
     latest = tiny_trained_run / "checkpoints" / "latest.pt"
-    with pytest.raises(ClipscaleError, match="cannot resume: checkpoint has batch_size=32"):
+    with pytest.raises(ClipscaleError, match=r"the recipe changed: batch_size \(checkpoint 32, now 64\)"):
         train(tiny_config(synth_train_shards, tiny_trained_run.parent / "other", resume=str(latest),
                           batch_size=64))
+
+
+def _copy_run(run: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, dest)
+    return dest
+
+
+def test_resume_auto_with_a_changed_recipe_is_refused_via_the_cli(
+        tiny_trained_run: Path, synth_train_shards: Path, tmp_path: Path) -> None:
+    """lr, warmup, schedule, an optimizer setting: one line naming every changed key, exit 2, and
+    config.json is not rewritten."""
+    out = _copy_run(tiny_trained_run, tmp_path / "run")
+    before = (out / "config.json").read_bytes()
+    args = [*_cli_args(synth_train_shards, out), "--resume", "auto", "--lr", "0.01", "--warmup", "100",
+            "--schedule", "const-cooldown", "--beta2", "0.95"]
+    proc = subprocess.run([sys.executable, "-m", "clipscale.cli", "train", *args], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("clipscale: error: "), proc.stderr
+    assert "cannot resume: the recipe changed" in proc.stderr
+    for key in ("lr (checkpoint 0.002, now 0.01)", "warmup (checkpoint 640, now 100)", "schedule", "beta2"):
+        assert key in proc.stderr, key
+    assert (out / "config.json").read_bytes() == before
+
+
+RECIPE_CHANGES = [("precision", "bf16"), ("grad_clip", "1.0"), ("local_loss", "true"), ("cooldown", "0.5"),
+                  ("weight_decay", "0.1"), ("eps", "1e-8"), ("checkpoint_points", "0.25,1.0")]
+
+
+@pytest.mark.parametrize(("key", "value"), RECIPE_CHANGES)
+def test_each_recipe_key_is_refused_on_resume(tiny_trained_run: Path, synth_train_shards: Path,
+                                              tmp_path: Path, capsys: pytest.CaptureFixture, key: str,
+                                              value: str) -> None:
+    from clipscale.cli import main
+
+    out = _copy_run(tiny_trained_run, tmp_path / "run")
+    before = (out / "config.json").read_bytes()
+    args = [*_cli_args(synth_train_shards, out), "--resume", "auto", f"--{key.replace('_', '-')}", value]
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the recipe changed: {key} (checkpoint" in err, err
+    assert (out / "config.json").read_bytes() == before
+
+
+def test_resume_auto_allows_operational_keys(tiny_trained_run: Path, synth_train_shards: Path,
+                                             tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from clipscale.cli import main
+    from clipscale.train.config import RESUME_OPERATIONAL_KEYS
+
+    assert {"workers", "threads", "progress", "log_every"} <= set(RESUME_OPERATIONAL_KEYS)
+    out = _copy_run(tiny_trained_run, tmp_path / "run")
+    args = [*_cli_args(synth_train_shards, out), "--resume", "auto", "--threads", "2", "--log-every", "7",
+            "--progress", "false", "--tensorboard", "false"]
+    assert main(["train", *args]) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["log_every"] == 7
