@@ -94,6 +94,7 @@ def index_tar(path: Path) -> tuple[list[tuple[int, int, int, int]], int, bool]:
             samples.append((img[0], img[1], txt[0], txt[1]))
 
     try:
+        end = path.stat().st_size
         with tarfile.open(path, "r:") as tar:
             for info in tar:
                 if not info.isfile():
@@ -105,6 +106,8 @@ def index_tar(path: Path) -> tuple[list[tuple[int, int, int, int]], int, bool]:
                 if key != current:
                     flush()
                     current, parts = key, {}
+                if info.offset_data + info.size > end:  # cut by a truncated tar: never a whole caption
+                    raise tarfile.ReadError("member data past the end of the file")
                 parts[ext] = (info.offset_data, info.size)
     except (tarfile.TarError, OSError):
         flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,10 @@ def _build_data(config: TrainConfig, env: DistEnv, tokenizer: Any, size: int
         dataset = StreamBatches(plan, image_size=size, tokenizer=tokenizer, batch_size=config.batch_size,
                                 seed=config.seed, rank=env.rank, world_size=env.world_size,
                                 workers=config.workers, shuffle_buffer=config.shuffle_buffer)
-        return dataset, plan.size, {}
+        if env.is_main:
+            for line in plan.warnings:
+                sys.stderr.write(f"clipscale: warning: {line}\n")
+        return dataset, plan.size, dict(plan.skipped)  # bad shards go into summary.json's "skipped"
     sources = build_sources(config.train_data, config.data_size)
     sampler = StepSampler([len(ix) for ix, _ in sources], [w for _, w in sources], config.batch_size,
                           config.seed)
