@@ -122,3 +122,19 @@ def test_weight_decay_only_on_weight_matrices() -> None:
     assert not any("bias" in n or ".ln_" in n for n in wd)
     assert "visual.transformer.resblocks.0.attn.in_proj_weight" in wd
     assert len(no_wd) + len(wd) == len(names)
+
+
+def test_resume_allow_list_is_operational_and_recipe_changes_name_the_rest() -> None:
+    from clipscale.train.config import FIELD_NAMES, RESUME_OPERATIONAL_KEYS, recipe_changes
+
+    assert set(RESUME_OPERATIONAL_KEYS) <= set(FIELD_NAMES)
+    recipe = {"lr", "warmup", "schedule", "cooldown", "weight_decay", "beta1", "beta2", "eps", "grad_clip",
+              "batch_size", "model", "train_data", "data_size", "samples_seen", "seed", "precision",
+              "local_loss", "strategy", "compile", "data_mode", "shuffle_buffer", "checkpoint_points"}
+    assert not recipe & set(RESUME_OPERATIONAL_KEYS)
+    saved = TrainConfig(**BASE, lr=1e-3).to_dict()
+    now = TrainConfig(**{**BASE, "output_dir": "runs/y"}, lr=2e-3, warmup=5, workers=4, threads=2,
+                      log_every=3, progress=False, eval_suite="synth").to_dict()
+    assert recipe_changes(saved, now) == ["lr", "warmup"]
+    del saved["warmup"]  # a checkpoint that predates a key does not block the resume on it
+    assert recipe_changes(saved, now) == ["lr"]

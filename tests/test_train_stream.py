@@ -124,3 +124,95 @@ def test_stream_run_resumes_to_the_same_losses_and_counts_corrupt_samples(
     assert summary["skipped_samples"] >= 4  # 3 bad of 33 groups: all in pass 1, >= 1 in 31 of pass 2
     losses = [r["loss"] for r in read_jsonl(tmp_path / "bad_run" / "metrics.jsonl")]
     assert torch.isfinite(torch.tensor(losses)).all()
+
+
+def _write_tar(path: Path, samples: list[dict]) -> None:
+    import tarfile
+
+    from tests.test_train_data import _add
+
+    with tarfile.open(path, "w") as tar:
+        for s in samples:
+            _add(tar, f"{s['__key__']}.png", s["png"])
+            _add(tar, f"{s['__key__']}.txt", s["txt"])
+
+
+def _cut_in_caption(path: Path, index: int) -> None:
+    """Truncate the tar in the middle of its `index`-th caption's data (a cut copy or a full disk)."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        txt = [m for m in tar.getmembers() if m.name.endswith(".txt")][index]
+    path.write_bytes(path.read_bytes()[: txt.offset_data + txt.size // 2])
+
+
+def _stats(path: Path, successes: int) -> Path:
+    stats = path.with_name(f"{path.stem}_stats.json")
+    stats.write_text(json.dumps({"count": successes, "successes": successes}))
+    return stats
+
+
+@pytest.fixture
+def messy_shards(synth_train_shards: Path, tmp_path: Path) -> Path:
+    """00000: 40 whole samples; 00001: 40 per its stats, cut in caption 25 (24 whole + 1 cut);
+    00002: an empty tar; 00003: 0 bytes; 00004: not a tar; 00005: 30 samples, its stats (50) older
+    than the tar. Stats count 40 + 40 + 50 = 130; the tars hold 40 + 25 + 30 = 95 samples."""
+    import os
+    import tarfile
+
+    from clipscale.data.synth import iter_shard_samples
+
+    samples = list(iter_shard_samples(synth_train_shards / "00000.tar"))[:110]
+    out = tmp_path / "messy"
+    out.mkdir()
+    _write_tar(out / "00000.tar", samples[:40])
+    _stats(out / "00000.tar", 40)
+    _write_tar(out / "00001.tar", samples[40:80])
+    _stats(out / "00001.tar", 40)
+    _cut_in_caption(out / "00001.tar", 24)
+    tarfile.open(out / "00002.tar", "w").close()
+    (out / "00003.tar").write_bytes(b"")
+    (out / "00004.tar").write_bytes(b"this is not a tar file " * 100)
+    _write_tar(out / "00005.tar", samples[80:110])
+    stats = _stats(out / "00005.tar", 50)
+    st = (out / "00005.tar").stat()
+    os.utime(stats, (st.st_atime - 600, st.st_mtime - 600))  # the tar was rewritten after its stats
+    return out
+
+
+def test_cut_caption_is_never_a_complete_sample(messy_shards: Path) -> None:
+    from clipscale.data.loader import DecodeError
+    from clipscale.data.shard_index import index_tar
+    from clipscale.data.stream import _decode_sample, _read_shard
+
+    cut = messy_shards / "00001.tar"
+    got = list(_read_shard(cut, None))
+    assert len(got) == 25 and got[-1].get("__truncated__") and "txt" not in got[-1]
+    assert not any(s.get("__truncated__") for s in got[:-1])
+    with pytest.raises(DecodeError, match="truncated tar"):
+        _decode_sample(got[-1], 32)
+    complete, incomplete, ok = index_tar(cut)  # index mode: the cut caption is not indexed either
+    assert (len(complete), incomplete, ok) == (24, 1, False)
+
+
+def test_bad_shards_and_stale_stats_are_counted_and_recounted(messy_shards: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    from clipscale.train import train
+
+    plan = plan_shards(str(messy_shards), None)
+    assert [p.name for p in plan.shards] == ["00000.tar", "00001.tar", "00005.tar"]
+    assert plan.counts == [40, 25, 30] and plan.size == 95  # not the stats' 130
+    assert plan.skipped == {"empty_shards": 2, "unreadable_shards": 1, "truncated_shards": 1,
+                            "stats_mismatch_shards": 2}
+    summary = train(tiny_config(messy_shards, tmp_path / "run", data_mode="stream", batch_size=8,
+                                samples_seen=120, workers=0))
+    assert summary["state"] == "finished" and summary["unique_samples"] == 95
+    skipped = summary["skipped"]
+    assert (skipped["empty_shards"], skipped["unreadable_shards"], skipped["truncated_shards"],
+            skipped["stats_mismatch_shards"]) == (2, 1, 1, 2)
+    assert skipped["corrupt_samples"] >= 1  # the sample whose caption was cut: replaced, not trained
+    err = capsys.readouterr().err
+    assert "clipscale: warning: train_data: 2 shard(s) empty: 00002.tar, 00003.tar" in err
+    assert "00001.tar (stats 40, tar 25)" in err and "00005.tar (stats 50, tar 30)" in err
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["skipped"] == skipped and saved["unique_samples"] == 95
