@@ -7,8 +7,9 @@ evaluated, then interpreted node by node (never `eval`/`compile`d):
 
 * column names: bare identifiers or pandas-style `backtick quoted` names with spaces/symbols;
 * numbers, strings, True/False;
-* arithmetic `+ - * / // % **`, unary `- +`; comparisons (chained too); `and/or/not` and their
-  elementwise spellings `& | ~`; `in`/`not in` with a literal list or tuple;
+* arithmetic `+ - * / // % **`, unary `- +`; comparisons (chained too); `and/or/not`, elementwise,
+  also spelt `& | ~` (`&`/`|` with the precedence of and/or, as in pandas); `in`/`not in` with a
+  literal list or tuple;
 * calls of the numeric functions in `FUNCTIONS` (elementwise, numpy): log, log10, exp, sqrt, abs,
   where(cond, a, b), min/max (one argument: the column's min/max; two or more: elementwise).
 
@@ -163,7 +164,8 @@ def evaluate(source: str, columns: Mapping[str, Any]) -> Any:
 
 
 def _replace_backticks(source: str) -> tuple[str, dict[str, str]]:
-    """Swap each `quoted name` for a fresh identifier; refuse `@` (pandas' local references)."""
+    """Swap each `quoted name` for a fresh identifier, `&`/`|` for and/or (as pandas does); refuse
+    `@` (pandas' local references)."""
     prefix = "_clipscale_col"
     while prefix in source:
         prefix += "_"
@@ -191,6 +193,9 @@ def _replace_backticks(source: str) -> tuple[str, dict[str, str]]:
             i = j + 1
         elif ch == "@":
             raise _refuse("`@` local variable reference")
+        elif ch in "&|":  # pandas' precedence: `a > 1 & b < 2` means `(a > 1) and (b < 2)`
+            out.append(" and " if ch == "&" else " or ")
+            i += 1
         else:
             out.append(ch)
             i += 1
