@@ -124,6 +124,14 @@ def test_allowed_grammar_evaluates_like_pandas() -> None:
         evaluate("a + zz", df)
     with pytest.raises(ExpressionError, match="arithmetic on a string"):
         parse("'x' * 10 ** 9")
+    with pytest.raises(ExpressionError, match="arithmetic on text"):
+        evaluate("g * 10 ** 9", df)  # would repeat each string a billion times
+    with pytest.raises(ExpressionError, match="longer than 4000 characters"):
+        parse("a + " * 1000 + "a")
+    with pytest.raises(ExpressionError, match="not a valid expression"):
+        parse("(" * 1900 + "a" + ")" * 1900)
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        parse("-" * 1900 + "a")
     with pytest.raises(ExpressionError, match="unterminated `backtick`"):
         parse("`a + 1")
     assert np.asarray(evaluate("g == '@x`y'", df)).tolist() == [False] * 3  # @ and ` inside strings are text

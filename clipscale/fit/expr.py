@@ -29,6 +29,8 @@ import pandas as pd
 
 from clipscale.errors import ClipscaleError
 
+MAX_LENGTH = 4000  # characters: far beyond any column formula, short of parser/recursion limits
+
 
 class ExpressionError(ClipscaleError):
     """An expression outside the allowed grammar, or one that cannot be evaluated."""
@@ -148,13 +150,17 @@ def parse(source: str) -> Expression:
     """Check `source` against the grammar (module docstring); nothing is evaluated."""
     if not isinstance(source, str) or not source.strip():
         raise ExpressionError("an expression must be a non-empty string")
+    if len(source) > MAX_LENGTH:
+        raise ExpressionError(f"expression longer than {MAX_LENGTH} characters")
     text, aliases = _replace_backticks(source)
+    names: set[str] = set()
     try:
         tree = ast.parse(text.strip(), mode="eval")
+        _check(tree.body, names, aliases)
     except SyntaxError as exc:
         raise ExpressionError(f"not a valid expression ({exc.msg})") from None
-    names: set[str] = set()
-    _check(tree.body, names, aliases)
+    except (RecursionError, MemoryError, ValueError):
+        raise ExpressionError("expression nested too deeply or too large") from None
     return Expression(source, tree, frozenset(names), dict(aliases))
 
 
@@ -293,7 +299,10 @@ class _Interpreter:
         if isinstance(node, ast.Name):
             return self.columns[self.aliases.get(node.id, node.id)]
         if isinstance(node, ast.BinOp):
-            return _BINOPS[type(node.op)](self.visit(node.left), self.visit(node.right))
+            left, right = self.visit(node.left), self.visit(node.right)
+            if not isinstance(node.op, (ast.BitAnd, ast.BitOr)) and (_is_text(left) or _is_text(right)):
+                raise ExpressionError("arithmetic on text (a string column) is not allowed in expressions")
+            return _BINOPS[type(node.op)](left, right)
         if isinstance(node, ast.UnaryOp):
             return self._unary(node.op, self.visit(node.operand))
         if isinstance(node, ast.BoolOp):
@@ -333,6 +342,11 @@ class _Interpreter:
             out = np.logical_and(out, _CMPOPS[type(op)](left, r))
             left = r
         return out
+
+
+def _is_text(v: Any) -> bool:
+    """Strings repeat (`col * 10**9`) and %-format: arithmetic is for numbers and booleans only."""
+    return isinstance(v, str) or (isinstance(v, (pd.Series, np.ndarray)) and v.dtype.kind in "OSU")
 
 
 def _isin(left: Any, values: list[Any]) -> Any:
