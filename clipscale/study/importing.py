@@ -194,7 +194,7 @@ def import_runs(sources: list[str | Path], *, out: str | Path,
     else:
         root = out
     runs_dir = root / "runs"
-    ids = [rid for src in sources for rid in _import_one(Path(src), runs_dir)]
+    ids = list(dict.fromkeys(rid for src in sources for rid in _import_one(Path(src), runs_dir)))
     if study is not None:
         listed = root / IMPORTED_FILE
         try:
