@@ -316,3 +316,22 @@ def test_model_config_registers_for_flops_and_models(tmp_path: Path,
     bad.write_text('{"embed_dim": 8}')
     assert main(["flops", "bad", "--model-config", str(bad)]) == 2
     assert "bad.json: an open_clip model config needs" in capsys.readouterr().err
+
+
+def test_train_with_model_config_then_eval(tmp_path: Path, synth_train_shards: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`clipscale train --model-config FILE.json` trains a custom BPE architecture; the checkpoint records
+    the architecture and the tokenizer's 32-token context (what eval rebuilds from)."""
+    config = tmp_path / "tiny-train-bpe.json"
+    config.write_text(json.dumps(BPE_CONFIG))
+    out = tmp_path / "run"
+    code = main(["train", "--model", "tiny-train-bpe", "--model-config", str(config), "--train-data",
+                 str(synth_train_shards), "--samples-seen", "64", "--batch-size", "32",
+                 "--output-dir", str(out), "--workers", "0", "--progress", "false",
+                 "--checkpoint-points", "1.0"])
+    assert code == 0, capsys.readouterr().err
+    (ckpt,) = (out / "checkpoints").glob("samples_*.pt")
+    meta = torch.load(ckpt, weights_only=True)["clipscale"]
+    assert meta["tokenizer"] == {"kind": "open_clip", "model": "tiny-train-bpe", "context_length": 32}
+    assert json.loads((out / "config.json").read_text())["model_configs"] == [str(config)]
+    assert meta["model_config"] == BPE_CONFIG

@@ -119,3 +119,39 @@ def test_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "x.json: not a CLIP_benchmark result: no key 'dataset'" in err and err.count("\n") == 1
     assert main(["import", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+def test_study_model_configs_register_and_reach_every_run(tmp_path: Path) -> None:
+    from clipscale.study import load_study, plan
+    from tests.test_models_foreign import BPE_CONFIG
+
+    (tmp_path / "arch").mkdir()
+    (tmp_path / "arch" / "tiny-study-bpe.json").write_text(json.dumps(BPE_CONFIG))
+    text = """[study]
+name = "s"
+model_configs = ["arch/tiny-study-bpe.json"]
+[datasets.syn]
+synth = "uniform"
+samples = 100
+[[grid]]
+model = ["tiny-S0", "tiny-study-bpe"]
+dataset = "syn"
+data_size = 100
+samples_seen = 100
+[[rules]]
+when = {model = "tiny-study-bpe"}
+set = {lr = 1e-3}
+"""
+    (tmp_path / "s.toml").write_text(text)
+    runs = plan(load_study(tmp_path / "s.toml"))
+    bpe_run = next(r for r in runs if r.model == "tiny-study-bpe")
+    assert bpe_run.train["model_configs"] == [str(tmp_path / "arch" / "tiny-study-bpe.json")]
+    assert bpe_run.gmacs > 0
+    moved = tmp_path / "moved"  # the config's location is not part of the run id
+    (moved / "arch").mkdir(parents=True)
+    (moved / "arch" / "tiny-study-bpe.json").write_text(json.dumps(BPE_CONFIG))
+    (moved / "s.toml").write_text(text)
+    assert [r.run_id for r in plan(load_study(moved / "s.toml"))] == [r.run_id for r in runs]
+    (tmp_path / "s.toml").write_text(text.replace('"arch/tiny-study-bpe.json"', "3"))
+    with pytest.raises(Exception, match=r"\[study\] model_configs"):
+        load_study(tmp_path / "s.toml")
