@@ -335,3 +335,20 @@ def test_train_with_model_config_then_eval(tmp_path: Path, synth_train_shards: P
     assert meta["tokenizer"] == {"kind": "open_clip", "model": "tiny-train-bpe", "context_length": 32}
     assert json.loads((out / "config.json").read_text())["model_configs"] == [str(config)]
     assert meta["model_config"] == BPE_CONFIG
+
+
+def test_ladder_checkpoint_in_plain_open_clip_needs_clipscale_tokenizer(tmp_path: Path) -> None:
+    """The documented caveat (ARCHITECTURE.md): plain open_clip loads a ladder checkpoint's weights, but
+    its own (BPE) tokenizer's ids overflow the 127-word embedding; clipscale's tokenizer fits."""
+    import open_clip
+
+    from clipscale.models import model_config, tokenizer_from_state, write_open_clip_config
+    from tests.test_evals_runner import save_tiny
+
+    path = save_tiny(tmp_path / "c.pt")
+    open_clip.add_model_config(write_open_clip_config(tmp_path, "tiny-S0", model_config("tiny-S0")))
+    model, _, _ = open_clip.create_model_and_transforms("tiny-S0", pretrained=str(path))
+    caption = "a red circle above a blue square"
+    assert int(open_clip.get_tokenizer("tiny-S0")([caption]).max()) >= model.vocab_size
+    tokens = tokenizer_from_state(torch.load(path, weights_only=True)["clipscale"]["tokenizer"])([caption])
+    assert model.encode_text(tokens).shape == (1, 32)

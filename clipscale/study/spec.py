@@ -6,7 +6,8 @@ the key and the allowed values, not hours later on a cluster.
 
 Layout (all sections but [study] and [[grid]] optional):
 
-    [study]     name, output_dir (relative to the study file)
+    [study]     name, output_dir (relative to the study file), model_configs (open_clip config JSONs
+                to register: custom architectures, passed to every run)
     [datasets.NAME]   synth = "uniform" + samples (+ seed, image_size)  |  shards = "a/{000..009}.tar"
     [train]     shared training settings (batch_size, lr, warmup_fraction, schedule, ...)
     [[rules]]   when = {model = "..."}, set = {lr = ...}: per-cell overrides, applied in order
