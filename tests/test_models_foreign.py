@@ -352,3 +352,24 @@ def test_ladder_checkpoint_in_plain_open_clip_needs_clipscale_tokenizer(tmp_path
     assert int(open_clip.get_tokenizer("tiny-S0")([caption]).max()) >= model.vocab_size
     tokens = tokenizer_from_state(torch.load(path, weights_only=True)["clipscale"]["tokenizer"])([caption])
     assert model.encode_text(tokens).shape == (1, 32)
+
+
+def test_hf_folder_under_another_architectures_name_is_refused(bpe: dict[str, Any], tmp_path: Path) -> None:
+    from open_clip.push_to_hf_hub import save_for_hf
+
+    save_for_hf(bpe["model"], _NoTokenizerFiles(), BPE_CONFIG, tmp_path / "export")
+    with pytest.raises(ClipscaleError, match="'ViT-B-32' is already registered with a different config"):
+        _eval(tmp_path / "export", bpe["suite"], model="ViT-B-32")
+
+
+def test_open_clip_train_force_quick_gelu_builds_what_it_trained(bpe: dict[str, Any], tmp_path: Path) -> None:
+    from open_clip.transformer import QuickGELU
+
+    from clipscale.models.foreign import load_source
+
+    run = write_open_clip_train_run(tmp_path / "logs", "qg", bpe["model"], epochs=1)
+    params = (run / "params.txt").read_text().replace("force_quick_gelu: False", "force_quick_gelu: True")
+    (run / "params.txt").write_text(params)
+    loaded = load_source(run / "checkpoints" / "epoch_1.pt")
+    assert loaded.model_name == f"{BPE_NAME}-quickgelu" and loaded.meta["model_config"]["quick_gelu"]
+    assert any(isinstance(m, QuickGELU) for m in loaded.model.modules())

@@ -99,7 +99,7 @@ def open_clip_train_samples(params: dict[str, Any], epoch: int, optimizer: Any) 
 
 def _forced_variant(name: str, params: dict[str, Any]) -> str:
     """The architecture open_clip_train built: its --force-* flags change the config."""
-    from clipscale.models.registry import ensure_registered, model_config
+    from clipscale.models.registry import model_config
 
     cfg = model_config(name)
     suffix = ""
@@ -110,8 +110,16 @@ def _forced_variant(name: str, params: dict[str, Any]) -> str:
         cfg["vision_cfg"]["image_size"], suffix = size, suffix + f"-{size}px"
     if not suffix:
         return name
-    ensure_registered(name + suffix, cfg)
+    register_as(name + suffix, cfg, "params.txt --force-*")
     return name + suffix
+
+
+def register_as(name: str, cfg: dict[str, Any], where: str) -> None:
+    """Register `name` -> `cfg`; an error if the name already means another architecture."""
+    from clipscale.models.registry import _check_conflict, ensure_registered
+
+    if not _check_conflict(name, cfg, where):
+        ensure_registered(name, cfg)
 
 
 def _check_model_name(name: Any, where: str) -> str:
@@ -212,7 +220,7 @@ def load_hf_dir(folder: Path, *, model_name: str | None, samples_seen: int | Non
 
     import open_clip
 
-    from clipscale.models.registry import ensure_registered, find_registered
+    from clipscale.models.registry import find_registered
 
     folder = folder.resolve()
     try:
@@ -221,7 +229,7 @@ def load_hf_dir(folder: Path, *, model_name: str | None, samples_seen: int | Non
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ClipscaleError(f"{folder / HF_CONFIG}: not an open_clip hf-hub config ({exc!r})") from None
     name = model_name or find_registered(cfg) or folder.name
-    ensure_registered(name, cfg)
+    register_as(name, cfg, str(folder / HF_CONFIG))
     weights = hf_weights(folder)
     with _quiet_logging():  # weights are loaded below, weights-only: open_clip's "randomly" is moot
         model = open_clip.create_model(f"{LOCAL_DIR}{folder}", load_weights=False, pretrained_text=False)

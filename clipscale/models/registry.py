@@ -68,7 +68,7 @@ def _check_conflict(name: str, cfg: dict[str, Any], where: str) -> bool:
 
     if open_clip.get_model_config(name) != cfg:
         raise ClipscaleError(f"{where}: model {name!r} is already registered with a different config; "
-                             "rename the file")
+                             "use another name")
     return True
 
 
