@@ -155,3 +155,33 @@ set = {lr = 1e-3}
     (tmp_path / "s.toml").write_text(text.replace('"arch/tiny-study-bpe.json"', "3"))
     with pytest.raises(Exception, match=r"\[study\] model_configs"):
         load_study(tmp_path / "s.toml")
+
+
+def test_real_open_clip_train_run(bpe: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    """open_clip_train's own main() (its synthetic dataset, one epoch of 2 steps) writes the run folder;
+    imported, it evaluates exactly like its final weights saved as a clipscale checkpoint."""
+    import subprocess
+    import sys
+
+    from clipscale.evals import evaluate_checkpoint, evaluate_run
+    from clipscale.models.registry import build_from_config
+    from tests.test_models_foreign import BPE_CONFIG, save_as_clipscale
+
+    script = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1]); "
+              "from open_clip_train.main import main; main(sys.argv[2:])")
+    argv = ["--model", BPE_NAME, "--dataset-type", "synthetic", "--train-num-samples", "32", "--batch-size",
+            "16", "--epochs", "1", "--workers", "0", "--logs", str(tmp_path / "logs"), "--name", "real",
+            "--precision", "fp32", "--lr", "1e-3", "--warmup", "1", "--seed", "0"]
+    subprocess.run([sys.executable, "-c", script, str(bpe["config"]), *argv], check=True, capture_output=True)
+    run = tmp_path / "logs" / "real"
+    assert main(["import", str(run), "--out", str(tmp_path / "mine")]) == 0
+    (imported,) = (tmp_path / "mine" / "runs").iterdir()
+    records = evaluate_run(imported, suite=bpe["suite"], batch_size=100)
+    payload = torch.load(run / "checkpoints" / "epoch_1.pt", weights_only=True)
+    model = build_from_config(BPE_NAME, BPE_CONFIG)
+    model.load_state_dict(payload["state_dict"])
+    reference = evaluate_checkpoint(save_as_clipscale(tmp_path / "ref.pt", model, BPE_NAME, BPE_CONFIG),
+                                    suite=bpe["suite"], batch_size=100)
+    assert [r["metrics"] for r in records] == [r["metrics"] for r in reference]
+    assert {r["samples_seen"] for r in records} == {32}  # train_num_samples x 1 epoch
+    assert records[0]["compute"] == pytest.approx(32 * records[0]["gmacs"])
