@@ -1,5 +1,9 @@
 """Run a suite on checkpoints: one strict-JSON record per (checkpoint, dataset, task).
 
+A checkpoint is any source `models.foreign.load_source` reads (clipscale, open_clip_train, hf-hub
+folders, bare or OpenAI state dicts); records say which (`source_format`), with `gmacs`, and
+`samples_seen`/`compute` null where the source does not record them.
+
 `evaluate_run` evaluates every `checkpoints/samples_*.pt` of a run directory, appends each record
 to `RUN_DIR/results.jsonl` as soon as it exists (an interrupted eval loses nothing) and skips the
 (checkpoint content hash, dataset, task) triples already there. Datasets are read once and their
