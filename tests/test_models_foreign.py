@@ -373,3 +373,13 @@ def test_open_clip_train_force_quick_gelu_builds_what_it_trained(bpe: dict[str, 
     loaded = load_source(run / "checkpoints" / "epoch_1.pt")
     assert loaded.model_name == f"{BPE_NAME}-quickgelu" and loaded.meta["model_config"]["quick_gelu"]
     assert any(isinstance(m, QuickGELU) for m in loaded.model.modules())
+
+
+def test_model_config_of_a_ladder_run_is_accepted_another_refused(tmp_path: Path) -> None:
+    from clipscale.models import model_config, register_model_config, write_open_clip_config
+
+    own = write_open_clip_config(tmp_path / "run", "tiny-S0", model_config("tiny-S0"))
+    assert register_model_config(own) == ["tiny-S0"]
+    (tmp_path / "tiny-S1.json").write_text(json.dumps(BPE_CONFIG))
+    with pytest.raises(ClipscaleError, match="'tiny-S1' is a built-in ladder size"):
+        register_model_config(tmp_path / "tiny-S1.json")

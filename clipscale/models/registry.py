@@ -61,6 +61,8 @@ def _read_config_file(path: Path) -> tuple[dict[str, Any], bool]:
 def _check_conflict(name: str, cfg: dict[str, Any], where: str) -> bool:
     """True when `name` is already registered with this config; an error if with another."""
     if name in LADDER:
+        if cfg == ladder_config(name):  # e.g. a run's own open_clip_config/tiny-S0.json
+            return True
         raise ClipscaleError(f"{where}: model name {name!r} is a built-in ladder size; rename the config")
     if name not in _open_clip_names():
         return False
