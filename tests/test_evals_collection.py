@@ -26,7 +26,8 @@ def test_collection_one_table_decoding_once(bpe: dict[str, Any], tmp_path: Path,
     runs = [write_open_clip_train_run(tmp_path / "logs", name, bpe["model"]) for name in ("run-a", "run-b")]
     save_for_hf(bpe["model"], _NoTokenizerFiles(), BPE_CONFIG, tmp_path / "export")
     (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "tiny-coll-bpe.json").write_text(json.dumps(BPE_CONFIG))
+    other = {**BPE_CONFIG, "embed_dim": 32}  # an architecture no entry uses: registered all the same
+    (tmp_path / "cfg" / "tiny-coll-bpe.json").write_text(json.dumps(other))
     collection = tmp_path / "runs.toml"
     collection.write_text(f"""model_configs = ["cfg/tiny-coll-bpe.json"]
 [[entry]]
@@ -47,6 +48,9 @@ name = "clipscale"
     out = tmp_path / "table.csv"
     assert main(["eval", "--collection", str(collection), "--suite", str(bpe["suite"]),
                  "--batch-size", "100", "--out", str(out)]) == 0
+    from clipscale.models import list_models
+
+    assert "tiny-coll-bpe" in list_models()
     assert len(decoded) == 400  # 200 + 200 images, decoded once for 6 checkpoints of 4 entries
     table = pd.read_csv(out)
     assert list(table.columns[: len(ID_COLUMNS)]) == list(ID_COLUMNS)
