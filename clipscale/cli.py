@@ -20,6 +20,7 @@ from clipscale.errors import ClipscaleError
 # Order is the order verbs appear in `clipscale --help`.
 STAGE_COMMAND_MODULES: tuple[str, ...] = (
     "clipscale.study.cli",  # run, status, results, report, demo
+    "clipscale.study.import_cli",  # import
     "clipscale.train.cli",  # train
     "clipscale.evals.cli",  # eval
     "clipscale.fit.cli",  # fit, predict, reproduce

@@ -17,8 +17,8 @@ from clipscale.evals.embed import Embedder, file_sha256
 from clipscale.io import read_jsonl
 from tests.test_evals_data import cls_samples, make_wds, png_bytes
 
-RECORD_KEYS = {"model", "checkpoint", "checkpoint_hash", "samples_seen", "compute", "dataset", "task",
-               "metrics", "n_samples", "skipped", "timings"}
+RECORD_KEYS = {"model", "checkpoint", "checkpoint_hash", "source_format", "gmacs", "samples_seen", "compute",
+               "dataset", "task", "metrics", "n_samples", "skipped", "timings"}
 
 
 def save_tiny(path: Path, seed: int = 0, samples_seen: int = 100) -> Path:

@@ -1,7 +1,8 @@
 """Evaluation: zero-shot classification and retrieval, linear probes and fine-tuning, on local data.
 
 Public API (imported lazily so `clipscale --help` does not import torch):
-`evaluate_checkpoint`, `evaluate_run`, `load_suite`, `list_evaluators`.
+`evaluate_checkpoint`, `evaluate_run`, `evaluate_collection`, `load_collection`, `load_suite`,
+`list_evaluators`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 _API = {
     "evaluate_checkpoint": "clipscale.evals.runner",
     "evaluate_run": "clipscale.evals.runner",
+    "evaluate_collection": "clipscale.evals.collection",
+    "load_collection": "clipscale.evals.collection",
     "load_suite": "clipscale.evals.suite",
     "list_evaluators": "clipscale.evals.registry",
 }

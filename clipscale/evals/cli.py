@@ -1,4 +1,4 @@
-"""`clipscale eval CHECKPOINT_OR_RUN_DIR --suite SUITE`: standard library only at import time."""
+"""`clipscale eval SOURCE --suite SUITE` and `eval --collection FILE.toml`: stdlib only at import time."""
 
 from __future__ import annotations
 
@@ -9,15 +9,29 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "eval", help="evaluate a checkpoint or every checkpoint of a run directory on a suite",
+        "eval", help="evaluate a checkpoint, a run directory or a collection of models on a suite",
         description="Zero-shot classification/retrieval, linear probe and fine-tuning on local data. "
-        "A run directory: all checkpoints/samples_*.pt, records appended to RUN_DIR/results.jsonl, "
-        "(checkpoint, dataset, task) triples already there are skipped. Records go to stdout as JSON lines.")
-    p.add_argument("target", metavar="CHECKPOINT_OR_RUN_DIR")
+        "SOURCE: a clipscale checkpoint or run directory (all checkpoints/samples_*.pt, records appended to "
+        "RUN_DIR/results.jsonl, triples already there skipped); an open_clip_train checkpoint or run folder "
+        "(logs/NAME/: every checkpoints/epoch_*.pt, model and samples seen from params.txt); an open_clip "
+        "hf-hub folder or local-dir:PATH; a .safetensors/.bin/.pt state dict (with --model) or an "
+        "OpenAI-format state dict. Records go to stdout as JSON lines. --collection FILE.toml evaluates "
+        "many models into one results table.")
+    p.add_argument("source", metavar="SOURCE", nargs="?", help="checkpoint, run directory or model folder")
     p.add_argument("--suite", required=True, help="suite TOML file, or a built-in suite name (e.g. synth)")
     p.add_argument("--data-root", default=None,
                    help="where the suite's relative dataset paths resolve (required by built-in suites)")
-    p.add_argument("--out", default=None, help="also write this invocation's records to FILE (JSON lines)")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="architecture of a source that does not record it (a bare state dict)")
+    p.add_argument("--model-config", action="append", default=[], metavar="FILE.json",
+                   help="register an open_clip model config (name = file stem) for this process; repeatable")
+    p.add_argument("--samples-seen", type=int, default=None, metavar="N",
+                   help="samples seen of a single checkpoint whose source does not record it (sets compute)")
+    p.add_argument("--collection", default=None, metavar="FILE.toml",
+                   help="evaluate every [[entry]] of a collection file into one results table")
+    p.add_argument("--out", default=None,
+                   help="also write this invocation's records to FILE (JSON lines); with --collection, the "
+                        "results table (.csv, .jsonl or .parquet; default FILE.results.csv beside it)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--cache-dir", default=None, help="on-disk image-feature cache (content-hash keyed)")
@@ -29,19 +43,45 @@ def _handle_eval(args: argparse.Namespace) -> int:
     from clipscale.evals.runner import evaluate_checkpoint, evaluate_run
     from clipscale.evals.suite import load_suite
     from clipscale.io import atomic_write_text, dumps
+    from clipscale.models.registry import register_model_configs
 
+    register_model_configs(args.model_config)
+    if args.samples_seen is not None and args.samples_seen < 0:
+        raise ClipscaleError(f"--samples-seen must be >= 0, got {args.samples_seen}")
     suite = load_suite(args.suite, root=args.data_root)
-    target = Path(args.target)
     common = {"suite": suite, "device": args.device, "batch_size": args.batch_size,
               "cache_dir": args.cache_dir}
-    if target.is_dir():
-        records = evaluate_run(target, **common)
-    elif target.is_file():
-        records = evaluate_checkpoint(target, **common)
+    if args.collection is not None:
+        return _handle_collection(args, common)
+    if args.source is None:
+        raise ClipscaleError("eval needs a SOURCE (checkpoint, run directory, model folder) or --collection")
+    source = args.source
+    target = Path(source)
+    is_model_dir = source.startswith("local-dir:") or (target / "open_clip_config.json").is_file()
+    if target.is_dir() and not is_model_dir:
+        if args.samples_seen is not None:
+            raise ClipscaleError("--samples-seen applies to one checkpoint; a run directory records its own")
+        records = evaluate_run(target, model=args.model, **common)
+    elif target.is_file() or is_model_dir:
+        records = evaluate_checkpoint(source, model=args.model, samples_seen=args.samples_seen, **common)
     else:
         raise ClipscaleError(f"{target}: no such checkpoint file or run directory")
     lines = "".join(dumps(r) + "\n" for r in records)
     sys.stdout.write(lines)
     if args.out:
         atomic_write_text(args.out, lines)
+    return 0
+
+
+def _handle_collection(args: argparse.Namespace, common: dict) -> int:
+    from clipscale.errors import ClipscaleError
+    from clipscale.evals.collection import evaluate_collection, load_collection, write_table
+
+    if args.source is not None or args.model is not None or args.samples_seen is not None:
+        raise ClipscaleError("--collection takes no SOURCE, --model or --samples-seen "
+                             "(set them per [[entry]])")
+    collection = load_collection(args.collection)
+    table = evaluate_collection(collection, **common)
+    out = Path(args.out) if args.out else collection.path.with_suffix(".results.csv")
+    print(write_table(table, out))
     return 0

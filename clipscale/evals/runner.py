@@ -1,5 +1,9 @@
 """Run a suite on checkpoints: one strict-JSON record per (checkpoint, dataset, task).
 
+A checkpoint is any source `models.foreign.load_source` reads (clipscale, open_clip_train, hf-hub
+folders, bare or OpenAI state dicts); records say which (`source_format`), with `gmacs`, and
+`samples_seen`/`compute` null where the source does not record them.
+
 `evaluate_run` evaluates every `checkpoints/samples_*.pt` of a run directory, appends each record
 to `RUN_DIR/results.jsonl` as soon as it exists (an interrupted eval loses nothing) and skips the
 (checkpoint content hash, dataset, task) triples already there. Datasets are read once and their
@@ -74,42 +78,45 @@ def evaluate_checkpoint(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     store: DatasetStore | None = None,
     checkpoint_label: str | None = None,
+    model: str | None = None,
+    samples_seen: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate one checkpoint file on every (dataset, task) of `suite` not in `skip`."""
-    from clipscale.models import load_checkpoint
+    """Evaluate one model source on every (dataset, task) of `suite` not in `skip`.
+
+    `checkpoint` is any source `clipscale.models.foreign.load_source` reads (a clipscale or
+    open_clip_train checkpoint, a state dict, an hf-hub folder or `local-dir:` path); `model` and
+    `samples_seen` supply what a source does not record.
+    """
+    from clipscale.models.foreign import load_source, weights_path
     from clipscale.models.integrity import check_finite_weights
 
     _check_device(device)
     if batch_size < 1:
         raise ClipscaleError(f"batch size must be >= 1; got {batch_size}")
     suite = _as_suite(suite)
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ClipscaleError(f"{path}: checkpoint file not found")
-    ckpt_hash = file_sha256(path)
+    ckpt_hash = file_sha256(weights_path(checkpoint))
     done = set(skip)
     todo = [job for job in suite.jobs if (ckpt_hash, job.dataset.name, job.task) not in done]
     if not todo:
         return []
     t0 = time.perf_counter()
-    loaded = load_checkpoint(path, device=device)
-    check_finite_weights(loaded.model, path)  # NaN weights would give chance-level metrics, exit 0
+    loaded = load_source(checkpoint, model=model, samples_seen=samples_seen, device=device)
+    check_finite_weights(loaded.model, checkpoint)  # NaN weights would give chance-level metrics, exit 0
     load_s = time.perf_counter() - t0
     store = store or DatasetStore()
     bundle = Embedder(loaded.model, loaded.tokenizer, checkpoint_hash=ckpt_hash,
                       model_config=loaded.meta["model_config"], device=device, batch_size=batch_size,
                       cache_dir=cache_dir, pixel_cache=store.pixels)
+    head = {"model": loaded.model_name, "checkpoint": checkpoint_label or str(checkpoint),
+            "checkpoint_hash": ckpt_hash, "source_format": loaded.source_format,
+            "gmacs": loaded.meta.get("gmacs"), "samples_seen": loaded.samples_seen, "compute": loaded.compute}
     records = []
     for job in todo:
         metrics, dataset, timings = _run_job(job, bundle, store)
         n_valid, skipped = bundle.counts.get(dataset.fingerprint, (len(dataset), 0))
-        record = {
-            "model": loaded.model_name, "checkpoint": checkpoint_label or str(path),
-            "checkpoint_hash": ckpt_hash, "samples_seen": loaded.samples_seen, "compute": loaded.compute,
-            "dataset": job.dataset.name, "task": job.task, "metrics": metrics,
-            "n_samples": n_valid, "skipped": skipped,
-            "timings": {"checkpoint_load_s": load_s, **timings},
-        }
+        record = {**head, "dataset": job.dataset.name, "task": job.task, "metrics": metrics,
+                  "n_samples": n_valid, "skipped": skipped,
+                  "timings": {"checkpoint_load_s": load_s, **timings}}
         records.append(record)
         if on_record is not None:
             on_record(record)
@@ -137,19 +144,31 @@ def evaluate_run(
     device: str = "cpu",
     batch_size: int = 256,
     cache_dir: str | os.PathLike | None = None,
+    model: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate every checkpoint of a run; new records are appended to RUN_DIR/results.jsonl."""
+    """Evaluate every checkpoint of a run; new records are appended to RUN_DIR/results.jsonl.
+
+    An open_clip_train run folder (logs/NAME/) is evaluated checkpoint by checkpoint too, but its
+    records are only returned: clipscale never writes into another tool's folder (`clipscale
+    import` makes a clipscale run directory of it).
+    """
+    from clipscale.models.foreign import epoch_checkpoints, is_open_clip_train_run
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ClipscaleError(f"{run_dir}: run directory not found")
     suite = _as_suite(suite)
+    store = DatasetStore()
+    common = {"suite": suite, "device": device, "batch_size": batch_size, "cache_dir": cache_dir,
+              "store": store, "model": model}
+    if is_open_clip_train_run(run_dir) and not list((run_dir / "checkpoints").glob("samples_*.pt")):
+        return [r for ckpt in epoch_checkpoints(run_dir) for r in evaluate_checkpoint(
+            ckpt, **common, checkpoint_label=str(ckpt.relative_to(run_dir)))]
     results = run_dir / RESULTS_FILE
     done = done_keys(results)
-    store = DatasetStore()
     records: list[dict[str, Any]] = []
     for ckpt in run_checkpoints(run_dir):
         records += evaluate_checkpoint(
-            ckpt, suite=suite, device=device, batch_size=batch_size, cache_dir=cache_dir, skip=done,
-            on_record=lambda r: append_jsonl(results, r), store=store,
+            ckpt, **common, skip=done, on_record=lambda r: append_jsonl(results, r),
             checkpoint_label=str(ckpt.relative_to(run_dir)))
     return records

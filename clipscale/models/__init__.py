@@ -24,6 +24,9 @@ _EXPORTS: dict[str, str] = {
     "is_ladder": "registry",
     "list_models": "registry",
     "model_config": "registry",
+    "register_model_config": "registry",
+    "register_model_configs": "registry",
+    "load_source": "foreign",
     "Tokenizer": "tokenizer",
     "WordTokenizer": "tokenizer",
     "tokenizer_from_state": "tokenizer",
@@ -48,8 +51,11 @@ __all__ = [
     "ladder_config",
     "list_models",
     "load_checkpoint",
+    "load_source",
     "model_config",
     "read_checkpoint",
+    "register_model_config",
+    "register_model_configs",
     "run_compute",
     "save_checkpoint",
     "tokenizer_from_state",
@@ -66,6 +72,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         write_open_clip_config,
     )
     from clipscale.models.flops import FlopsReport, count_flops, run_compute, train_flops
+    from clipscale.models.foreign import load_source
     from clipscale.models.ladder import LADDER, ladder_config
     from clipscale.models.registry import (
         context_length,
@@ -75,6 +82,8 @@ if TYPE_CHECKING:  # static analysers see the real names
         is_ladder,
         list_models,
         model_config,
+        register_model_config,
+        register_model_configs,
     )
     from clipscale.models.tokenizer import Tokenizer, WordTokenizer, tokenizer_from_state
 

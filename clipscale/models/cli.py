@@ -15,6 +15,7 @@ def register(subparsers: Any) -> None:
         description="List every model name clipscale can build: the tiny ladder (marked, with forward "
                     "GMACs per sample) first, then open_clip's architectures.")
     models.add_argument("--json", action="store_true", help="print one JSON list of objects")
+    _model_config_arg(models)
     models.set_defaults(handler=_models)
     flops = subparsers.add_parser(
         "flops", help="parameters and forward GMACs of one sample, per tower",
@@ -26,14 +27,21 @@ def register(subparsers: Any) -> None:
                        help="override the model's image size (e.g. 336 for the paper's ViT-H-14-336)")
     flops.add_argument("--json", action="store_true",
                        help="print one JSON object with arch_info.csv's key names")
+    _model_config_arg(flops)
     flops.set_defaults(handler=_flops)
+
+
+def _model_config_arg(parser: Any) -> None:
+    parser.add_argument("--model-config", action="append", default=[], metavar="FILE.json",
+                        help="register an open_clip model config (name = file stem) first; repeatable")
 
 
 def _models(args: argparse.Namespace) -> int:
     from clipscale.io import dumps
     from clipscale.models.flops import count_flops
-    from clipscale.models.registry import is_ladder, list_models
+    from clipscale.models.registry import is_ladder, list_models, register_model_configs
 
+    register_model_configs(args.model_config)
     rows: list[dict[str, Any]] = []
     for name in list_models():
         row: dict[str, Any] = {"model": name, "ladder": is_ladder(name), "gmacs": None, "mparams": None}
@@ -60,7 +68,9 @@ def _flops(args: argparse.Namespace) -> int:
     from clipscale.errors import ClipscaleError
     from clipscale.io import dumps
     from clipscale.models.flops import count_flops
+    from clipscale.models.registry import register_model_configs
 
+    register_model_configs(args.model_config)
     if args.image_size is not None and args.image_size <= 0:
         raise ClipscaleError(f"--image-size must be a positive number of pixels, got {args.image_size}")
     report = count_flops(args.model, image_size=args.image_size)

@@ -3,11 +3,22 @@
 Ladder models are built from their config with open_clip's own `CLIP` class, so their checkpoints
 load in plain open_clip; open_clip names go through `open_clip.create_model` (never pretrained
 downloads: weights only come from local checkpoints).
+
+Custom architectures (`--model-config FILE.json`, `model_configs = [...]`) are registered with
+open_clip's own `add_model_config` for the current process, so every stage (train, eval, flops,
+studies) and plain open_clip calls see the same name -> config mapping.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +34,105 @@ def _open_clip_names() -> tuple[str, ...]:
     import open_clip
 
     return tuple(open_clip.list_models())
+
+
+def _valid_config(cfg: Any) -> bool:
+    return isinstance(cfg, dict) and isinstance(cfg.get("embed_dim"), int) and all(
+        isinstance(cfg.get(k), dict) for k in ("vision_cfg", "text_cfg"))
+
+
+def _read_config_file(path: Path) -> tuple[dict[str, Any], bool]:
+    """The model config in FILE.json, and whether the file is a plain one open_clip reads as is."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClipscaleError(f"{path}: model config file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ClipscaleError(f"{path}: not a JSON model config ({exc})") from None
+    plain = not (isinstance(cfg, dict) and "model_cfg" in cfg)
+    if not plain:  # an hf-hub open_clip_config.json
+        cfg = cfg["model_cfg"]
+    if not _valid_config(cfg):
+        raise ClipscaleError(f"{path}: an open_clip model config needs 'embed_dim' (int), "
+                             "'vision_cfg' and 'text_cfg' (tables)")
+    return cfg, plain
+
+
+def _check_conflict(name: str, cfg: dict[str, Any], where: str) -> bool:
+    """True when `name` is already registered with this config; an error if with another."""
+    if name in LADDER:
+        if cfg == ladder_config(name):  # e.g. a run's own open_clip_config/tiny-S0.json
+            return True
+        raise ClipscaleError(f"{where}: model name {name!r} is a built-in ladder size; rename the config")
+    if name not in _open_clip_names():
+        return False
+    import open_clip
+
+    if open_clip.get_model_config(name) != cfg:
+        raise ClipscaleError(f"{where}: model {name!r} is already registered with a different config; "
+                             "use another name")
+    return True
+
+
+def register_model_config(path: str | os.PathLike) -> list[str]:
+    """Register FILE.json (model name = file stem) or every *.json of a directory; returns the names."""
+    import open_clip
+
+    path = Path(path)
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    names = []
+    if not files:
+        raise ClipscaleError(f"{path}: no *.json model configs in this directory")
+    for file in files:
+        cfg, plain = _read_config_file(file)
+        if not _check_conflict(file.stem, cfg, str(file)):
+            if plain:
+                open_clip.add_model_config(file)
+                _open_clip_names.cache_clear()
+            else:
+                ensure_registered(file.stem, cfg)
+        names.append(file.stem)
+    return names
+
+
+def register_model_configs(paths: Iterable[str | os.PathLike]) -> list[str]:
+    return [name for path in paths for name in register_model_config(path)]
+
+
+@functools.cache
+def _scratch_dir() -> Path:
+    """Process-private folder for configs known only in memory (hf-hub folders, checkpoints)."""
+    path = Path(tempfile.mkdtemp(prefix="clipscale-configs-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def ensure_registered(name: str, cfg: dict[str, Any]) -> None:
+    """Make `name` -> `cfg` known to open_clip in this process (no-op if already known)."""
+    import open_clip
+
+    if name in LADDER or name in _open_clip_names():
+        return
+    if not _valid_config(cfg):
+        raise ClipscaleError(f"model {name!r}: not an open_clip model config "
+                             "(embed_dim, vision_cfg, text_cfg)")
+    file = _scratch_dir() / f"{name}.json"
+    file.write_text(json.dumps(cfg), encoding="utf-8")
+    open_clip.add_model_config(file)
+    _open_clip_names.cache_clear()
+
+
+def find_registered(cfg: dict[str, Any]) -> str | None:
+    """The registered open_clip name whose config equals `cfg`, if any (ladder included)."""
+    import open_clip
+
+    for name in LADDER:
+        if ladder_config(name) == cfg:
+            return name
+    for name in _open_clip_names():
+        if open_clip.get_model_config(name) == cfg:
+            return name
+    return None
 
 
 def list_models() -> list[str]:
@@ -41,7 +151,8 @@ def _check_name(name: str) -> None:
     if name in LADDER or name in _open_clip_names():
         return
     valid = ", ".join(list_models())
-    raise ClipscaleError(f"unknown model {name!r}; valid models: {valid}")
+    raise ClipscaleError(f"unknown model {name!r}; valid models: {valid} "
+                         "(a custom architecture: --model-config FILE.json)")
 
 
 def model_config(name: str) -> dict[str, Any]:

@@ -60,14 +60,25 @@ class WordTokenizer:
 
 
 class OpenClipTokenizer:
-    """open_clip's tokenizer for a registered model name (BPE vocabulary ships in the wheel)."""
+    """open_clip's tokenizer for a model name (BPE vocabulary ships in the wheel).
 
-    def __init__(self, model_name: str) -> None:
+    `context_length` is the model's own (a checkpoint's saved value): open_clip falls back to 77
+    tokens for a name it does not know, which overflows a shorter positional embedding. A
+    `model_config` is registered with open_clip first when the name is unknown in this process, so
+    its tokenizer settings (hf_tokenizer_name, tokenizer_kwargs) are honoured too.
+    """
+
+    def __init__(self, model_name: str, *, context_length: int | None = None,
+                 model_config: dict[str, Any] | None = None) -> None:
         import open_clip
 
+        if model_config is not None:
+            from clipscale.models.registry import ensure_registered
+
+            ensure_registered(model_name, model_config)
         self.model_name = model_name
-        self._tok = open_clip.get_tokenizer(model_name)
-        self.context_length = int(getattr(self._tok, "context_length", 77))
+        self._tok = open_clip.get_tokenizer(model_name, context_length=context_length)
+        self.context_length = int(getattr(self._tok, "context_length", None) or context_length or 77)
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
         return self._tok(texts)
@@ -76,10 +87,16 @@ class OpenClipTokenizer:
         return {"kind": "open_clip", "model": self.model_name, "context_length": self.context_length}
 
 
-def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
+def tokenizer_from_state(state: dict[str, Any], *, model_config: dict[str, Any] | None = None) -> Tokenizer:
+    """Rebuild a checkpoint's tokenizer, with its saved context length."""
     kind = state.get("kind")
-    if kind == "words":
-        return WordTokenizer(state["vocab"], int(state["context_length"]))
-    if kind == "open_clip":
-        return OpenClipTokenizer(str(state["model"]))
+    try:
+        if kind == "words":
+            return WordTokenizer(state["vocab"], int(state["context_length"]))
+        if kind == "open_clip":
+            ctx = state.get("context_length")
+            return OpenClipTokenizer(str(state["model"]), context_length=None if ctx is None else int(ctx),
+                                     model_config=model_config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClipscaleError(f"checkpoint tokenizer state of kind {kind!r} is malformed ({exc!r})") from None
     raise ClipscaleError(f"unknown tokenizer kind {kind!r} in checkpoint; expected 'words' or 'open_clip'")

@@ -17,6 +17,7 @@ from clipscale.errors import ClipscaleError
 from clipscale.io import atomic_write_bytes, read_jsonl
 from clipscale.study.spec import StudySpec
 
+IMPORTED_FILE = "imported.json"
 FORMATS = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}
 ID_COLUMNS = ("run_id", "model", "params", "gmacs", "data_size", "samples_seen", "compute", "distribution",
               "dataset_train", "seed", "dataset", "task", "checkpoint", "run_samples_seen", "final",
@@ -41,13 +42,19 @@ def run_rows(run_dir: Path) -> list[dict[str, Any]]:
         latest[key] = rec  # the newest record of a (checkpoint, dataset, task) wins
     rows = []
     for rec in latest.values():
-        samples = int(rec.get("samples_seen") or 0)
+        # unknown samples seen / compute (imported runs, clipscale import) stay null, never 0
+        samples = None if rec.get("samples_seen") is None else int(rec["samples_seen"])
+        compute = rec.get("compute")
+        if compute is None and samples is not None and cell["gmacs"] is not None:
+            compute = cell["gmacs"] * samples
+        planned = cell["samples_seen"]
         row = {"run_id": cell["run_id"], "model": cell["model"], "params": cell["mparams"],
                "gmacs": cell["gmacs"], "data_size": cell["data_size"], "samples_seen": samples,
-               "compute": rec.get("compute") or cell["gmacs"] * samples, "distribution": cell["distribution"],
+               "compute": compute, "distribution": cell["distribution"],
                "dataset_train": cell["dataset"], "seed": cell["seed"], "dataset": rec.get("dataset"),
                "task": rec.get("task"), "checkpoint": Path(str(rec.get("checkpoint", ""))).name,
-               "run_samples_seen": cell["samples_seen"], "final": samples >= cell["samples_seen"],
+               "run_samples_seen": planned,
+               "final": None if samples is None or planned is None else samples >= planned,
                "compute_group": cell.get("compute_group")}
         for name, value in (rec.get("metrics") or {}).items():
             if isinstance(value, int | float) or value is None:
@@ -76,7 +83,12 @@ def _planned_ids(study: StudySpec) -> list[str]:
     """The runs of the study file as it is now (an edited cell's old run dir is not part of it)."""
     from clipscale.study.grid import plan
 
-    return [r.run_id for r in plan(study)]
+    ids = [r.run_id for r in plan(study)]
+    try:  # runs brought in by `clipscale import SOURCE --out STUDY.toml`
+        imported = json.loads((study.output_dir / IMPORTED_FILE).read_text(encoding="utf-8"))["runs"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        imported = []
+    return ids + [r for r in imported if r not in ids]
 
 
 def table_bytes(df: Any, fmt: str) -> bytes:

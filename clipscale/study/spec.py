@@ -6,7 +6,8 @@ the key and the allowed values, not hours later on a cluster.
 
 Layout (all sections but [study] and [[grid]] optional):
 
-    [study]     name, output_dir (relative to the study file)
+    [study]     name, output_dir (relative to the study file), model_configs (open_clip config JSONs
+                to register: custom architectures, passed to every run)
     [datasets.NAME]   synth = "uniform" + samples (+ seed, image_size)  |  shards = "a/{000..009}.tar"
     [train]     shared training settings (batch_size, lr, warmup_fraction, schedule, ...)
     [[rules]]   when = {model = "..."}, set = {lr = ...}: per-cell overrides, applied in order
@@ -34,10 +35,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # TrainConfig fields a study may set in [train] or through a rule (plus warmup_fraction of samples
 # seen); the grid owns model/data/samples/seed and the runner owns paths, resume and evaluation.
 STUDY_OWNED = ("model", "train_data", "output_dir", "data_size", "samples_seen", "seed", "resume",
-               "eval_suite", "eval_data_root")
+               "eval_suite", "eval_data_root", "model_configs")
 TRAIN_KEYS = (*(k for k in TRAIN_FIELDS if k not in STUDY_OWNED), "warmup_fraction")
 # Keys that change nothing about the trained weights: excluded from the run id.
-OPERATIONAL_KEYS = ("device", "workers", "threads", "log_every", "tensorboard", "progress", "peak_tflops")
+OPERATIONAL_KEYS = ("device", "workers", "threads", "log_every", "tensorboard", "progress", "peak_tflops",
+                    "model_configs")  # model_configs: [study] paths, passed to every run's TrainConfig
 GRID_AXES = ("model", "dataset", "data_size", "samples_seen", "compute", "seed")
 RULE_MATCH_KEYS = ("model", "dataset", "data_size", "seed")
 FIT_LAWS = ("power", "frontier", "saturating")
@@ -288,7 +290,7 @@ def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
     _check_keys("study file", doc, ("study", "datasets", "train", "rules", "grid", "eval", "fit",
                                     "executor", "slurm"))
     head = _typed("[study]", doc.get("study", {}), dict, "a table")
-    _check_keys("[study]", head, ("name", "output_dir"))
+    _check_keys("[study]", head, ("name", "output_dir", "model_configs"))
     name = _typed("[study] name", head.get("name", path.stem), str, "a string")
     if not NAME_RE.match(name):
         raise _fail("[study] name", f"{name!r}: use letters, digits, '_', '.', '-'")
@@ -312,9 +314,14 @@ def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
     eval_spec = _section(doc, "eval", EvalSpec, ("suite", "data_root", "batch_size", "samples_per_task"))
     if (path.parent / eval_spec.suite).is_file():  # a suite file next to the study, else a built-in name
         eval_spec = _replace(eval_spec, suite=str(path.parent / eval_spec.suite))
+    train = _check_train("[train]", _typed("[train]", doc.get("train", {}), dict, "a table"))
+    if "model_configs" in head:  # custom open_clip architectures: registered here and in every run
+        configs = _list_of("[study] model_configs", head["model_configs"],
+                           lambda w, v: _typed(w, v, str, "a path to a model config JSON"))
+        train["model_configs"] = [str(path.parent / c) for c in configs]
     return StudySpec(
         name=name, path=path, output_dir=output_dir.resolve(), datasets=datasets,
-        train=_check_train("[train]", _typed("[train]", doc.get("train", {}), dict, "a table")),
+        train=train,
         rules=_parse_rules(doc.get("rules", [])), grid=grid,
         eval=eval_spec,
         fit=fit, executor=executor, slurm=slurm,
@@ -329,6 +336,10 @@ def load_study(path: str | Path, *, output_dir: str | Path | None = None) -> Stu
         spec = parse_study(doc, path=path.resolve())
     except ClipscaleError as exc:
         raise ClipscaleError(f"{path}: {exc}") from None
+    if spec.train.get("model_configs"):  # so planning (FLOPs of each model) knows the names
+        from clipscale.models.registry import register_model_configs
+
+        register_model_configs(spec.train["model_configs"])
     if output_dir is not None:
         spec = _replace(spec, output_dir=Path(output_dir).resolve())
     return spec

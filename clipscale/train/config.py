@@ -30,6 +30,7 @@ class TrainConfig:
     """One training run. Sizes are in samples (not epochs or steps), as in the paper."""
 
     model: str = "tiny-S0"
+    model_configs: list[str] = field(default_factory=list)  # open_clip config JSONs to register first
     train_data: str | list[dict[str, Any]] = ""  # "dir/{00000..00009}.tar", a dir, or [{shards, weight}]
     output_dir: str = "runs/train"
     data_size: int | None = None  # unique samples: the first N of the shards; None = all
@@ -200,6 +201,7 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainCon
 RESUME_OPERATIONAL_KEYS: tuple[str, ...] = (
     "workers", "threads", "progress", "log_every", "tensorboard", "peak_tflops",
     "eval_suite", "eval_data_root", "grad_checkpointing", "resume", "output_dir",
+    "model_configs",  # where the config file lies; the architecture itself is checked by the weights
 )
 
 
@@ -243,6 +245,8 @@ def parse_override(name: str, text: str) -> Any:
                 return float(low)
             except ValueError:
                 continue
+        if typing.get_origin(candidate) is list and typing.get_args(candidate) == (str,):
+            return [x.strip() for x in text.split(",") if x.strip()]
         if typing.get_origin(candidate) is list and typing.get_args(candidate) == (float,):
             try:
                 return [float(x) for x in text.split(",") if x.strip()]

@@ -111,6 +111,7 @@ def _write_run_files(run_dir: Path, config: TrainConfig, model_cfg: dict[str, An
 
 def build_session(config: TrainConfig) -> Session:
     from clipscale.models import create_model, get_tokenizer, image_size, model_config
+    from clipscale.models.registry import register_model_configs
 
     env = init_distributed(config.device)
     check_batch(config.batch_size, env)
@@ -118,6 +119,7 @@ def build_session(config: TrainConfig) -> Session:
         raise ClipscaleError("train config field 'precision': 'amp' (fp16) needs a CUDA device; "
                              "use fp32 on CPU")
     _set_threads(config, env.device)
+    register_model_configs(config.model_configs)  # --model-config / model_configs = [...]
     model_cfg = model_config(config.model)  # unknown model -> ClipscaleError listing valid names
     config = dataclasses.replace(config, lr=resolve_lr(config))
     run_dir = Path(config.output_dir)
