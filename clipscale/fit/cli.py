@@ -11,6 +11,7 @@ def register(subparsers: Any) -> None:
     _register_fit(subparsers)
     _register_predict(subparsers)
     _register_reproduce(subparsers)
+    _register_isoflop(subparsers)
 
 
 def _register_fit(subparsers: Any) -> None:
@@ -68,6 +69,72 @@ def _register_reproduce(subparsers: Any) -> None:
     p.add_argument("--bootstrap", type=int, default=200, help="refits for the figure CI bands (with --out)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_reproduce)
+
+
+def _register_isoflop(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "isoflop", help="compute-optimal model size per compute budget (Chinchilla approach 2)"
+    )
+    p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
+    p.add_argument("--C", required=True, help="compute of each run: column name or expression")
+    p.add_argument("--N", required=True, help="model size of each run: column name or expression")
+    p.add_argument("--y", required=True, help="loss or error column or expression (accuracy with --error)")
+    p.add_argument("--error", action="store_true", help="y is accuracy-like: analyse 1 - y")
+    p.add_argument("--by", help="one analysis per value of this column")
+    p.add_argument("--where", help="boolean expression selecting rows")
+    p.add_argument("--k", type=float, default=1.0, help="C = k·N·D (6 for LLM FLOPs; 1 for CLIP GMACs)")
+    p.add_argument("--gap", type=float, default=0.05, help="log10 C gap (dex) that separates budgets")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N resamples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--plot",
+        nargs="?",
+        const="isoflop.png",
+        metavar="FILE",
+        help="write the figure (default isoflop.png)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(handler=_isoflop)
+
+
+def _isoflop(args: argparse.Namespace) -> int:
+    from clipscale.fit.isoflop import isoflop, plot_isoflop
+    from clipscale.fit.table import load_table
+    from clipscale.io import dumps
+
+    df = load_table(args.table)
+    doc = isoflop(
+        df,
+        C=args.C,
+        N=args.N,
+        y=args.y,
+        by=args.by,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        where=args.where,
+        k=args.k,
+        error=args.error,
+        gap=args.gap,
+    )
+    if args.plot:
+        plot_isoflop(doc, df, args.plot)
+    if args.json:
+        print(dumps(doc, indent=2))
+        return 0
+    for g in doc.get("groups", [{"group": None, **doc}]):
+        head = f"[{g['group']}] " if g["group"] is not None else ""
+        ci = lambda v: f" [{v[0]:.4g}, {v[1]:.4g}]" if v else ""  # noqa: E731
+        print(
+            f"{head}N* ∝ C^{g['a']:.4g}{ci(g['a_ci'])}  D* ∝ C^{g['b']:.4g}{ci(g['b_ci'])}  "
+            f"({g['n_budgets_used']} of {len(g['budgets'])} budgets; D = C/({args.k:g}·N))"
+        )
+        for b in g["budgets"]:
+            if b["n_sizes"] >= 3:
+                flag = "  edge: excluded" if b["edge"] else ""
+                print(
+                    f"  C={b['C']:.4g}: N*={b['N_opt']:.4g} y*={b['y_opt']:.4g} ({b['n_sizes']} sizes){flag}"
+                )
+    return 0
 
 
 def _fit(args: argparse.Namespace) -> int:
