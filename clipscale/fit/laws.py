@@ -83,8 +83,24 @@ def lse_and_jacobian(
     w = np.exp(t - m)
     s = w.sum(axis=-1, keepdims=True)
     soft = w / s
-    dt = law.jac(theta, logx, raw, centre)
+    dt = (
+        law.jac(theta, logx, raw, centre)
+        if law.jac is not None
+        else numeric_jac(law, theta, logx, raw, centre)
+    )
     return (m + np.log(s))[:, 0], np.einsum("nm,nmp->np", soft, dt)
+
+
+def numeric_jac(
+    law: Law, theta: np.ndarray, logx: Inputs, raw: Inputs, centre: dict[str, float]
+) -> np.ndarray:
+    """dT/dtheta (n, m, p) by central differences, for laws whose terms are not worth differentiating by
+    hand (all parameters perturbed in one batched call of `terms`)."""
+    p = theta.shape[0]
+    h = 1e-6 * np.maximum(1.0, np.abs(theta))
+    steps = np.diag(h)
+    t = law.terms(np.concatenate([theta + steps, theta - steps]), logx, raw, centre)  # (2p, n, m)
+    return np.moveaxis((t[:p] - t[p:]) / (2 * h[:, None, None]), 0, -1)
 
 
 def _th(theta: np.ndarray, i: int) -> np.ndarray:
@@ -241,6 +257,115 @@ def _joint_from(p: dict[str, float], centre: dict[str, float]) -> np.ndarray:
     )
 
 
+# ---------------------------------------------------------------------------------------- offset
+def _off_base(theta: np.ndarray, logx: Inputs) -> np.ndarray:
+    """log(C' + C0') with C' = C / e^centre and C0' = e^c0: the log of the offset compute."""
+    return np.logaddexp(logx["C"], _th(theta, 1))
+
+
+def _off_terms(theta: np.ndarray, logx: Inputs, raw: Inputs, centre: dict[str, float]) -> np.ndarray:
+    t1 = _th(theta, 0) + _th(theta, 2) * _off_base(theta, logx)
+    return np.stack(np.broadcast_arrays(t1, _th(theta, 3) + 0.0 * logx["C"]), axis=-1)
+
+
+def _off_jac(theta: np.ndarray, logx: Inputs, raw: Inputs, centre: dict[str, float]) -> np.ndarray:
+    c = logx["C"]
+    dt = np.zeros((c.shape[0], 2, 4))
+    dt[:, 0, 0] = 1.0
+    dt[:, 0, 1] = theta[2] / (1.0 + np.exp(c - theta[1]))  # alpha · C0' / (C' + C0')
+    dt[:, 0, 2] = _off_base(theta, logx)
+    dt[:, 1, 3] = 1.0
+    return dt
+
+
+def _off_grid(logy: np.ndarray) -> list[np.ndarray]:
+    lo, hi = float(logy.min()), float(logy.max())
+    return [
+        np.linspace(lo - 1.0, hi + 1.0, 6),
+        np.array([-8.0, -4.0, -2.0, 0.0, 1.0]),
+        np.array([-1.0, -0.5, -0.25, -0.1, -0.03]),
+        np.linspace(lo - 4.0, lo, 5),
+    ]
+
+
+def _off_to(theta: np.ndarray, centre: dict[str, float]) -> dict[str, float]:
+    a, c0, alpha, e = (float(v) for v in theta)
+    return {
+        "A": float(np.exp(a - alpha * centre["C"])),
+        "C0": float(np.exp(c0 + centre["C"])),
+        "alpha": alpha,
+        "E_inf": float(np.exp(e)),
+    }
+
+
+def _off_from(p: dict[str, float], centre: dict[str, float]) -> np.ndarray:
+    return np.array(
+        [
+            np.log(p["A"]) + p["alpha"] * centre["C"],
+            np.log(p["C0"]) - centre["C"],
+            p["alpha"],
+            np.log(p["E_inf"]),
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------- data-constrained
+def _dc_terms(theta: np.ndarray, logx: Inputs, raw: Inputs, centre: dict[str, float]) -> np.ndarray:
+    """Muennighoff et al. 2023: log of E, A/N'^alpha, B/D'^beta, with the effective parameters N' and data
+    D' of repeated tokens. Internal: e, a = log A − alpha·c_N, alpha, b = log B − beta·c_U, beta,
+    log R_D*, log R_N* (c: centres)."""
+    e, a, alpha, b, beta, lrd, lrn = (_th(theta, i) for i in range(7))
+    la, lb = a + alpha * centre["N"], b + beta * centre["U"]  # absolute log A, log B
+    log_n = np.log(raw["N"])
+    log_u = np.log(unique_seen(raw["U"], raw["D"]))
+    with np.errstate(all="ignore"):
+        log_g = (np.log(alpha) + la - np.log(beta) - lb) / (alpha + beta)
+        log_un = np.minimum(log_n, (beta / alpha) * (log_u + log_g) + log_g)  # U_N = min(N, N_opt(U))
+        rd_star, rn_star = np.exp(lrd), np.exp(lrn)
+        r_n = np.maximum(np.exp(log_n - log_un) - 1.0, 0.0)
+        r_d = np.maximum(np.exp(np.log(raw["D"]) - log_u) - 1.0, 0.0)
+        log_n_eff = log_un + np.log1p(rn_star * -np.expm1(-r_n / rn_star))
+        log_d_eff = log_u + np.log1p(rd_star * -np.expm1(-r_d / rd_star))
+    t_a = la - alpha * log_n_eff
+    t_b = lb - beta * log_d_eff
+    return np.stack(np.broadcast_arrays(e + 0.0 * log_n, t_a, t_b), axis=-1)
+
+
+def _dc_grid(logy: np.ndarray) -> list[np.ndarray]:
+    lo, hi = float(logy.min()), float(logy.max())
+    coef = np.linspace(lo - 2.0, hi + 1.0, 4)
+    expo = np.array([0.2, 0.35, 0.6])
+    star = np.log(np.array([1.0, 5.0, 15.0, 50.0]))
+    return [np.linspace(lo - 1.0, lo, 4), coef, expo, coef, expo, star, star]
+
+
+def _dc_to(theta: np.ndarray, centre: dict[str, float]) -> dict[str, float]:
+    e, a, alpha, b, beta, lrd, lrn = (float(v) for v in theta)
+    return {
+        "E_inf": float(np.exp(e)),
+        "A": float(np.exp(a + alpha * centre["N"])),
+        "alpha": alpha,
+        "B": float(np.exp(b + beta * centre["U"])),
+        "beta": beta,
+        "R_D_star": float(np.exp(lrd)),
+        "R_N_star": float(np.exp(lrn)),
+    }
+
+
+def _dc_from(p: dict[str, float], centre: dict[str, float]) -> np.ndarray:
+    return np.array(
+        [
+            np.log(p["E_inf"]),
+            np.log(p["A"]) - p["alpha"] * centre["N"],
+            p["alpha"],
+            np.log(p["B"]) - p["beta"] * centre["U"],
+            p["beta"],
+            np.log(p["R_D_star"]),
+            np.log(p["R_N_star"]),
+        ]
+    )
+
+
 _BIG = 60.0
 LAWS: dict[str, Law] = {
     "power": Law(
@@ -275,6 +400,21 @@ LAWS: dict[str, Law] = {
         _sat_from,
         linear_terms=True,
     ),
+    "offset": Law(
+        "offset",
+        "lse",
+        ("C",),
+        ("A", "C0", "alpha", "E_inf"),
+        "E = A·(C + C0)^alpha + E_inf",
+        "Nezhurina et al. 2025: a power law in offset compute with an irreducible error",
+        ("a", "c0", "alpha", "e"),
+        ((-_BIG, _BIG), (-25.0, 15.0), (-5.0, 0.0), (-_BIG, _BIG)),
+        _off_terms,
+        _off_jac,
+        _off_grid,
+        _off_to,
+        _off_from,
+    ),
     "chinchilla": Law(
         "chinchilla",
         "lse",
@@ -307,6 +447,22 @@ LAWS: dict[str, Law] = {
         _joint_from,
         linear_terms=True,
     ),
+    "data-constrained": Law(
+        "data-constrained",
+        "lse",
+        ("N", "D", "U"),
+        ("E_inf", "A", "alpha", "B", "beta", "R_D_star", "R_N_star"),
+        "E = E_inf + A/N'^alpha + B/D'^beta, D' = U' + U'·R_D*·(1 − e^(−R_D/R_D*)), "
+        "N' = U_N + U_N·R_N*·(1 − e^(−R_N/R_N*))",
+        "Muennighoff et al. 2023: Chinchilla's law, repeated tokens and excess parameters decaying in value",
+        ("e", "a", "alpha", "b", "beta", "log_rd", "log_rn"),
+        ((-_BIG, _BIG), (-_BIG, _BIG), (1e-4, 5.0), (-_BIG, _BIG), (1e-4, 5.0), (-7.0, 12.0), (-7.0, 12.0)),
+        _dc_terms,
+        None,
+        _dc_grid,
+        _dc_to,
+        _dc_from,
+    ),
 }
 
 
@@ -325,7 +481,7 @@ def derived_quantities(law: Law, params: dict[str, float]) -> dict[str, float]:
     """Quantities computed from the parameters that get CIs too: compute-optimal scaling exponents
     (N_opt ∝ C^N_opt_exponent, D_opt ∝ C^D_opt_exponent at C = N·D). Empty where the law has no
     compute-optimal size (the error falls, or rises, with N at every fixed compute)."""
-    if law.name == "chinchilla":
+    if law.name in ("chinchilla", "data-constrained"):  # data-constrained: with unlimited unique data
         s = params["alpha"] + params["beta"]
         if s > 0:
             return {"N_opt_exponent": params["beta"] / s, "D_opt_exponent": params["alpha"] / s}
