@@ -163,7 +163,9 @@ def plot_table_fits(
     """`clipscale fit --plot`: laws of C draw every group on one axis; laws of N and D (or N, U, S)
     draw one panel per group on a compute axis N·D (`draw_multi_input_fit`)."""
     plt = _pyplot()
-    one_input = groups[0][1].law in ("power", "frontier", "saturating")
+    from clipscale.fit.laws import get_law
+
+    one_input = get_law(groups[0][1].law).inputs == ("C",)
     panels = 1 if one_input else len(groups)
     cols = min(3, panels)
     rows = -(-panels // cols)

@@ -73,9 +73,13 @@ def predict_with_ci(fit: FitResult, inputs: dict[str, np.ndarray], level: float 
 
 def _error_at(fit: FitResult, n: float, budget: float, k: float, unique: float | None) -> float:
     d = budget / (k * n)
-    if fit.law == "joint":
+    if fit.law in ("joint", "data-constrained"):
         if unique is None:
-            raise ClipscaleError("the joint law needs --U (unique samples available) to allocate compute")
+            raise ClipscaleError(
+                f"the {fit.law} law needs --U (unique samples available) to allocate compute"
+            )
+        if fit.law == "data-constrained":
+            return float(fit.predict(N=[n], D=[d], U=[unique])[0])
         return float(fit.predict(N=[n], U=[unique], S=[d])[0])
     return float(fit.predict(N=[n], D=[d])[0])
 
@@ -92,7 +96,9 @@ def optimal_allocation(
     """Minimise predicted error over N with D = budget / (k N)."""
     law = get_law(fit.law)
     if "N" not in law.inputs:
-        raise ClipscaleError(f"law {fit.law!r} depends on compute only; allocation needs chinchilla or joint")
+        raise ClipscaleError(
+            f"law {fit.law!r} depends on compute only; allocation needs chinchilla, joint or data-constrained"
+        )
     if not budget > 0:
         raise ClipscaleError(f"compute budget must be > 0, got {budget}")
     if ladder:

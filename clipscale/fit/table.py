@@ -148,7 +148,12 @@ def fit_table_results(
     }
     fits, results = [], []
     for i, (key, g) in enumerate(groups):  # seed + i: groups resample independently (exponent_differences)
-        entry, result = _fit_group(g, seed=seed + i, **opts)
+        try:
+            entry, result = _fit_group(g, seed=seed + i, **opts)
+        except ClipscaleError as exc:
+            if key is None:
+                raise
+            raise ClipscaleError(f"--by {by!r} group {_plain(key)!r}: {exc}") from None
         fits.append({"group": None if key is None else _plain(key), **entry})
         results.append((fits[-1]["group"], result, g))
     doc: dict[str, Any] = {
