@@ -81,6 +81,9 @@ def test_by_groups_and_errors(tmp_path: Path) -> None:
     assert [g["group"] for g in doc["groups"]] == ["x", "y"]
     assert doc["groups"][0]["a"] == pytest.approx(3 / 7, abs=0.01)
     assert doc["groups"][1]["a"] == pytest.approx(4 / 7, abs=0.01)
+    acc = df.assign(acc=1 - df.loss / 10)  # accuracy-like: --error analyses 1 - acc = loss / 10
+    err = isoflop(acc, C="C", N="N", y="acc", by="g", k=6, error=True)
+    assert err["groups"][0]["a"] == pytest.approx(doc["groups"][0]["a"], rel=1e-9)
     plot_isoflop(doc, df, tmp_path / "iso.png")
     assert (tmp_path / "iso.png").stat().st_size > 0
     with pytest.raises(ClipscaleError, match="--by 'nope'"):
