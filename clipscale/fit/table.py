@@ -188,7 +188,7 @@ def exponent_differences(fits: list[tuple[Any, FitResult]], level: float = 0.95)
                 continue
             law = get_law(fa.law)
             for j, name in enumerate(law.params):
-                if not name.islower():
+                if not name.islower() or name in fa.fixed or name in fb.fixed:
                     continue
                 d = a[:k, j] - b[:k, j]
                 lo, hi = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
