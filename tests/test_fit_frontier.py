@@ -65,6 +65,9 @@ def test_cherti_alias_numbers_unchanged_and_other_laws_on_it() -> None:
     power = fit_law("power", y=e, C=c, frontier="cherti")
     assert alias.params == pytest.approx(power.params, rel=1e-12)
     assert alias.frontier == "cherti" and alias.n_fitted == 5
+    xs = np.log10(alias.frontier_points["C"])  # bin centres of 5 equal bins over [6, 12.1]
+    np.testing.assert_allclose(np.diff(xs), 6.1 / 5)
+    assert min(alias.frontier_points["y"]) == pytest.approx(e.min())
     sat = fit_law("saturating", y=e, C=c, frontier="cherti")
     assert sat.n_fitted == 5 and sat.frontier == "cherti"
     with pytest.raises(ClipscaleError, match="use --law power --frontier pareto"):
