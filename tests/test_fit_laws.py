@@ -17,7 +17,9 @@ from clipscale.fit.laws import derived_quantities, get_law, lse_and_jacobian, un
 
 
 def test_registry_lists_laws_and_rejects_unknown() -> None:
-    assert list_laws() == ["power", "frontier", "saturating", "chinchilla", "joint"]
+    assert list_laws() == [
+        "power", "frontier", "saturating", "offset", "chinchilla", "joint", "data-constrained"
+    ]
     with pytest.raises(ClipscaleError, match="valid laws: power, frontier"):
         fit_law("kaplan", y=np.array([0.5, 0.4]), C=np.array([1.0, 2.0]))
 

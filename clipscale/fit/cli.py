@@ -11,12 +11,27 @@ def register(subparsers: Any) -> None:
     _register_fit(subparsers)
     _register_predict(subparsers)
     _register_reproduce(subparsers)
+    _register_isoflop(subparsers)
 
 
 def _register_fit(subparsers: Any) -> None:
     p = subparsers.add_parser("fit", help="fit a scaling law to a results table (CSV, JSON lines, parquet)")
     p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
-    p.add_argument("--law", default="power", help="power, frontier, saturating, chinchilla, joint")
+    p.add_argument(
+        "--law",
+        default="power",
+        help="power, frontier (= power on the cherti frontier), saturating, offset, chinchilla, joint, "
+        "data-constrained",
+    )
+    p.add_argument(
+        "--frontier",
+        default="none",
+        help="points the law is fitted to: none (all), cherti (5 equal log C bins), pareto (geometric "
+        "bins, decreasing minima), hull (lower convex hull in log-log); needs --C",
+    )
+    p.add_argument(
+        "--fix", nargs="+", metavar="KEY=VALUE", default=[], help="hold parameters fixed, e.g. alpha=0.35"
+    )
     for key, what in (
         ("C", "compute"),
         ("N", "model size"),
@@ -70,6 +85,72 @@ def _register_reproduce(subparsers: Any) -> None:
     p.set_defaults(handler=_reproduce)
 
 
+def _register_isoflop(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "isoflop", help="compute-optimal model size per compute budget (Chinchilla approach 2)"
+    )
+    p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
+    p.add_argument("--C", required=True, help="compute of each run: column name or expression")
+    p.add_argument("--N", required=True, help="model size of each run: column name or expression")
+    p.add_argument("--y", required=True, help="loss or error column or expression (accuracy with --error)")
+    p.add_argument("--error", action="store_true", help="y is accuracy-like: analyse 1 - y")
+    p.add_argument("--by", help="one analysis per value of this column")
+    p.add_argument("--where", help="boolean expression selecting rows")
+    p.add_argument("--k", type=float, default=1.0, help="C = k·N·D (6 for LLM FLOPs; 1 for CLIP GMACs)")
+    p.add_argument("--gap", type=float, default=0.05, help="log10 C gap (dex) that separates budgets")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N resamples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--plot",
+        nargs="?",
+        const="isoflop.png",
+        metavar="FILE",
+        help="write the figure (default isoflop.png)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(handler=_isoflop)
+
+
+def _isoflop(args: argparse.Namespace) -> int:
+    from clipscale.fit.isoflop import isoflop, plot_isoflop
+    from clipscale.fit.table import load_table
+    from clipscale.io import dumps
+
+    df = load_table(args.table)
+    doc = isoflop(
+        df,
+        C=args.C,
+        N=args.N,
+        y=args.y,
+        by=args.by,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        where=args.where,
+        k=args.k,
+        error=args.error,
+        gap=args.gap,
+    )
+    if args.plot:
+        plot_isoflop(doc, df, args.plot)
+    if args.json:
+        print(dumps(doc, indent=2))
+        return 0
+    for g in doc.get("groups", [{"group": None, **doc}]):
+        head = f"[{g['group']}] " if g["group"] is not None else ""
+        ci = lambda v: f" [{v[0]:.4g}, {v[1]:.4g}]" if v else ""  # noqa: E731
+        print(
+            f"{head}N* ∝ C^{g['a']:.4g}{ci(g['a_ci'])}  D* ∝ C^{g['b']:.4g}{ci(g['b_ci'])}  "
+            f"({g['n_budgets_used']} of {len(g['budgets'])} budgets; D = C/({args.k:g}·N))"
+        )
+        for b in g["budgets"]:
+            if b["n_sizes"] >= 3:
+                flag = "  edge: excluded" if b["edge"] else ""
+                print(
+                    f"  C={b['C']:.4g}: N*={b['N_opt']:.4g} y*={b['y_opt']:.4g} ({b['n_sizes']} sizes){flag}"
+                )
+    return 0
+
+
 def _fit(args: argparse.Namespace) -> int:
     from clipscale.fit.table import column, fit_table_results, load_table
     from clipscale.io import dumps
@@ -94,11 +175,13 @@ def _fit(args: argparse.Namespace) -> int:
         run=args.run,
         huber_delta=args.huber_delta,
         loss=args.loss,
+        frontier=args.frontier,
+        fix=_fix(args.fix),
     )
     if args.save:
-        from clipscale.fit.predict import save_fits
+        from clipscale.fit.result import save_fits
 
-        save_fits(args.save, [(g, r) for g, r, _ in results])
+        save_fits(args.save, results, by=args.by)
     if args.plot:
         from clipscale.fit.laws import get_law
         from clipscale.fit.plot import plot_table_fits
@@ -117,24 +200,49 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fix(items: list[str]) -> dict[str, float]:
+    from clipscale.errors import ClipscaleError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key:
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ClipscaleError(
+                f"--fix {item!r}: expected KEY=VALUE with a number, e.g. alpha=0.35"
+            ) from None
+    return out
+
+
 def _print_fit_text(doc: dict[str, Any]) -> None:
-    print(f"law {doc['law']}: {doc['formula']}")
+    frontier = f" on the {doc['frontier']} frontier" if doc.get("frontier", "none") != "none" else ""
+    print(f"law {doc['law']}: {doc['formula']}{frontier}")
     for f in doc["fits"]:
         head = f"[{f['group']}] " if f["group"] is not None else ""
+        fitted = (
+            f" ({f['n_fitted']} on the frontier)" if f.get("n_fitted", f["n_points"]) != f["n_points"] else ""
+        )
         print(
-            f"{head}n={f['n_points']} objective={f['objective']:.4g} r2_log={f['r2_log']:.4f} "
-            f"starts at best {f['n_starts_at_best']}/{f['n_starts']}"
+            f"{head}n={f['n_points']}{fitted} objective={f['objective']:.4g} r2_log={f['r2_log']:.4f} "
+            f"r2={f['r2']:.4f} starts at best {f['n_starts_at_best']}/{f['n_starts']}"
         )
         for k, v in {**f["params"], **f["derived"]}.items():
             ci = f["ci"].get(k)
             missing = f.get("bootstrap_undefined", {}).get(k)
             note = f" (undefined in {missing} resamples)" if missing else ""
+            note += " (fixed)" if k in f.get("fixed", {}) else ""
+            note += " AT BOUND" if k in f.get("at_bound", []) else ""
             print(f"  {k:>16} = {v:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else "") + note)
-        for name, val in f["validation"].items():
+        if f.get("at_bound"):
             print(
-                f"  {name}: MAE {val['mae_pct']:.3f} points over {val['n']} rows "
-                f"(max {val['max_abs_err_pct']:.3f})"
+                f"  warning: {', '.join(f['at_bound'])} ended at a bound of the allowed range: the data "
+                "do not determine it (try another --frontier, fewer parameters, or --fix)"
             )
+        for name, val in f["validation"].items():
+            print(f"  {name}: {_validation_text(val)}")
     for d in doc.get("differences", []):
         a, b = d["groups"]
         verdict = "differs" if d["excludes_zero"] else "no clear difference"
@@ -142,6 +250,15 @@ def _print_fit_text(doc: dict[str, Any]) -> None:
             f"{d['param']}[{a}] - {d['param']}[{b}] = {d['difference']:.4g}  "
             f"95% CI [{d['ci'][0]:.4g}, {d['ci'][1]:.4g}]: {verdict}"
         )
+
+
+def _validation_text(val: dict[str, Any]) -> str:
+    if val.get("units") == "loss":
+        return (
+            f"MAE {val['mae']:.4g} (loss units) = {val['mae_rel_pct']:.3f}% of the loss over {val['n']} rows "
+            f"(max {val['max_abs_err']:.4g}, {val['max_rel_err_pct']:.3f}%)"
+        )
+    return f"MAE {val['mae_pct']:.3f} points over {val['n']} rows (max {val['max_abs_err_pct']:.3f})"
 
 
 def _floats(text: str | None, name: str) -> list[float] | None:

@@ -13,7 +13,7 @@ re-weighting, not a copy.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -21,22 +21,44 @@ from scipy.optimize import minimize
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit._blas import single_threaded_blas
+from clipscale.fit.constraints import bounds_array, check_fix, params_at_bound, uncentred_grid
+from clipscale.fit.frontier import (  # noqa: F401 (frontier_points, FRONTIER_*: re-exported)
+    FRONTIER_BINS,
+    FRONTIER_EPS,
+    check_frontier,
+    cherti_bins,
+    frontier_points,
+    frontier_rows,
+)
 from clipscale.fit.laws import Law, logsumexp, lse_and_jacobian
 
-FRONTIER_BINS = 5
-FRONTIER_EPS = 0.1
 AT_BEST_RTOL = 1e-5
 
 
 @dataclass
 class Prepared:
-    """Validated points of one fit: y in (0, 1], raw positive inputs, centred log inputs."""
+    """Validated points of one fit: y in (0, 1] (or a positive loss), raw positive inputs, centred log
+    inputs; which frontier of them the law is fitted to (`select_c`: the compute that frontier is taken
+    over) and which parameters are held fixed (`fix`: public names; `fixed`: internal index -> value).
+    With fixed parameters the inputs are not centred (centre 0), so that every internal parameter is a
+    function of one public parameter and fixing one is a bound lo = hi; `grid_centre` keeps the medians
+    the law's grid of starts is written for."""
 
     law: Law
     y: np.ndarray
     raw: dict[str, np.ndarray]
     logx: dict[str, np.ndarray]
     centre: dict[str, float]
+    frontier: str = "none"
+    select_c: np.ndarray | None = None
+    fix: dict[str, float] = field(default_factory=dict)
+    fixed: dict[int, float] = field(default_factory=dict)
+    grid_centre: dict[str, float] | None = None
+    loss: bool = False
+
+    @property
+    def n_free(self) -> int:
+        return self.law.n_params - len(self.fix)
 
     @property
     def n(self) -> int:
@@ -56,12 +78,12 @@ class Prepared:
 
     def subset(self, mask: np.ndarray) -> Prepared:
         """The same law on a subset of points, keeping the centring (so warm starts stay valid)."""
-        return Prepared(
-            self.law,
-            self.y[mask],
-            {k: v[mask] for k, v in self.raw.items()},
-            {k: v[mask] for k, v in self.logx.items()},
-            self.centre,
+        return replace(
+            self,
+            y=self.y[mask],
+            raw={k: v[mask] for k, v in self.raw.items()},
+            logx={k: v[mask] for k, v in self.logx.items()},
+            select_c=None if self.select_c is None else self.select_c[mask],
         )
 
 
@@ -73,8 +95,8 @@ class Optimum:
     n_starts: int
     n_starts_at_best: int
     converged: bool
-    fit_mask: np.ndarray | None = None  # frontier: which (binned) points the line went through
-    frontier_points: tuple[np.ndarray, np.ndarray] | None = None
+    fitted: Prepared | None = None  # the frontier points the law was fitted to (None: all points)
+    at_bound: list[str] = field(default_factory=list)  # free parameters that ended at a bound
 
 
 def prepare(
@@ -83,9 +105,20 @@ def prepare(
     inputs: dict[str, np.ndarray | None],
     labels: dict[str, str] | None = None,
     loss: bool = False,
+    frontier: str = "none",
+    fix: dict[str, float] | None = None,
 ) -> Prepared:
-    """Check inputs (present, same length, finite, positive; y in (0, 1], or > 0 for a loss); centre logs."""
+    """Check inputs (present, same length, finite, positive; y in (0, 1], or > 0 for a loss); centre logs.
+    A frontier other than `none` needs the compute C (an input of the law or not) to be taken over."""
     labels = labels or {}
+    frontier = check_frontier(frontier)
+    if law.kind == "frontier":
+        if frontier not in ("none", "cherti"):
+            raise ClipscaleError(
+                "--law frontier is the power law on the cherti frontier; "
+                f"use --law power --frontier {frontier}"
+            )
+        frontier = "cherti"
     y = _as_vector(y, labels.get("y", "y"))
     raw: dict[str, np.ndarray] = {}
     for key in law.inputs:
@@ -105,13 +138,38 @@ def prepare(
             labels.get("y", "y"),
             "must be an error in (0, 1] (use --error for accuracies, --loss for losses)",
         )
-    if y.size < law.n_params:
+    select_c = None
+    if frontier != "none":
+        if inputs.get("C") is None:
+            raise ClipscaleError(f"--frontier {frontier} needs the compute --C to take the frontier over")
+        select_c = raw["C"] if "C" in raw else _as_vector(inputs["C"], labels.get("C", "C"))
+        if select_c.shape != y.shape:
+            raise ClipscaleError(
+                f"input {labels.get('C', 'C')} has {select_c.size} values but y has {y.size}"
+            )
+        _check_rows(select_c <= 0, labels.get("C", "C"), "must be > 0")
+    fix, fixed = check_fix(law, fix)
+    if y.size < law.n_params - len(fix):
         raise ClipscaleError(
-            f"law {law.name!r} has {law.n_params} parameters but only {y.size} points were given"
+            f"law {law.name!r} has {law.n_params - len(fix)} {'free ' if fix else ''}parameters but only "
+            f"{y.size} points were given"
         )
     logx = {k: np.log(v) for k, v in raw.items()}
-    centre = {k: float(np.median(v)) for k, v in logx.items()}
-    return Prepared(law, y, raw, {k: v - centre[k] for k, v in logx.items()}, centre)
+    medians = {k: float(np.median(v)) for k, v in logx.items()}
+    centre = dict.fromkeys(medians, 0.0) if fixed else medians
+    return Prepared(
+        law,
+        y,
+        raw,
+        {k: v - centre[k] for k, v in logx.items()},
+        centre,
+        frontier,
+        select_c,
+        fix,
+        fixed,
+        medians,
+        loss,
+    )
 
 
 def _as_vector(v: object, name: str) -> np.ndarray:
@@ -149,7 +207,10 @@ def unidentified_params(prep: Prepared) -> list[str]:
     p = len(prep.law.theta)
     dt = prep.design.reshape(prep.n, -1, p)
     bad: set[int] = set()
-    for m, cols in enumerate(_term_members(prep.law)):
+    for m, members in enumerate(_term_members(prep.law)):
+        cols = [j for j in members if j not in prep.fixed]  # a fixed parameter needs no data
+        if not cols:
+            continue
         block = dt[:, m, cols]
         rank = np.linalg.matrix_rank(block)
         bad.update(
@@ -160,47 +221,56 @@ def unidentified_params(prep: Prepared) -> list[str]:
 
 # ------------------------------------------------------------------------------------ lines
 def fit_line(prep: Prepared, weights: np.ndarray | None = None) -> Optimum:
-    """Weighted least squares of log10 E on log10 C; weights are bootstrap counts."""
+    """Weighted least squares of log10 E on log10 C (weights are bootstrap counts); `A` or `alpha` may
+    be fixed, leaving a one-parameter least-squares problem."""
     x, ly = np.log10(prep.raw["C"]), np.log10(prep.y)
     w = np.ones_like(x) if weights is None else weights
     keep = w > 0
-    if np.unique(x[keep]).size < 2:
-        raise ClipscaleError("a power law needs points at two or more distinct values of C")
-    sw = np.sqrt(w[keep])
-    design = np.stack([x[keep], np.ones(keep.sum())], axis=1) * sw[:, None]
-    (slope, icpt), *_ = np.linalg.lstsq(design, ly[keep] * sw, rcond=None)
-    res = ly[keep] - (slope * x[keep] + icpt)
-    return Optimum(
-        {"A": float(10**icpt), "alpha": float(slope)}, None, float(np.sum(w[keep] * res**2)), 1, 1, True
-    )
+    x, ly, w = x[keep], ly[keep], w[keep]
+    if "alpha" in prep.fix:
+        slope = prep.fix["alpha"]
+        icpt = float(np.sum(w * (ly - slope * x)) / np.sum(w))
+    elif "A" in prep.fix:
+        icpt = float(np.log10(prep.fix["A"]))
+        slope = float(np.sum(w * x * (ly - icpt)) / np.sum(w * x * x))
+    else:
+        if np.unique(x).size < 2:
+            raise ClipscaleError("a power law needs points at two or more distinct values of C")
+        sw = np.sqrt(w)
+        design = np.stack([x, np.ones(x.size)], axis=1) * sw[:, None]
+        (slope, icpt), *_ = np.linalg.lstsq(design, ly * sw, rcond=None)
+    res = ly - (slope * x + icpt)
+    return Optimum({"A": float(10**icpt), "alpha": float(slope)}, None, float(np.sum(w * res**2)), 1, 1, True)
 
 
-def frontier_points(
-    log10_c: np.ndarray, log10_e: np.ndarray, nbins: int = FRONTIER_BINS, eps: float = FRONTIER_EPS
-) -> tuple[np.ndarray, np.ndarray]:
-    """Bin log10 C into `nbins` equal bins over [min, max + eps]; keep the min log10 E of each
-    non-empty bin, placed at the bin centre (the paper's figures notebook does the same)."""
-    edges = np.linspace(log10_c.min(), log10_c.max() + eps, nbins + 1)
-    idx = np.clip(np.searchsorted(edges, log10_c, side="right") - 1, 0, nbins - 1)
-    xs, ys = [], []
-    for i in range(nbins):
-        sel = idx == i
-        if sel.any():
-            xs.append(0.5 * (edges[i] + edges[i + 1]))
-            ys.append(log10_e[sel].min())
-    return np.array(xs), np.array(ys)
-
-
-def fit_frontier(prep: Prepared, weights: np.ndarray | None = None) -> Optimum:
-    keep = np.ones(prep.n, bool) if weights is None else weights > 0
-    xs, ys = frontier_points(np.log10(prep.raw["C"][keep]), np.log10(prep.y[keep]))
-    if xs.size < 2:
-        raise ClipscaleError("the frontier law needs points in at least two compute bins")
-    slope, icpt = np.polyfit(xs, ys, 1)
-    obj = float(np.sum((ys - (slope * xs + icpt)) ** 2))
-    return Optimum(
-        {"A": float(10**icpt), "alpha": float(slope)}, None, obj, 1, 1, True, frontier_points=(xs, ys)
-    )
+def frontier_subset(prep: Prepared, weights: np.ndarray | None = None) -> Prepared:
+    """The points of `prep.frontier` among those with weight > 0, as a Prepared of their own (frontier
+    `none`). `cherti` on a law of C alone: bin minima at bin centres; otherwise real rows."""
+    keep = np.ones(prep.n, bool) if weights is None else np.asarray(weights) > 0
+    base = prep.subset(keep)
+    c = base.select_c
+    if prep.frontier == "cherti" and prep.law.inputs == ("C",):
+        xs, ys, _ = cherti_bins(np.log10(c), np.log10(base.y))
+        if xs.size < 2:
+            raise ClipscaleError("the cherti frontier needs points in at least two compute bins")
+        cc = 10.0**xs
+        return replace(
+            base,
+            y=10.0**ys,
+            raw={"C": cc},
+            logx={"C": np.log(cc) - base.centre["C"]},
+            select_c=cc,
+            frontier="none",
+        )
+    rows = frontier_rows(prep.frontier, c, base.y)
+    mask = np.zeros(base.n, bool)
+    mask[rows] = True
+    if mask.sum() < max(2, base.n_free):
+        raise ClipscaleError(
+            f"the {prep.frontier} frontier keeps {int(mask.sum())} points, fewer than the "
+            f"{max(2, base.n_free)} that law {prep.law.name!r} needs; use --frontier none or more runs"
+        )
+    return replace(base.subset(mask), frontier="none")
 
 
 # ------------------------------------------------------------------------------------ non-linear
@@ -229,8 +299,10 @@ def grid_starts(prep: Prepared, delta: float, max_starts: int) -> np.ndarray:
     """The `max_starts` best points of the law's grid by objective, screened in one batch."""
     axes = prep.law.grid(prep.log_y)
     grid = np.array(list(itertools.product(*axes)))
-    lo, hi = np.array(prep.law.bounds).T
-    grid = np.clip(grid, lo, hi)
+    if prep.fixed:  # the grid is written for centred inputs: move it to uncentred, then fix
+        grid = uncentred_grid(prep, grid)
+    lo, hi = bounds_array(prep)
+    grid = np.unique(np.clip(grid, lo, hi), axis=0)
     chunks = np.array_split(grid, -(-grid.shape[0] // 4096))
     obj = np.concatenate([_grid_objective(prep, g, delta) for g in chunks])
     order = np.argsort(obj, kind="stable")
@@ -263,15 +335,18 @@ def fit_lse(
     if starts is None:
         starts = grid_starts(prep, delta, max_starts)
     results = []
+    lo, hi = bounds_array(prep)
+    bounds = list(zip(lo, hi, strict=True))
     with single_threaded_blas():
         for th0 in np.atleast_2d(starts):
+            th0 = np.clip(th0, lo, hi)
             res = minimize(
                 huber_objective,
                 th0,
                 args=(prep, delta, w),
                 jac=True,
                 method="L-BFGS-B",
-                bounds=prep.law.bounds,
+                bounds=bounds,
                 options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
             )
             if np.isfinite(res.fun):
@@ -285,7 +360,16 @@ def fit_lse(
     params = prep.law.to_params(best.x, prep.centre)
     if not all(np.isfinite(v) for v in params.values()):
         raise ClipscaleError(f"the {prep.law.name} fit did not converge: non-finite parameters {params}")
-    return Optimum(params, best.x, float(best.fun) * delta, len(results), at_best, converged)
+    params.update(prep.fix)  # exactly the values given, not their round trip through logs
+    return Optimum(
+        params,
+        best.x,
+        float(best.fun) * delta,
+        len(results),
+        at_best,
+        converged,
+        at_bound=params_at_bound(prep, best.x),
+    )
 
 
 def fit_prepared(
@@ -296,22 +380,30 @@ def fit_prepared(
     starts: np.ndarray | None = None,
     max_starts: int = 32,
 ) -> Optimum:
-    """Dispatch on the law's kind."""
-    if prep.law.kind == "loglinear":
+    """Take the frontier (of the points with weight > 0) if one is asked for, then fit the law to it;
+    dispatch on the law's kind. A frontier's points are fitted unweighted: a minimum does not count."""
+    if prep.frontier != "none":
+        sub = frontier_subset(prep, weights)
+        opt = fit_prepared(sub, delta=delta, starts=starts, max_starts=max_starts)
+        opt.fitted = sub
+        return opt
+    if prep.law.kind in ("loglinear", "frontier"):
         return fit_line(prep, weights)
-    if prep.law.kind == "frontier":
-        return fit_frontier(prep, weights)
     return fit_lse(prep, delta=delta, weights=weights, starts=starts, max_starts=max_starts)
 
 
 def r2_log(prep: Prepared, opt: Optimum) -> float:
-    """R^2 of log E. For the frontier law it is measured on the frontier (binned) points it fits."""
-    if opt.frontier_points is not None:
-        xs, ys = opt.frontier_points
-        pred = np.log10(opt.params["A"]) + opt.params["alpha"] * xs
-        obs = ys
-    else:
-        obs = np.log(prep.y)
-        pred = prep.law.log_predict(opt.params, prep.raw)
+    """R^2 of log E, on the points the law was fitted to (a frontier's points when there is one)."""
+    pts = opt.fitted or prep
+    return _r2(np.log(pts.y), pts.law.log_predict(opt.params, pts.raw))
+
+
+def r2_target(prep: Prepared, opt: Optimum) -> float:
+    """R^2 of E itself (e.g. of the loss) on the points the law was fitted to."""
+    pts = opt.fitted or prep
+    return _r2(pts.y, pts.law.predict(opt.params, pts.raw))
+
+
+def _r2(obs: np.ndarray, pred: np.ndarray) -> float:
     ss_tot = float(np.sum((obs - obs.mean()) ** 2))
     return 1.0 - float(np.sum((obs - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")

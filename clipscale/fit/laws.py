@@ -18,6 +18,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from clipscale.errors import ClipscaleError
+from clipscale.fit.laws_nonlinear import (
+    datacon_from,
+    datacon_grid,
+    datacon_terms,
+    datacon_to,
+    offset_from,
+    offset_grid,
+    offset_jac,
+    offset_terms,
+    offset_to,
+)
 
 Inputs = dict[str, np.ndarray]
 # terms(theta (..., p), logx: centred log inputs (n,), raw: raw inputs (n,), centre) -> T (..., n, m)
@@ -83,8 +94,24 @@ def lse_and_jacobian(
     w = np.exp(t - m)
     s = w.sum(axis=-1, keepdims=True)
     soft = w / s
-    dt = law.jac(theta, logx, raw, centre)
+    dt = (
+        law.jac(theta, logx, raw, centre)
+        if law.jac is not None
+        else numeric_jac(law, theta, logx, raw, centre)
+    )
     return (m + np.log(s))[:, 0], np.einsum("nm,nmp->np", soft, dt)
+
+
+def numeric_jac(
+    law: Law, theta: np.ndarray, logx: Inputs, raw: Inputs, centre: dict[str, float]
+) -> np.ndarray:
+    """dT/dtheta (n, m, p) by central differences, for laws whose terms are not worth differentiating by
+    hand (all parameters perturbed in one batched call of `terms`)."""
+    p = theta.shape[0]
+    h = 1e-6 * np.maximum(1.0, np.abs(theta))
+    steps = np.diag(h)
+    t = law.terms(np.concatenate([theta + steps, theta - steps]), logx, raw, centre)  # (2p, n, m)
+    return np.moveaxis((t[:p] - t[p:]) / (2 * h[:, None, None]), 0, -1)
 
 
 def _th(theta: np.ndarray, i: int) -> np.ndarray:
@@ -275,6 +302,21 @@ LAWS: dict[str, Law] = {
         _sat_from,
         linear_terms=True,
     ),
+    "offset": Law(
+        "offset",
+        "lse",
+        ("C",),
+        ("A", "C0", "alpha", "E_inf"),
+        "E = A·(C + C0)^alpha + E_inf",
+        "Nezhurina et al. 2025: a power law in offset compute with an irreducible error",
+        ("a", "c0", "alpha", "e"),
+        ((-_BIG, _BIG), (-25.0, 15.0), (-5.0, 0.0), (-_BIG, _BIG)),
+        offset_terms,
+        offset_jac,
+        offset_grid,
+        offset_to,
+        offset_from,
+    ),
     "chinchilla": Law(
         "chinchilla",
         "lse",
@@ -307,6 +349,22 @@ LAWS: dict[str, Law] = {
         _joint_from,
         linear_terms=True,
     ),
+    "data-constrained": Law(
+        "data-constrained",
+        "lse",
+        ("N", "D", "U"),
+        ("E_inf", "A", "alpha", "B", "beta", "R_D_star", "R_N_star"),
+        "E = E_inf + A/N'^alpha + B/D'^beta, D' = U' + U'·R_D*·(1 − e^(−R_D/R_D*)), "
+        "N' = U_N + U_N·R_N*·(1 − e^(−R_N/R_N*))",
+        "Muennighoff et al. 2023: Chinchilla's law, repeated tokens and excess parameters decaying in value",
+        ("e", "a", "alpha", "b", "beta", "log_rd", "log_rn"),
+        ((-_BIG, _BIG), (-_BIG, _BIG), (1e-4, 5.0), (-_BIG, _BIG), (1e-4, 5.0), (-7.0, 12.0), (-7.0, 12.0)),
+        datacon_terms,
+        None,
+        datacon_grid,
+        datacon_to,
+        datacon_from,
+    ),
 }
 
 
@@ -325,7 +383,7 @@ def derived_quantities(law: Law, params: dict[str, float]) -> dict[str, float]:
     """Quantities computed from the parameters that get CIs too: compute-optimal scaling exponents
     (N_opt ∝ C^N_opt_exponent, D_opt ∝ C^D_opt_exponent at C = N·D). Empty where the law has no
     compute-optimal size (the error falls, or rises, with N at every fixed compute)."""
-    if law.name == "chinchilla":
+    if law.name in ("chinchilla", "data-constrained"):  # data-constrained: with unlimited unique data
         s = params["alpha"] + params["beta"]
         if s > 0:
             return {"N_opt_exponent": params["beta"] / s, "D_opt_exponent": params["alpha"] / s}

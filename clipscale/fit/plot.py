@@ -44,6 +44,9 @@ def draw_power_fit(
 ) -> None:
     """Points, solid line over the data, dashed extrapolation to x_max, CI band from bootstrap samples."""
     ax.scatter(x, y, color=color, marker=marker, s=30, alpha=0.8)
+    if fit.frontier_points:  # the points the law went through, ringed
+        fp = fit.frontier_points
+        ax.scatter(fp["C"], fp["y"], s=70, facecolors="none", edgecolors="k", linewidths=0.8)
     lo, hi = float(x.min()), float(x.max())
     xs = np.geomspace(lo, hi, 100)
     ax.plot(xs, fit.predict(C=xs), color=color, label=formula_label(label, fit))
@@ -163,7 +166,9 @@ def plot_table_fits(
     """`clipscale fit --plot`: laws of C draw every group on one axis; laws of N and D (or N, U, S)
     draw one panel per group on a compute axis N·D (`draw_multi_input_fit`)."""
     plt = _pyplot()
-    one_input = groups[0][1].law in ("power", "frontier", "saturating")
+    from clipscale.fit.laws import get_law
+
+    one_input = get_law(groups[0][1].law).inputs == ("C",)
     panels = 1 if one_input else len(groups)
     cols = min(3, panels)
     rows = -(-panels // cols)

@@ -13,12 +13,9 @@ from scipy.optimize import minimize_scalar
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit.laws import get_law
-from clipscale.fit.result import FitResult
-from clipscale.io import atomic_write_json
+from clipscale.fit.result import FitResult, save_fits, saved_fit_document
 
-
-def save_fits(path: str | Path, entries: list[tuple[Any, FitResult]]) -> None:
-    atomic_write_json(path, {"fits": [{"group": g, **f.to_dict()} for g, f in entries]})
+__all__ = ["load_fit", "optimal_allocation", "predict_with_ci", "save_fits", "saved_fit_document"]
 
 
 def load_fit(path: str | Path, group: str | None = None) -> FitResult:
@@ -36,13 +33,28 @@ def load_fit(path: str | Path, group: str | None = None) -> FitResult:
         if len(fits) > 1:
             raise ClipscaleError(
                 f"{path} holds {len(fits)} groups; pick one with --group "
-                f"({', '.join(str(f.get('group')) for f in fits)})"
+                f"({', '.join(_group_text(f.get('group')) for f in fits)})"
             )
         return FitResult.from_dict(fits[0])
     for f in fits:
-        if str(f.get("group")) == group:
+        if _group_matches(f.get("group"), group):
             return FitResult.from_dict(f)
-    raise ClipscaleError(f"{path}: no group {group!r}")
+    names = ", ".join(_group_text(f.get("group")) for f in fits)
+    raise ClipscaleError(f"{path}: no group {group!r}; groups are: {names}")
+
+
+def _group_text(g: Any) -> str:
+    return ",".join(map(str, g)) if isinstance(g, list) else str(g)
+
+
+def _group_matches(saved: Any, wanted: str) -> bool:
+    """--group NAME against a saved group: the same text, or the same number (4 matches 4.0)."""
+    if _group_text(saved) == wanted:
+        return True
+    try:
+        return isinstance(saved, (int, float)) and float(wanted) == float(saved)
+    except ValueError:
+        return False
 
 
 def predict_with_ci(fit: FitResult, inputs: dict[str, np.ndarray], level: float = 0.95) -> dict[str, Any]:
@@ -61,9 +73,13 @@ def predict_with_ci(fit: FitResult, inputs: dict[str, np.ndarray], level: float 
 
 def _error_at(fit: FitResult, n: float, budget: float, k: float, unique: float | None) -> float:
     d = budget / (k * n)
-    if fit.law == "joint":
+    if fit.law in ("joint", "data-constrained"):
         if unique is None:
-            raise ClipscaleError("the joint law needs --U (unique samples available) to allocate compute")
+            raise ClipscaleError(
+                f"the {fit.law} law needs --U (unique samples available) to allocate compute"
+            )
+        if fit.law == "data-constrained":
+            return float(fit.predict(N=[n], D=[d], U=[unique])[0])
         return float(fit.predict(N=[n], U=[unique], S=[d])[0])
     return float(fit.predict(N=[n], D=[d])[0])
 
@@ -80,7 +96,9 @@ def optimal_allocation(
     """Minimise predicted error over N with D = budget / (k N)."""
     law = get_law(fit.law)
     if "N" not in law.inputs:
-        raise ClipscaleError(f"law {fit.law!r} depends on compute only; allocation needs chinchilla or joint")
+        raise ClipscaleError(
+            f"law {fit.law!r} depends on compute only; allocation needs chinchilla, joint or data-constrained"
+        )
     if not budget > 0:
         raise ClipscaleError(f"compute budget must be > 0, got {budget}")
     if ladder:

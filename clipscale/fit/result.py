@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit.bootstrap import percentile_ci, run_bootstrap, undefined_counts
-from clipscale.fit.estimate import fit_prepared, prepare, r2_log, unidentified_params
+from clipscale.fit.estimate import (
+    fit_prepared,
+    frontier_subset,
+    prepare,
+    r2_log,
+    r2_target,
+    unidentified_params,
+)
 from clipscale.fit.laws import derived_quantities, get_law
 
 FIT_FORMAT = "clipscale-fit/1"
+SAVED_FORMAT = "clipscale-fits/1"
 
 
 @dataclass
@@ -34,6 +43,12 @@ class FitResult:
     bootstrap_failed: int = 0
     bootstrap_undefined: dict[str, int] = field(default_factory=dict)  # derived name -> resamples without it
     input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # fitted (min, max) per input
+    frontier: str = "none"  # which points the law was fitted to (clipscale.fit.frontier)
+    fixed: dict[str, float] = field(default_factory=dict)  # parameters held at given values (--fix)
+    at_bound: list[str] = field(default_factory=list)  # free parameters that ended at a bound of their range
+    r2: float = float("nan")  # R^2 of E itself (e.g. the loss), on the points fitted
+    n_fitted: int = 0  # points the law went through: the frontier's, or all n_points
+    frontier_points: dict[str, list[float]] = field(default_factory=dict)  # {"C": [...], "y": [...]}
 
     def extrapolation(self, **inputs: Any) -> dict[str, float]:
         """Per input outside the fitted range: how far out the farthest value lies, as a factor (> 1)."""
@@ -88,6 +103,12 @@ class FitResult:
             "bootstrap_failed": self.bootstrap_failed,
             "bootstrap_undefined": dict(self.bootstrap_undefined),
             "input_ranges": {k: [lo, hi] for k, (lo, hi) in self.input_ranges.items()},
+            "frontier": self.frontier,
+            "fixed": dict(self.fixed),
+            "at_bound": list(self.at_bound),
+            "r2": self.r2,
+            "n_fitted": self.n_fitted,
+            "frontier_points": {k: list(v) for k, v in self.frontier_points.items()},
             "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
         }
 
@@ -112,6 +133,12 @@ class FitResult:
                 bootstrap_undefined={k: int(v) for k, v in d.get("bootstrap_undefined", {}).items()},
                 input_ranges={k: (float(v[0]), float(v[1])) for k, v in d.get("input_ranges", {}).items()},
                 bootstrap_params=[list(map(float, r)) for r in d.get("bootstrap_params", [])],
+                frontier=str(d.get("frontier", "none")),
+                fixed={k: float(v) for k, v in d.get("fixed", {}).items()},
+                at_bound=[str(v) for v in d.get("at_bound", [])],
+                r2=float(d["r2"]) if d.get("r2") is not None else float("nan"),
+                n_fitted=int(d.get("n_fitted", d.get("n_points", 0))),
+                frontier_points={k: [float(x) for x in v] for k, v in d.get("frontier_points", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
@@ -139,16 +166,24 @@ def fit_law(
     labels: dict[str, str] | None = None,
     max_starts: int = 32,
     loss: bool = False,
+    frontier: str = "none",
+    fix: dict[str, float] | None = None,
 ) -> FitResult:
     """Fit `law` to errors `y` in (0, 1] (any positive value with loss=True, e.g. a cross-entropy);
-    `groups` labels the run of each point for the bootstrap; `labels` names inputs in error messages."""
+    `groups` labels the run of each point for the bootstrap; `labels` names inputs in error messages.
+    `frontier` picks the points the law is fitted to (`clipscale.fit.frontier`; needs C, an input of the
+    law or not); `fix` holds parameters (public names) at given values. Bootstrap resamples draw runs
+    from all points and take the frontier again."""
     spec = get_law(law)
     if not huber_delta > 0:
         raise ClipscaleError(f"huber_delta must be > 0, got {huber_delta}")
     if bootstrap < 0:
         raise ClipscaleError(f"bootstrap must be >= 0, got {bootstrap}")
-    prep = prepare(spec, y, {"C": C, "N": N, "D": D, "U": U, "S": S}, labels, loss=loss)
-    loose = unidentified_params(prep)
+    prep = prepare(
+        spec, y, {"C": C, "N": N, "D": D, "U": U, "S": S}, labels, loss=loss, frontier=frontier, fix=fix
+    )
+    points = frontier_subset(prep) if prep.frontier != "none" else prep
+    loose = unidentified_params(points)
     if loose:
         labels = labels or {}
         spread = ", ".join(f"{labels.get(k, k)} {np.unique(v).size}" for k, v in prep.raw.items())
@@ -175,11 +210,50 @@ def fit_law(
         derived=derived_quantities(spec, opt.params),
         huber_delta=huber_delta,
         input_ranges={k: (float(v.min()), float(v.max())) for k, v in prep.raw.items()},
+        frontier=prep.frontier,
+        fixed=dict(prep.fix),
+        at_bound=opt.at_bound,
+        r2=r2_target(prep, opt),
+        n_fitted=points.n,
     )
+    if prep.frontier != "none":  # what a figure marks as the frontier (cherti: bin centres and minima)
+        result.frontier_points = {"C": points.select_c.tolist(), "y": points.y.tolist()}
     if bootstrap:
         boot = run_bootstrap(prep, opt, n_boot=bootstrap, seed=seed, delta=huber_delta, groups=groups)
-        result.ci = percentile_ci(boot)
+        result.ci = {k: v for k, v in percentile_ci(boot).items() if k not in prep.fix}
         result.bootstrap_params = boot.samples[:, : spec.n_params].tolist()
         result.bootstrap_failed = boot.n_failed
         result.bootstrap_undefined = undefined_counts(boot)
     return result
+
+
+def _group_name(g: Any) -> Any:
+    """A group label as JSON holds it: numpy scalars become Python ones, tuples (several --by keys) lists."""
+    if hasattr(g, "item"):
+        return g.item()
+    if isinstance(g, tuple):
+        return [_group_name(v) for v in g]
+    return g
+
+
+def saved_fit_document(results: list[tuple[Any, ...]], *, by: str | None = None) -> dict[str, Any]:
+    """The saved-fit document (`clipscale fit --save`, read by `clipscale predict`): one entry per group.
+
+    `results` holds (group, FitResult, ...) tuples, e.g. what `fit_table_results` returns second; the
+    group is the value of the `by` column (None for an ungrouped fit), what `predict --group` matches."""
+    fits = []
+    for entry in results:
+        group, fit = entry[0], entry[1]
+        if not isinstance(fit, FitResult):
+            raise ClipscaleError(
+                f"saved_fit_document: expected (group, FitResult, ...), got {type(fit).__name__}"
+            )
+        fits.append({"group": _group_name(group), **fit.to_dict()})
+    return {"format": SAVED_FORMAT, "by": by, "fits": fits}
+
+
+def save_fits(path: str | Path, results: list[tuple[Any, ...]], *, by: str | None = None) -> None:
+    """Write `saved_fit_document(results, by=by)` to `path` atomically."""
+    from clipscale.io import atomic_write_json
+
+    atomic_write_json(path, saved_fit_document(results, by=by))

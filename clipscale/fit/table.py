@@ -15,6 +15,7 @@ import pandas as pd
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit.estimate import fit_prepared, prepare
+from clipscale.fit.frontier import check_frontier
 from clipscale.fit.laws import get_law
 from clipscale.fit.result import FitResult, fit_law
 from clipscale.fit.validate import holdout as run_holdout
@@ -88,16 +89,22 @@ def filter_rows(df: pd.DataFrame, where: str | None) -> pd.DataFrame:
     return out
 
 
-def fit_table(
+def fit_table(df: pd.DataFrame, *, law: str, y: str, **options: Any) -> dict[str, Any]:
+    """Fit `law` per group of `by` (or once); returns the `clipscale fit --json` document. The options
+    are those of `fit_table_results`."""
+    return fit_table_results(df, law=law, y=y, **options)[0]
+
+
+def fit_table_results(
     df: pd.DataFrame,
     *,
     law: str,
+    y: str,
     C: str | None = None,
     N: str | None = None,
     D: str | None = None,
     U: str | None = None,
     S: str | None = None,
-    y: str,
     by: str | None = None,
     where: str | None = None,
     error: bool = False,
@@ -108,62 +115,27 @@ def fit_table(
     run: str | None = None,
     huber_delta: float = 1e-3,
     loss: bool = False,
-) -> dict[str, Any]:
-    """Fit `law` per group of `by` (or once); returns the `clipscale fit --json` document.
-
-    `run` names a column identifying training runs (bootstrap resamples runs, --loo leaves runs
-    out); without it every row is its own run. `holdout` is a boolean expression for held-out rows.
-    """
-    doc, _ = fit_table_results(
-        df,
-        law=law,
-        C=C,
-        N=N,
-        D=D,
-        U=U,
-        S=S,
-        y=y,
-        by=by,
-        where=where,
-        error=error,
-        bootstrap=bootstrap,
-        holdout=holdout,
-        loo=loo,
-        seed=seed,
-        run=run,
-        huber_delta=huber_delta,
-        loss=loss,
-    )
-    return doc
-
-
-def fit_table_results(
-    df: pd.DataFrame,
-    *,
-    law: str,
-    C: str | None,
-    N: str | None,
-    D: str | None,
-    U: str | None,
-    S: str | None,
-    y: str,
-    by: str | None,
-    where: str | None,
-    error: bool,
-    bootstrap: int,
-    holdout: str | None,
-    loo: bool,
-    seed: int,
-    run: str | None,
-    huber_delta: float,
-    loss: bool,
+    frontier: str = "none",
+    fix: dict[str, float] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[Any, FitResult, pd.DataFrame]]]:
-    """`fit_table`, also returning (group, FitResult, rows) per group for --save and --plot."""
+    """The one grouped-fitting function (CLI, studies, report): fit `law` per group of `by` (or once) and
+    return the `clipscale fit --json` document and (group, FitResult, rows) per group, the latter what
+    `clipscale.fit.result.save_fits` writes. Column options are names or expressions over the columns.
+
+    `run` names a column identifying training runs (bootstrap resamples runs, `loo` leaves runs out);
+    without it every row is its own run. `holdout` is a boolean expression for held-out rows.
+    `frontier` (none, cherti, pareto, hull) picks the points the law is fitted to, over the compute `C`;
+    `fix` holds parameters at given values. Validation errors are in the target's units: accuracy
+    points with `error` (and for errors in (0, 1]), loss units and relative % with `loss`.
+    """
     spec = get_law(law)
+    check_frontier(frontier)
     exprs = {"C": C, "N": N, "D": D, "U": U, "S": S}
     for key in spec.inputs:
         if exprs[key] is None:
             raise ClipscaleError(f"law {law!r} ({spec.formula}) needs --{key}")
+    if frontier != "none" and C is None:
+        raise ClipscaleError(f"--frontier {frontier} needs --C: the compute the frontier is taken over")
     df = filter_rows(df, where)
     if by is not None and by not in df.columns:
         raise ClipscaleError(
@@ -172,18 +144,38 @@ def fit_table_results(
     if run is not None and run not in df.columns:
         raise ClipscaleError(f"--run {run!r}: no such column")
     groups = [(None, df)] if by is None else [(k, g) for k, g in df.groupby(by, sort=True)]
+    opts = {
+        "law": spec.name,
+        "exprs": exprs,
+        "y": y,
+        "error": error,
+        "bootstrap": bootstrap,
+        "holdout": holdout,
+        "loo": loo,
+        "run": run,
+        "delta": huber_delta,
+        "loss": loss,
+        "frontier": frontier,
+        "fix": fix or {},
+    }
     fits, results = [], []
     for i, (key, g) in enumerate(groups):  # seed + i: groups resample independently (exponent_differences)
-        entry, result = _fit_group(
-            g, spec.name, exprs, y, error, bootstrap, holdout, loo, seed + i, run, huber_delta, loss
-        )
+        try:
+            entry, result = _fit_group(g, seed=seed + i, **opts)
+        except ClipscaleError as exc:
+            if key is None:
+                raise
+            raise ClipscaleError(f"--by {by!r} group {_plain(key)!r}: {exc}") from None
         fits.append({"group": None if key is None else _plain(key), **entry})
         results.append((fits[-1]["group"], result, g))
     doc: dict[str, Any] = {
         "law": law,
         "formula": spec.formula,
+        "frontier": results[0][1].frontier if results else frontier,
+        "fixed": dict(fix or {}),
         "y": y,
         "error": error,
+        "loss": loss,
         "by": by,
         "where": where,
         "fits": fits,
@@ -208,7 +200,7 @@ def exponent_differences(fits: list[tuple[Any, FitResult]], level: float = 0.95)
                 continue
             law = get_law(fa.law)
             for j, name in enumerate(law.params):
-                if not name.islower():
+                if not name.islower() or name in fa.fixed or name in fb.fixed:
                     continue
                 d = a[:k, j] - b[:k, j]
                 lo, hi = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
@@ -230,6 +222,7 @@ def _plain(v: Any) -> Any:
 
 def _fit_group(
     g: pd.DataFrame,
+    *,
     law: str,
     exprs: dict[str, str | None],
     y: str,
@@ -241,12 +234,15 @@ def _fit_group(
     run: str | None,
     delta: float,
     loss: bool,
+    frontier: str,
+    fix: dict[str, float],
 ) -> tuple[dict[str, Any], FitResult]:
     spec = get_law(law)
     yv = column(g, y, "y")
     if error:
         yv = 1.0 - yv
-    inputs = {k: column(g, e, k) for k, e in exprs.items() if e is not None and k in spec.inputs}
+    wanted = set(spec.inputs) | ({"C"} if frontier != "none" else set())
+    inputs = {k: column(g, e, k) for k, e in exprs.items() if e is not None and k in wanted}
     labels = {k: f"--{k} {e!r}" for k, e in exprs.items() if e is not None}
     labels["y"] = f"--y {y!r}" + (" (as 1 - y)" if error else "")
     groups = g[run].to_numpy() if run else None
@@ -259,13 +255,15 @@ def _fit_group(
         huber_delta=delta,
         labels=labels,
         loss=loss,
+        frontier=frontier,
+        fix=fix,
         **inputs,
     )
     out = result.to_dict()
     out.pop("bootstrap_params")
     validation: dict[str, Any] = {}
     if holdout or loo:
-        prep = prepare(spec, yv, inputs, labels, loss=loss)
+        prep = prepare(spec, yv, inputs, labels, loss=loss, frontier=frontier, fix=fix)
         full = fit_prepared(prep, delta=delta)
         if holdout:
             mask = column(g, holdout, "holdout").astype(bool)

@@ -1,0 +1,134 @@
+"""IsoFLOP analysis: recovery of a known optimal exponent, edge budgets, --by, CLI, Chinchilla data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipscale.cli import main
+from clipscale.errors import ClipscaleError
+from clipscale.fit.isoflop import budget_index, isoflop, parabola_optimum, plot_isoflop
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def chinchilla_table(
+    a: float = 0.4, b: float = 0.3, sizes: int = 7, rng: np.random.Generator | None = None
+) -> pd.DataFrame:
+    """Loss E + A/N^alpha + B/D^beta on isoFLOP budgets C = 6 N D; optimum N* ∝ C^(beta/(alpha+beta))."""
+    rows = []
+    for c in np.geomspace(1e18, 1e21, 6):
+        g = (a * 400 / (b * 410)) ** (1 / (a + b))
+        n_opt = g * (c / 6) ** (b / (a + b))
+        for n in n_opt * np.geomspace(1 / 8, 8, sizes):
+            d = c / (6 * n)
+            loss = 1.7 + 400 / n**a + 410 / d**b
+            if rng is not None:
+                loss *= np.exp(rng.normal(0, 0.002))
+            rows.append({"C": c * (1 + 1e-3 * rng.normal() if rng is not None else 1), "N": n, "loss": loss})
+    return pd.DataFrame(rows)
+
+
+def test_parabola_vertex_and_edges() -> None:
+    x = np.log(np.array([1.0, 2.0, 4.0, 8.0, 16.0]))
+    opt = parabola_optimum(x, 0.3 * (x - np.log(4.0)) ** 2 + 1.0)
+    assert opt["N_opt"] == pytest.approx(4.0) and opt["y_opt"] == pytest.approx(np.e) and not opt["edge"]
+    assert parabola_optimum(x, -x)["edge"]  # best run is the largest model
+    assert parabola_optimum(x[:2], x[:2])["edge"]  # fewer than 3 sizes
+    np.testing.assert_array_equal(budget_index(np.array([1e3, 1.01e3, 1e4, 1e5, 0.99e3])), [0, 0, 1, 2, 0])
+
+
+def test_recovers_known_exponent_with_ci() -> None:
+    alpha, beta = 0.4, 0.3
+    doc = isoflop(
+        chinchilla_table(alpha, beta, rng=np.random.default_rng(0)),
+        C="C",
+        N="N",
+        y="loss",
+        k=6,
+        bootstrap=200,
+    )
+    want = beta / (alpha + beta)
+    assert doc["a"] == pytest.approx(want, abs=0.01)
+    assert doc["a_ci"][0] < want < doc["a_ci"][1]
+    assert (
+        doc["b"] == pytest.approx(1 - doc["a"]) and doc["b_ci"][0] < alpha / (alpha + beta) < doc["b_ci"][1]
+    )
+    assert len(doc["budgets"]) == 6 and not any(b["edge"] for b in doc["budgets"])
+    for bd in doc["budgets"]:
+        assert set(bd) >= {"C", "N_opt", "y_opt", "edge"}
+        assert bd["D_opt"] == pytest.approx(bd["C"] / (6 * bd["N_opt"]))
+
+
+def test_edge_budget_flagged_and_excluded() -> None:
+    df = chinchilla_table()
+    c_max = df.C.max()
+    # keep only the smaller half of the sizes of the largest budget: its best run is its largest model
+    df = df[(c_max > df.C) | (df[c_max == df.C].N.median() / 6 > df.N)]
+    doc = isoflop(df, C="C", N="N", y="loss", k=6)
+    edges = [b["edge"] for b in doc["budgets"]]
+    assert edges[-1] and not any(edges[:-1]) and doc["n_budgets_used"] == 5
+    assert doc["a"] == pytest.approx(0.3 / 0.7, abs=0.01)
+
+
+def test_by_groups_and_errors(tmp_path: Path) -> None:
+    df = pd.concat([chinchilla_table(0.4, 0.3).assign(g="x"), chinchilla_table(0.3, 0.4).assign(g="y")])
+    doc = isoflop(df, C="C", N="N", y="loss", by="g", k=6)
+    assert [g["group"] for g in doc["groups"]] == ["x", "y"]
+    assert doc["groups"][0]["a"] == pytest.approx(3 / 7, abs=0.01)
+    assert doc["groups"][1]["a"] == pytest.approx(4 / 7, abs=0.01)
+    acc = df.assign(acc=1 - df.loss / 10)  # accuracy-like: --error analyses 1 - acc = loss / 10
+    err = isoflop(acc, C="C", N="N", y="acc", by="g", k=6, error=True)
+    assert err["groups"][0]["a"] == pytest.approx(doc["groups"][0]["a"], rel=1e-9)
+    plot_isoflop(doc, df, tmp_path / "iso.png")
+    assert (tmp_path / "iso.png").stat().st_size > 0
+    with pytest.raises(ClipscaleError, match="--by 'nope'"):
+        isoflop(df, C="C", N="N", y="loss", by="nope")
+    with pytest.raises(ClipscaleError, match="interior optimum"):
+        isoflop(df[df.N < 1e8], C="C", N="N", y="loss")
+    with pytest.raises(ClipscaleError, match="--N 'missing'"):
+        isoflop(df, C="C", N="missing", y="loss")
+
+
+def test_cli_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = tmp_path / "t.csv"
+    chinchilla_table().to_csv(table, index=False)
+    plot = tmp_path / "f.png"
+    rc = main(
+        [
+            "isoflop",
+            str(table),
+            "--C",
+            "C",
+            "--N",
+            "N",
+            "--y",
+            "loss",
+            "--k",
+            "6",
+            "--bootstrap",
+            "20",
+            "--json",
+            "--plot",
+            str(plot),
+        ]
+    )
+    assert rc == 0 and plot.exists()
+    doc = json.loads(capsys.readouterr().out)
+    assert {"a", "a_ci", "b", "b_ci", "budgets"} <= set(doc)
+    assert main(["isoflop", str(table), "--C", "C", "--N", "nope", "--y", "loss"]) == 2
+    assert "clipscale: error: --N 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (SHARED / "external").is_dir(), reason="../shared not present")
+def test_chinchilla_runs_give_approach_2_exponent() -> None:
+    # Hoffmann et al. 2022 approach 2: N_opt ∝ C^0.49 (their isoFLOP runs; these are the Fig. 4 runs).
+    df = pd.read_csv(SHARED / "external" / "chinchilla_svg_extracted.csv")
+    doc = isoflop(df, C="`Training FLOP`", N="`Model Size`", y="loss", k=6, bootstrap=100)
+    assert 0.45 < doc["a"] < 0.53
+    assert doc["a_ci"][0] < 0.49 < doc["a_ci"][1]
+    assert doc["n_budgets_used"] >= 5
