@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from clipscale.errors import ClipscaleError
-from clipscale.io import atomic_write_json
+from clipscale.io import atomic_write_json, fsync_dir, remove_stale_tmp
 from clipscale.study import hooks as default_hooks
 from clipscale.study.executors import Stopped, signal_name
 from clipscale.study.grid import RunPlan, format_plan, plan
@@ -152,6 +152,8 @@ def execute_run(task: RunTask) -> dict[str, Any]:
         skipped = _skip_or_archive(task, start)
         if skipped is not None:
             return skipped
+        for directory in (run_dir, run_dir / "checkpoints"):  # no writer can be active: we hold the lock
+            remove_stale_tmp(directory)
         atomic_write_json(run_dir / "run.json", task.plan.cell())
         write_state(run_dir, "running")
         try:
@@ -205,6 +207,7 @@ def _build_once(out: Path, build: Callable[[Path], None]) -> None:
         if not out.exists():
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(out.parent)
 
 
 def prepare_dataset(ds: DatasetSpec, root: Path, hooks: Hooks) -> str:
