@@ -41,6 +41,11 @@ def run_exit_status(result: dict[str, Any]) -> int:
         print(f"clipscale: interrupted by {stop}; {len(ids)} run(s) left resumable{listed}; "
               "rerun `clipscale run` to resume", file=sys.stderr)
         return 128 + int(signal.Signals[stop]) if stop in signal.Signals.__members__ else 130
+    left = [o["run_id"] for o in result.get("outcomes", []) if o["status"] == "interrupted"]
+    if left:  # SLURM jobs stopped without requeue: the executor itself was not signalled
+        print(f"clipscale: error: {len(left)} run(s) interrupted, resumable: {', '.join(left[:5])}"
+              f"{', ...' if len(left) > 5 else ''}; rerun `clipscale run` to resume", file=sys.stderr)
+        return 1
     failed = result.get("failed_runs") or []
     if failed:
         listed = ", ".join(failed[:5]) + (", ..." if len(failed) > 5 else "")
