@@ -240,3 +240,18 @@ def test_real_trainer_sigterm_at_jobs_1_resumes(tmp_path: Path) -> None:
     for run in runs:
         summary = json.loads((run.run_dir / "summary.json").read_text())
         assert read_state(run.run_dir)["state"] == "finished" and summary["samples_seen"] == run.samples_seen
+
+
+def test_run_marked_finished_short_of_its_samples_is_resumed(study) -> None:
+    """A study damaged by the old behaviour (state finished, summary interrupted) heals on rerun."""
+    result = run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
+    assert result["finished"] == 4
+    victim = plan(study)[0]
+    metrics = victim.run_dir / "metrics.jsonl"
+    kept = metrics.read_text().splitlines()[:3]  # as if SIGTERM had stopped it after 3 steps
+    metrics.write_text("\n".join(kept) + "\n")
+    (victim.run_dir / "summary.json").write_text(json.dumps({"state": "interrupted", "samples_seen": 300}))
+    again = run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
+    assert again["finished"] == 1 and again["skipped"] == 0
+    assert json.loads((victim.run_dir / "summary.json").read_text())["samples_seen"] == victim.samples_seen
+    assert [e["event"] for e in _events(victim.run_dir)].count("train") == 2

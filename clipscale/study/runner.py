@@ -122,7 +122,7 @@ def _train(task: RunTask) -> None:
 def _skip_or_archive(task: RunTask, start: float) -> dict[str, Any] | None:
     """The outcome of a run that must not execute now (finished, or failed without retry); else None."""
     state = read_state(task.plan.run_dir)
-    if state["state"] == "finished":
+    if state["state"] == "finished" and not _finished_short(task.plan):
         if state.get("eval_id", task.eval_id) == task.eval_id:
             return _outcome(task, "skipped", start)
         _archive_results(task.plan.run_dir, state.get("eval_id"))
@@ -260,8 +260,13 @@ def needs_work(run: RunPlan, *, retry_failed: bool, eval_id: str = "") -> bool:
     record = read_state(run.run_dir)
     state = record["state"]
     if state == "finished":
-        return record.get("eval_id", eval_id) != eval_id
+        return record.get("eval_id", eval_id) != eval_id or _finished_short(run)
     return state != "failed" or retry_failed
+
+
+def _finished_short(run: RunPlan) -> bool:
+    """Marked finished by an older version although its training was interrupted: resume it."""
+    return not reached_target(read_summary(run.run_dir), run.samples_seen)
 
 
 def _stop_on_signals() -> dict[int, Any]:
