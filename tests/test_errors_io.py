@@ -148,9 +148,8 @@ def test_read_only_run_dir_in_eval(tmp_path: Path, tiny_trained_run: Path, synth
     run = tmp_path / "ro"
     shutil.copytree(tiny_trained_run, run, ignore=shutil.ignore_patterns("results.jsonl"))
     with read_only(run):
-        rc = main(["eval", str(run / "checkpoints" / "samples_000000003200.pt"), "--suite", "synth",
-                   "--data-root", str(synth_eval_sets), "--out", str(run / "evals.jsonl")])
-        _one_line_error(capsys, rc, str(run))
+        rc = main(["eval", str(run), "--suite", "synth", "--data-root", str(synth_eval_sets)])
+        _one_line_error(capsys, rc, str(run / "results.jsonl"))
 
 
 class _Tokenizer:
