@@ -202,7 +202,7 @@ log_every = 1
 model = "tiny-S0"
 dataset = "uni"
 data_size = 300
-samples_seen = [320, 2400]
+samples_seen = [160, 1600]
 
 [eval]
 suite = "synth"
