@@ -67,6 +67,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:  # the environment, not a bug: a read-only or full directory, a missing path
+        print(f"clipscale: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line naming the path: "no space left on DIR" for a full disk, else "PATH: reason"."""
+    import errno
+    from pathlib import Path
+
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        where = f" on {Path(exc.filename).parent}" if exc.filename else ""
+        return f"no space left{where}"
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason.splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,31 @@ def _log(run_dir: Path, event: str) -> None:
     append_jsonl(run_dir / "fake_calls.jsonl", {"event": event, "pid": os.getpid()})
 
 
+class _StopSignals:
+    """Like the real trainer's: SIGTERM/SIGINT set a flag checked after each step (main thread only)."""
+
+    def __enter__(self) -> _StopSignals:
+        self.received: int | None = None
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 def train(kwargs: dict[str, Any]) -> dict[str, Any]:
+    with _StopSignals() as stop:
+        return _train(kwargs, stop)
+
+
+def _train(kwargs: dict[str, Any], stop: _StopSignals) -> dict[str, Any]:
     run_dir = Path(kwargs["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     _log(run_dir, "train")
@@ -47,8 +73,15 @@ def train(kwargs: dict[str, Any]) -> dict[str, Any]:
             if p <= done and not (ckpts / f"samples_{p:012d}.pt").exists():
                 atomic_write_text(ckpts / f"samples_{p:012d}.pt", "fake")
                 _log(run_dir, f"checkpoint {p}")
-    atomic_write_json(run_dir / "summary.json", {"state": "finished", "samples_seen": total})
-    return {"state": "finished"}
+        if stop.received is not None and done < total:  # the real trainer: save latest.pt, summarize, return
+            _log(run_dir, f"interrupted {done}")
+            name = signal.Signals(stop.received).name
+            summary = {"state": "interrupted", "samples_seen": done, "signal": name}
+            atomic_write_json(run_dir / "summary.json", summary)
+            return summary
+    summary = {"state": "finished", "samples_seen": total}
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
 
 
 def evaluate(*, run_dir: Path, suite: str, data_root: str, device: str, batch_size: int) -> list[dict]:
@@ -89,16 +122,17 @@ def fake_flops(model: str) -> tuple[float, float]:
     return {"tiny-S0": (0.0007, 0.034), "tiny-S1": (0.005, 0.22), "tiny-S2": (0.013, 0.6)}[model]
 
 
-def main(study_path: str, jobs: int = 1) -> None:
-    """Entry point of the killed-executor test: run a study with the fakes in a subprocess."""
+def main(study_path: str, jobs: int = 1) -> int:
+    """Entry point of the killed-executor tests: `clipscale run` with the fakes, in a subprocess."""
     from unittest import mock
 
+    from clipscale.study.cli import run_exit_status
     from clipscale.study.runner import run_study
     from clipscale.study.spec import load_study
 
     with mock.patch("clipscale.study.grid.default_flops", fake_flops):
-        run_study(load_study(study_path), jobs=jobs, hooks=FAKE_HOOKS)
+        return run_exit_status(run_study(load_study(study_path), jobs=jobs, hooks=FAKE_HOOKS))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    sys.exit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1))

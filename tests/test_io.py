@@ -1,10 +1,14 @@
 """Atomic writes, strict JSON and torn-line tolerant JSON lines: the guarantees results rely on."""
 
+import errno
 import json
+import logging
 import os
+import stat
 
 import pytest
 
+from clipscale.errors import ClipscaleError
 from clipscale.io import append_jsonl, atomic_write_json, atomic_write_text, dumps, read_jsonl
 
 
@@ -30,28 +34,76 @@ def test_failed_atomic_write_leaves_old_content_and_no_temp(tmp_path, monkeypatc
     target.write_text("old")
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(ClipscaleError, match=f"^no space left on {tmp_path} \\(writing r.txt\\)$"):
         atomic_write_text(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.txt"]
 
 
-def test_read_jsonl_skips_torn_last_line_but_not_corruption_in_the_middle(tmp_path):
+def test_read_jsonl_skips_and_counts_torn_lines_with_a_warning(tmp_path, caplog):
+    """Issue 10 case 4: a torn final line is skipped and counted in one warning, never a crash."""
     path = tmp_path / "m.jsonl"
     append_jsonl(path, {"step": 1})
     append_jsonl(path, {"step": 2})
     with open(path, "a") as f:
         f.write('{"step": 3, "lo')  # a crash mid-append
-    assert [r["step"] for r in read_jsonl(path)] == [1, 2]
-    path.write_text('{"step": 1}\n{broken\n{"step": 3}\n')
-    with pytest.raises(json.JSONDecodeError):
-        list(read_jsonl(path))
+    with caplog.at_level(logging.WARNING, logger="clipscale.io"):
+        assert [r["step"] for r in read_jsonl(path)] == [1, 2]
+    (warning,) = caplog.records
+    assert "m.jsonl: skipped 1 torn line(s) (line 3)" in warning.getMessage()
+    caplog.clear()
+    path.write_text('{"step": 1}\n{broken\n{"step": 3}\n')  # a torn line in the middle is skipped too
+    with caplog.at_level(logging.WARNING, logger="clipscale.io"):
+        assert [r["step"] for r in read_jsonl(path)] == [1, 3]
+    assert len(caplog.records) == 1
+
+
+def test_append_after_torn_line_starts_a_fresh_line_and_nothing_valid_is_lost(tmp_path):
+    """Issue 10 case 4: on main the next append was glued onto the torn line and dropped with it."""
+    path = tmp_path / "results.jsonl"
+    append_jsonl(path, {"step": 1})
+    with open(path, "a") as f:
+        f.write('{"step": 2, "metr')  # disk full / kill during the write
+    append_jsonl(path, {"step": 3})
+    append_jsonl(path, {"step": 4})
+    assert path.read_text().splitlines()[1:] == ['{"step": 2, "metr', '{"step": 3}', '{"step": 4}']
+    assert [r["step"] for r in read_jsonl(path)] == [1, 3, 4]
+
+
+def test_record_glued_onto_a_torn_line_by_an_older_version_is_recovered(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2, "lo{"step": 3}\n{"step": 4}\n')  # main's failure, then one more
+    assert [r["step"] for r in read_jsonl(path)] == [1, 3, 4]
+
+
+def test_atomic_write_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch):
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    atomic_write_json(tmp_path / "state.json", {"state": "finished"})
+    assert synced == [False, True]  # the file's data, then the directory holding the rename
+
+
+def test_remove_stale_tmp_deletes_only_temporaries(tmp_path):
+    from clipscale.io import remove_stale_tmp
+
+    (tmp_path / ".state.json.x1y2.tmp").write_text("half")
+    (tmp_path / ".latest.pt.1234.tmp").write_text("half")
+    (tmp_path / "state.json").write_text("{}")
+    (tmp_path / "notes.tmp").write_text("a user's file, not ours")
+    removed = remove_stale_tmp(tmp_path)
+    assert sorted(p.name for p in removed) == [".latest.pt.1234.tmp", ".state.json.x1y2.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.tmp", "state.json"]
 
 
 def test_read_toml_errors_name_the_file_on_one_line(tmp_path):
-    from clipscale.errors import ClipscaleError
     from clipscale.io import read_toml
 
     good = tmp_path / "s.toml"

@@ -206,3 +206,54 @@ def test_edited_cell_reruns_only_that_cell(study) -> None:
     assert set(build_results_table(changed).run_id) == old & new  # stale runs are not in the table
     assert _run(changed)["finished"] == 4  # only the edited cells train
     assert set(build_results_table(changed).run_id) == new
+
+
+def test_stale_tmp_files_of_a_killed_writer_are_removed_when_the_run_starts(study) -> None:
+    """Issue 10 case 4: a kill mid-write leaves .NAME.XXXX.tmp in the run and checkpoint dirs."""
+    run_dir = plan(study)[0].run_dir
+    (run_dir / "checkpoints").mkdir(parents=True)
+    stale = [run_dir / ".state.json.k1ll3d.tmp", run_dir / "checkpoints" / ".latest.pt.4242.tmp"]
+    for p in stale:
+        p.write_text("half a file")
+    assert _run(study)["finished"] == 8
+    assert not [p for p in stale if p.exists()]
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(("suite", "message"), [
+    ("no-such-suite", "suite 'no-such-suite' is neither a file nor a built-in suite"),
+    ("bad_task.toml", "unknown task 'zeroshot_clasification'"),
+    ("bad_dataset.toml", "dataset 'shapes' path"),
+])
+def test_bad_eval_suite_is_refused_before_any_training_and_in_dry_run(study, suite: str, message: str,
+                                                                      capsys) -> None:
+    """Issue 10 case 6: a typo in the suite must not cost the whole grid's training."""
+    from clipscale.cli import main
+
+    folder = study.path.parent
+    (folder / "bad_task.toml").write_text('[[dataset]]\nname = "synth_shape"\nformat = "synth"\n'
+                                          'path = "synth_shape"\ntask = "zeroshot_clasification"\n')
+    (folder / "bad_dataset.toml").write_text('[[dataset]]\nname = "shapes"\nformat = "synth"\n'
+                                             'path = "synth_shapes"\ntask = "zeroshot_classification"\n')
+    study.path.write_text(study.path.read_text() + f'\n[eval]\nsuite = "{suite}"\n')
+    for argv in (["run", str(study.path), "--dry-run"], ["run", str(study.path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("clipscale: error: ") and message in err and err.count("\n") == 1, err
+    assert not study.runs_dir.exists()  # nothing trained
+
+
+def test_run_exits_nonzero_while_failed_runs_remain(study, monkeypatch, capsys) -> None:
+    """Issue 10 case 6: `run` without --retry-failed exited 0 with failed runs skipped."""
+    from clipscale.study.cli import run_exit_status
+
+    monkeypatch.setenv("FAKE_FAIL_MODEL", "tiny-S1")
+    assert run_exit_status(_run(study)) == 1
+    monkeypatch.delenv("FAKE_FAIL_MODEL")
+    capsys.readouterr()
+    again = _run(study)  # nothing runs: the failed ones are skipped, not retried
+    assert again["finished"] == 0 and again["failed"] == 0
+    assert run_exit_status(again) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "4 run(s) failed" in err and "--retry-failed" in err
+    assert run_exit_status(_run(study, retry_failed=True)) == 0

@@ -157,3 +157,23 @@ def load_suite(path_or_name: str | os.PathLike, *, root: str | os.PathLike | Non
         raise ClipscaleError(f"built-in suite {name!r} needs a data root (--data-root DIR)")
     text = resources.files("clipscale.evals").joinpath("suites", f"{name}.toml").read_text(encoding="utf-8")
     return parse_suite(text, source=f"suite {name}", base=Path(root))
+
+
+def check_suite(path_or_name: str | os.PathLike, *, root: str | os.PathLike | None,
+                available: tuple[str, ...] | None = None) -> Suite:
+    """Validate a suite before anything trains on it: names, formats, tasks, options; reads no data.
+
+    `available`: the dataset folders that will exist under `root` (a study's generated synthetic eval
+    sets), each dataset's path must be one of them; otherwise, with `root`, each path must exist now.
+    """
+    placeholder = root if root is not None else Path("<data-root>")
+    suite = load_suite(path_or_name, root=placeholder)
+    for job in suite.jobs:
+        path = job.dataset.path
+        if available is not None:
+            if path.parent != Path(placeholder) or path.name not in available:
+                raise ClipscaleError(f"{suite.source}: dataset {job.dataset.name!r} path {str(path)!r} is "
+                                     f"not one of the generated eval sets ({', '.join(available)})")
+        elif root is not None and not path.exists():
+            raise ClipscaleError(f"{suite.source}: dataset {job.dataset.name!r}: {path} not found")
+    return suite

@@ -53,12 +53,20 @@ def save_checkpoint(
     if optimizer_state is not None:
         payload["optimizer"] = optimizer_state
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from clipscale.io import KeepWriteError, fsync_dir, writing
+
     try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
+        with writing(path), open(tmp, "wb") as f:  # a full disk: "no space left on DIR", not torch's
+            out = KeepWriteError(f)
+            try:
+                torch.save(payload, out)
+            except RuntimeError:  # "enforce fail at inline_container.cc": the OSError behind it, if any
+                out.reraise()
+                raise
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -23,7 +23,36 @@ def _run(args: argparse.Namespace) -> int:
 
     result = run_study(_load(args), executor=args.executor, jobs=args.jobs, dry_run=args.dry_run,
                        retry_failed=args.retry_failed, slurm_backend=args.slurm_backend)
-    return 1 if result.get("failed") else 0
+    return run_exit_status(result)
+
+
+def run_exit_status(result: dict[str, Any]) -> int:
+    """`clipscale run`'s exit status, with one line on stderr when it is not 0.
+
+    128 + signal when a signal stopped the study (runs left resumable), 1 while failed runs remain.
+    """
+    import signal
+    import sys
+
+    stop = result.get("signal")
+    if stop:
+        ids = result.get("interrupted_runs") or []
+        listed = f": {', '.join(ids)}" if ids else ""
+        print(f"clipscale: interrupted by {stop}; {len(ids)} run(s) left resumable{listed}; "
+              "rerun `clipscale run` to resume", file=sys.stderr)
+        return 128 + int(signal.Signals[stop]) if stop in signal.Signals.__members__ else 130
+    left = [o["run_id"] for o in result.get("outcomes", []) if o["status"] == "interrupted"]
+    if left:  # SLURM jobs stopped without requeue: the executor itself was not signalled
+        print(f"clipscale: error: {len(left)} run(s) interrupted, resumable: {', '.join(left[:5])}"
+              f"{', ...' if len(left) > 5 else ''}; rerun `clipscale run` to resume", file=sys.stderr)
+        return 1
+    failed = result.get("failed_runs") or []
+    if failed:
+        listed = ", ".join(failed[:5]) + (", ..." if len(failed) > 5 else "")
+        print(f"clipscale: error: {len(failed)} run(s) failed ({listed}); see `clipscale status`, "
+              "rerun with --retry-failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -3,8 +3,12 @@
 Every executor has the same two methods, `submit(fn, *args) -> handle` (handle has done()/result())
 and `shutdown()`, so the runner's scheduling does not care where a run happens. Local processes
 are pinned to their share of cores (affinity + torch threads) and GPUs (CUDA_VISIBLE_DEVICES), which
-on 2 cores lets two 1-thread runs go side by side instead of fighting over both cores. Local workers
-die with the executor (PR_SET_PDEATHSIG): killing `clipscale run` leaves no orphan holding a lock.
+on 2 cores lets two 1-thread runs go side by side instead of fighting over both cores.
+
+Signals: local workers run in their own process group, so a terminal's Ctrl-C reaches only the
+executor, which relays SIGTERM to them (`abort`) and waits while their trainers checkpoint. They die
+with the executor (PR_SET_PDEATHSIG delivers SIGTERM): after `kill -9` of `clipscale run` each worker
+checkpoints, records its run as interrupted and exits, never lingering as an orphan or taking new work.
 """
 
 from __future__ import annotations
@@ -40,6 +44,31 @@ def gpu_count() -> int:
         if os.path.isdir("/dev") else 0
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM/SIGINT where no trainer handler takes it; carries the signal's name (messages, exit codes)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal = signal.Signals(signum).name
+        super().__init__(self.signal)
+
+
+def signal_name(exc: BaseException) -> str:
+    """The signal behind a KeyboardInterrupt: Python's own default handler raises it for SIGINT."""
+    return str(getattr(exc, "signal", "SIGINT"))
+
+
+class WorkerInterrupted(Exception):
+    """A worker's task ended on a signal (an Exception, so it crosses the pool as a plain error)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal = signal_name
+
+
+class WorkerStopping(Exception):
+    """The worker had been told to stop before this task started: the task never ran."""
+
+
 class SequentialExecutor:
     """Runs each task in this process, at submit time (jobs = 1): the simplest and easiest to debug."""
 
@@ -60,15 +89,57 @@ class SequentialExecutor:
         pass
 
 
-def _die_with_parent() -> None:
+_WORKER: dict[str, Any] = {"parent": None, "stop": None, "busy": False}
+
+
+def _orphaned() -> bool:
+    return _WORKER["parent"] is not None and os.getppid() != _WORKER["parent"]
+
+
+def _worker_signal(signum: int, frame: Any) -> None:
+    """A worker's SIGTERM/SIGINT outside the trainer: stop the task at hand, take no new one."""
+    _WORKER["stop"] = signum
+    if _WORKER["busy"]:
+        raise Stopped(signum)
+    if _orphaned():
+        os._exit(128 + signum)
+    # idle while the executor lives: it is stopping and will shut this worker down
+
+
+def _die_with_parent(parent: int) -> None:
+    _WORKER["parent"] = parent
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _worker_signal)
+    os.setpgid(0, 0)  # Ctrl-C reaches the executor only; it relays SIGTERM (abort)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM lets the trainer checkpoint
+    if os.getppid() != parent:  # the executor died before prctl took effect
+        os._exit(128 + signal.SIGTERM)
 
 
-def _init_worker(slots: Any, threads: int, cores: list[int], gpus: list[str], pin: bool) -> None:
-    """Claim a slot and pin this worker to its cores/GPUs before torch is imported."""
-    _die_with_parent()
+def call_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one task in a worker; a signal ends it as WorkerInterrupted, an orphan exits afterwards."""
+    if _WORKER["stop"] is not None:
+        raise WorkerStopping("this worker is stopping; the task was not started")
+    _WORKER["busy"] = True
+    try:
+        result = fn(*args)
+    except KeyboardInterrupt as exc:
+        _WORKER["stop"] = _WORKER["stop"] or signal.SIGTERM
+        raise WorkerInterrupted(signal_name(exc)) from None
+    finally:
+        _WORKER["busy"] = False
+        if _orphaned():
+            os._exit(128 + signal.SIGTERM)  # nobody will read the result; the run dir has the outcome
+    if isinstance(result, dict) and result.get("status") == "interrupted":
+        _WORKER["stop"] = signal.SIGTERM  # the trainer took the signal: take no new task
+    return result
+
+
+def _init_worker(parent: int, slots: Any, threads: int, cores: list[int], gpus: list[str], pin: bool) -> None:
+    """Tie this worker to the executor, claim a slot and pin it to its cores/GPUs before torch is imported."""
+    _die_with_parent(parent)
     slot = slots.get()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["CLIPSCALE_THREADS"] = str(threads)
@@ -94,16 +165,16 @@ class ProcessExecutor:
         groups = [",".join(str(g) for g in range(i * per_run, (i + 1) * per_run))
                   for i in range(n_gpus // per_run)] if n_gpus else []
         self._pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                            initargs=(slots, self.threads, cores, groups, pin))
+                                            initargs=(os.getpid(), slots, self.threads, cores, groups, pin))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        return self._pool.submit(fn, *args)
+        return self._pool.submit(call_in_worker, fn, *args)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def abort(self) -> None:
-        """Interrupted: SIGTERM every worker (trainers checkpoint on it), then wait for them."""
+        """Stopping: SIGTERM every worker (trainers checkpoint, idle ones take no new task), wait for them."""
         for proc in list(getattr(self._pool, "_processes", {}).values()):  # no public API for this
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()

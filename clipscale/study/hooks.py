@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -99,15 +100,37 @@ def torchrun_command(config_path: Path, *, nproc: int, nnodes: int = 1, node_ran
 
 def train_torchrun(kwargs: dict[str, Any], *, nproc: int, nnodes: int = 1, node_rank: int = 0,
                    master: str | None = None) -> None:
-    """Train one run as `nproc` ranks per node under torchrun; raise with the tail of its output."""
+    """Train one run as `nproc` ranks per node under torchrun; raise with the tail of its output.
+
+    A signal here is relayed to torchrun as SIGTERM (its ranks checkpoint) and waited for, never
+    answered by killing it, which would orphan the ranks. Ranks stopped by a signal leave an
+    "interrupted" summary: that is returned as such, not raised as a failure.
+    """
     run_dir = Path(kwargs["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "train_config.toml"
     config_path.write_text(to_toml({"progress": False, **kwargs}), encoding="utf-8")
     cmd = torchrun_command(config_path, nproc=nproc, nnodes=nnodes, node_rank=node_rank, master=master)
     log_path = run_dir / "torchrun.log"
+    launched = time.time()
     with open(log_path, "ab") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), check=False)
-    if proc.returncode != 0:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            returncode = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            raise
+    if returncode != 0 and not _interrupted_since(run_dir / "summary.json", launched):
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        raise ClipscaleError(f"torchrun exited {proc.returncode}: {tail[0][:300]} (see {log_path})")
+        raise ClipscaleError(f"torchrun exited {returncode}: {tail[0][:300]} (see {log_path})")
+
+
+def _interrupted_since(summary_path: Path, since: float) -> bool:
+    import json
+
+    try:
+        fresh = summary_path.stat().st_mtime >= since - 1
+        return fresh and json.loads(summary_path.read_text(encoding="utf-8")).get("state") == "interrupted"
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from clipscale.errors import ClipscaleError
-from clipscale.io import atomic_write_json
+from clipscale.io import atomic_write_json, fsync_dir, remove_stale_tmp
 from clipscale.study import hooks as default_hooks
+from clipscale.study.executors import Stopped, signal_name
 from clipscale.study.grid import RunPlan, format_plan, plan
 from clipscale.study.spec import DatasetSpec, StudySpec
 from clipscale.study.state import hold_lock, read_state, write_state
@@ -58,11 +59,26 @@ class RunTask:
     eval_id: str = ""  # identity of the eval settings; a finished run is re-evaluated when it changes
 
 
-def _trained(run_dir: Path) -> bool:
+class RunInterrupted(Exception):
+    """Training stopped on a signal before reaching its samples seen; the run stays resumable."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal = signal_name
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / "summary.json").read_text())["state"] == "finished"
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
-        return False
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def reached_target(summary: dict[str, Any], samples_seen: int) -> bool:
+    """Finished means the summary says so *and* it reached the run's samples seen, never less."""
+    seen = summary.get("samples_seen")
+    return summary.get("state") == "finished" and isinstance(seen, int | float) and seen >= samples_seen
 
 
 def train_kwargs(task: RunTask) -> dict[str, Any]:
@@ -81,33 +97,75 @@ def _outcome(task: RunTask, status: str, start: float, error: str | None = None)
             "seconds": round(time.time() - start, 2)}
 
 
+def _train(task: RunTask) -> None:
+    """Train (or resume) the run; raise RunInterrupted if a signal stopped it short of its samples."""
+    run_dir, target = task.plan.run_dir, task.plan.samples_seen
+    if reached_target(read_summary(run_dir), target):
+        return
+    kwargs = train_kwargs(task)
+    if task.nproc > 1 or task.nnodes > 1:
+        default_hooks.train_torchrun(kwargs, nproc=task.nproc, nnodes=task.nnodes, node_rank=task.node_rank,
+                                     master=task.master)
+        summary = read_summary(run_dir)
+    else:
+        returned = task.hooks.train(kwargs)
+        full = isinstance(returned, dict) and "samples_seen" in returned
+        summary = returned if full else read_summary(run_dir)
+    if reached_target(summary, target):
+        return
+    if summary.get("state") == "interrupted":
+        raise RunInterrupted(str(summary.get("signal") or "a signal"))
+    raise ClipscaleError(f"{run_dir / 'summary.json'}: training ended at {summary.get('samples_seen')} of "
+                         f"{target} samples seen (state {summary.get('state')!r})")
+
+
+def _skip_or_archive(task: RunTask, start: float) -> dict[str, Any] | None:
+    """The outcome of a run that must not execute now (finished, or failed without retry); else None."""
+    state = read_state(task.plan.run_dir)
+    if state["state"] == "finished" and not _finished_short(task.plan):
+        if state.get("eval_id", task.eval_id) == task.eval_id:
+            return _outcome(task, "skipped", start)
+        _archive_results(task.plan.run_dir, state.get("eval_id"))
+    if state["state"] == "failed" and not task.retry_failed:
+        return _outcome(task, "failed", start, state.get("error"))
+    return None
+
+
+def _interrupted(task: RunTask, start: float, signal_name: str) -> dict[str, Any]:
+    seconds = round(time.time() - start, 2)
+    write_state(task.plan.run_dir, "interrupted", signal=signal_name, seconds=seconds)
+    return {**_outcome(task, "interrupted", start), "signal": signal_name}
+
+
 def execute_run(task: RunTask) -> dict[str, Any]:
-    """Train then evaluate one run under its lock; never raises for a failure of the run itself."""
+    """Train then evaluate one run under its lock; never raises for a failure of the run itself.
+
+    A signal (SIGTERM from SLURM or `kill`, Ctrl-C) leaves the run "interrupted", never "finished":
+    the trainer checkpoints and the next `clipscale run` resumes it. Outside the trainer the signal
+    arrives as KeyboardInterrupt, which is recorded and re-raised so the executor stops too.
+    """
     start = time.time()
     run_dir = task.plan.run_dir
     with hold_lock(run_dir) as lock:
         if lock is None:
             return _outcome(task, "locked", start)
-        state = read_state(run_dir)
-        if state["state"] == "finished":
-            if state.get("eval_id", task.eval_id) == task.eval_id:
-                return _outcome(task, "skipped", start)
-            _archive_results(run_dir, state.get("eval_id"))
-        if state["state"] == "failed" and not task.retry_failed:
-            return _outcome(task, "failed", start, state.get("error"))
+        skipped = _skip_or_archive(task, start)
+        if skipped is not None:
+            return skipped
+        for directory in (run_dir, run_dir / "checkpoints"):  # no writer can be active: we hold the lock
+            remove_stale_tmp(directory)
         atomic_write_json(run_dir / "run.json", task.plan.cell())
         write_state(run_dir, "running")
         try:
-            if not _trained(run_dir):
-                kwargs = train_kwargs(task)
-                if task.nproc > 1 or task.nnodes > 1:
-                    default_hooks.train_torchrun(kwargs, nproc=task.nproc, nnodes=task.nnodes,
-                                                 node_rank=task.node_rank, master=task.master)
-                else:
-                    task.hooks.train(kwargs)
+            _train(task)
             device = task.plan.train.get("device", "auto")
             task.hooks.evaluate(run_dir=run_dir, suite=task.eval_suite, data_root=task.eval_root,
                                 device=device, batch_size=task.eval_batch_size)
+        except RunInterrupted as exc:
+            return _interrupted(task, start, exc.signal)
+        except KeyboardInterrupt as exc:
+            _interrupted(task, start, signal_name(exc))
+            raise
         except Exception as exc:  # a failed run must not stop the study
             (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
@@ -149,6 +207,7 @@ def _build_once(out: Path, build: Callable[[Path], None]) -> None:
         if not out.exists():
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(out.parent)
 
 
 def prepare_dataset(ds: DatasetSpec, root: Path, hooks: Hooks) -> str:
@@ -166,44 +225,74 @@ def prepare_dataset(ds: DatasetSpec, root: Path, hooks: Hooks) -> str:
     return str(out / f"{{{shards[0][:-4]}..{shards[-1][:-4]}}}.tar")
 
 
+def _eval_identity_dir(study: StudySpec) -> tuple[Path, int]:
+    sizes = sorted({d.image_size for d in study.datasets.values() if d.synth}) or [32]
+    identity = {"seed": EVAL_SEED, "image_size": sizes[0], "samples_per_task": study.eval.samples_per_task}
+    return _identity_dir(study.data_dir, "eval", identity), sizes[0]
+
+
 def prepare_eval(study: StudySpec, hooks: Hooks) -> str:
     """The eval data root: [eval] data_root, else the built-in synthetic eval sets, generated once."""
     if study.eval.data_root:
         return str(study.eval_root())
-    sizes = sorted({d.image_size for d in study.datasets.values() if d.synth}) or [32]
-    identity = {"seed": EVAL_SEED, "image_size": sizes[0], "samples_per_task": study.eval.samples_per_task}
-    out = _identity_dir(study.data_dir, "eval", identity)
-    _build_once(out, lambda d: hooks.eval_data(d, seed=EVAL_SEED, image_size=sizes[0],
+    out, image_size = _eval_identity_dir(study)
+    _build_once(out, lambda d: hooks.eval_data(d, seed=EVAL_SEED, image_size=image_size,
                                                samples_per_task=study.eval.samples_per_task))
     return str(out)
+
+
+def check_eval(study: StudySpec) -> None:
+    """Refuse a bad [eval] suite (unknown suite, dataset, task, option; missing data) before any training."""
+    from clipscale.evals.suite import check_suite
+
+    if study.eval.data_root:
+        root = study.eval_root()
+        if not root.is_dir():
+            raise ClipscaleError(f"{study.path}: [eval] data_root {str(root)!r} is not a directory")
+        check_suite(study.eval.suite, root=root)
+        return
+    from clipscale.data.synth.evalsets import TASKS
+
+    check_suite(study.eval.suite, root=_eval_identity_dir(study)[0], available=tuple(t.name for t in TASKS))
 
 
 def needs_work(run: RunPlan, *, retry_failed: bool, eval_id: str = "") -> bool:
     record = read_state(run.run_dir)
     state = record["state"]
     if state == "finished":
-        return record.get("eval_id", eval_id) != eval_id
+        return record.get("eval_id", eval_id) != eval_id or _finished_short(run)
     return state != "failed" or retry_failed
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _finished_short(run: RunPlan) -> bool:
+    """Marked finished by an older version although its training was interrupted: resume it."""
+    return not reached_target(read_summary(run.run_dir), run.samples_seen)
 
 
-def _sigterm_interrupts() -> Any:
-    """`kill` of the executor stops it like Ctrl-C: workers are told to checkpoint, state stays resumable."""
+def _stop_on_signals() -> dict[int, Any]:
+    """SIGTERM (SLURM, `kill`) and SIGINT stop the executor as Stopped, naming the signal; trainers catch
+    their own, checkpoint and come back "interrupted"."""
     if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_interrupt)
+        return {}
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Stopped(signum)
+
+    return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
 
 def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = None, dry_run: bool = False,
               retry_failed: bool = False, hooks: Hooks | None = None, log: Callable[[str], None] = print,
               slurm_backend: str = "auto") -> dict[str, Any]:
-    """Train and evaluate every unfinished run of `study`; returns counts and one outcome per run."""
+    """Train and evaluate every unfinished run of `study`; returns counts and one outcome per run.
+
+    Also "signal" (the signal that stopped it, else None), "interrupted_runs" (resumable run ids) and
+    "failed_runs" (every run of the study left failed, retried or not).
+    """
     from clipscale.study.schedule import make_executor, schedule
 
     runs = plan(study)
+    check_eval(study)
     if dry_run:
         log(format_plan(runs))
         return {"planned": len(runs), "total_compute": sum(r.compute for r in runs), "outcomes": []}
@@ -214,16 +303,26 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     log(f"study {study.name}: {len(runs)} runs, {len(runs) - len(todo) - failed_before} finished, "
         f"{failed_before} failed (use --retry-failed), {len(todo)} to run")
     exe = make_executor(executor, study, jobs=jobs, slurm_backend=slurm_backend)
-    previous = _sigterm_interrupts()
+    previous = _stop_on_signals()
     try:
-        outcomes = schedule(exe, study, todo, hooks=hooks or Hooks(), retry_failed=retry_failed, log=log)
-    except KeyboardInterrupt:
-        getattr(exe, "abort", exe.shutdown)()
-        raise
+        outcomes, stop = schedule(exe, study, todo, hooks=hooks or Hooks(), retry_failed=retry_failed,
+                                  log=log)
     finally:
         exe.shutdown()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    counts = {s: sum(o["status"] == s for o in outcomes) for s in ("finished", "failed", "skipped", "locked")}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return _summarize(study, runs, outcomes, stop, log)
+
+
+def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, Any]], stop: str | None,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    states = ("finished", "failed", "skipped", "locked", "interrupted")
+    counts = {s: sum(o["status"] == s for o in outcomes) for s in states}
     log(f"study {study.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    return {**counts, "planned": len(runs), "outcomes": outcomes}
+    interrupted = [o["run_id"] for o in outcomes if o["status"] == "interrupted"]
+    if stop is not None:
+        log(f"study {study.name}: stopped by {stop}; {len(interrupted)} run(s) interrupted and resumable"
+            + (f" ({', '.join(interrupted)})" if interrupted else "") + "; rerun `clipscale run` to resume")
+    failed = [r.run_id for r in runs if read_state(r.run_dir)["state"] == "failed"]
+    return {**counts, "planned": len(runs), "outcomes": outcomes, "signal": stop,
+            "interrupted_runs": interrupted, "failed_runs": failed}

@@ -6,16 +6,20 @@ Runs go longest first (longest-processing-time order), which keeps N workers bus
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from clipscale.errors import ClipscaleError
-from clipscale.study.executors import EXECUTORS, make_local_executor
+from clipscale.study.executors import EXECUTORS, WorkerInterrupted, WorkerStopping, make_local_executor
+from clipscale.study.executors import signal_name as _signal_name
 from clipscale.study.grid import RunPlan
 from clipscale.study.runner import Hooks, RunTask, eval_identity, execute_run, prepare_dataset, prepare_eval
 from clipscale.study.spec import StudySpec
-from clipscale.study.state import lock_holder, write_state
+from clipscale.study.state import effective_state, lock_holder, read_state, write_state
 
 
 def make_executor(name: str, study: StudySpec, *, jobs: int | None, slurm_backend: str = "auto") -> Any:
@@ -53,54 +57,174 @@ def _error_text(exc: BaseException) -> str:
 
 
 def schedule(exe: Any, study: StudySpec, runs: list[RunPlan], *, hooks: Hooks, retry_failed: bool,
-             log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Submit data preparation, then every run whose data is ready; collect one outcome per run."""
+             log: Callable[[str], None]) -> tuple[list[dict[str, Any]], str | None]:
+    """Submit data preparation, then every run whose data is ready; one outcome per run, and the signal.
+
+    A signal (KeyboardInterrupt here, or a run that comes back "interrupted") stops the study: no new
+    run starts, running ones checkpoint, and their outcomes say "interrupted".
+    """
     if not runs:
-        return []
-    remote = getattr(exe, "prepares_locally", False)  # SLURM: prepare here, train there
-    prep_exe = _Inline() if remote else exe
-    order = sorted(runs, key=lambda r: -expected_cost(r))
-    prep: dict[str, Any] = {"__eval__": prep_exe.submit(prepare_eval, study, hooks)}
-    for run in order:
-        if run.dataset not in prep:
-            prep[run.dataset] = prep_exe.submit(prepare_dataset, study.datasets[run.dataset], study.data_dir,
-                                                hooks)
-    waiting, active, outcomes = list(order), {}, []
-    poll = getattr(exe, "poll_seconds", 0.2)
-    while waiting or active:
+        return [], None
+    loop = _Loop(exe, study, runs, hooks=hooks, retry_failed=retry_failed, log=log)
+    try:
+        loop.prepare()
+        stop = loop.run()
+    except KeyboardInterrupt as exc:
+        stop = _signal_name(exc)
+    if stop is not None:
+        loop.stop(stop)
+    return loop.outcomes, stop
+
+
+class _Loop:
+    """The state of one scheduling pass: runs waiting for data, runs submitted, outcomes so far."""
+
+    def __init__(self, exe: Any, study: StudySpec, runs: list[RunPlan], *, hooks: Hooks, retry_failed: bool,
+                 log: Callable[[str], None]) -> None:
+        self.exe, self.study, self.hooks, self.retry_failed, self.log = exe, study, hooks, retry_failed, log
+        self.remote = getattr(exe, "prepares_locally", False)  # SLURM: prepare here, train there
+        self.total = len(runs)
+        self.waiting = sorted(runs, key=lambda r: -expected_cost(r))
+        self.active: dict[Any, RunPlan] = {}
+        self.current: RunPlan | None = None  # the run being submitted (runs inline at jobs 1)
+        self.outcomes: list[dict[str, Any]] = []
+        self.stop_signal: str | None = None
+        self.prep: dict[str, Any] = {}
+
+    def prepare(self) -> None:
+        """Submit the eval sets' and each dataset's preparation (inline at jobs 1 and for SLURM)."""
+        prep_exe = _Inline() if self.remote else self.exe
+        self.prep["__eval__"] = prep_exe.submit(prepare_eval, self.study, self.hooks)
+        for run in self.waiting:
+            if run.dataset not in self.prep:
+                self.prep[run.dataset] = prep_exe.submit(prepare_dataset, self.study.datasets[run.dataset],
+                                                         self.study.data_dir, self.hooks)
+
+    def run(self) -> str | None:
+        """Schedule until every run has an outcome; the signal's name if a run was interrupted."""
+        poll = getattr(self.exe, "poll_seconds", 0.2)
+        while (self.waiting or self.active) and self.stop_signal is None:
+            progressed = self._submit_ready()
+            progressed = self._collect() or progressed
+            if not progressed and self.stop_signal is None:
+                time.sleep(poll)
+        return self.stop_signal
+
+    def _collect(self) -> bool:
+        """Record the outcome of every run that came back; whether any did."""
+        done = [(handle, run) for handle, run in self.active.items() if handle.done()]
+        for handle, run in done:
+            del self.active[handle]
+            outcome = self._result(handle, run)
+            if outcome is not None:
+                self._record(run, outcome)
+        return bool(done)
+
+    def _submit_ready(self) -> bool:
         progressed = False
-        for run in list(waiting):
-            deps = (prep["__eval__"], prep[run.dataset])
-            if not all(d.done() for d in deps):
+        for run in list(self.waiting):
+            deps = (self.prep["__eval__"], self.prep[run.dataset])
+            if self.stop_signal is not None or not all(d.done() for d in deps):
                 continue
-            waiting.remove(run)
+            self.waiting.remove(run)
             progressed = True
             try:
                 eval_root, train_data = (d.result() for d in deps)
+            except (WorkerInterrupted, WorkerStopping) as exc:  # a signal, not a failure of the data
+                self.stop_signal = getattr(exc, "signal", "SIGTERM")
+                continue
             except Exception as exc:  # data generation failed: every run on that data fails
-                outcomes.append(_mark_failed(run, f"data preparation: {_error_text(exc)}"))
-                log(f"[{len(outcomes)}/{len(runs)}] failed {run.run_id}: {outcomes[-1]['error']}")
+                self._record(run, _mark_failed(run, f"data preparation: {_error_text(exc)}"))
                 continue
-            task = RunTask(plan=run, train_data=train_data, eval_suite=study.eval.suite, eval_root=eval_root,
-                           eval_batch_size=study.eval.batch_size, retry_failed=retry_failed,
-                           nproc=_nproc(study, exe), hooks=hooks, eval_id=eval_identity(study))
-            active[exe.submit(execute_run, task)] = run
-        for handle, run in list(active.items()):
-            if not handle.done():
-                continue
-            del active[handle]
-            progressed = True
+            task = RunTask(plan=run, train_data=train_data, eval_suite=self.study.eval.suite,
+                           eval_root=eval_root, eval_batch_size=self.study.eval.batch_size,
+                           retry_failed=self.retry_failed, nproc=_nproc(self.study, self.exe),
+                           hooks=self.hooks, eval_id=eval_identity(self.study))
+            self.current = run
+            self.active[self.exe.submit(execute_run, task)] = run
+            self.current = None
+            self._collect()  # at jobs 1 the run is over already: an interrupted one stops the next
+        return progressed
+
+    def _result(self, handle: Any, run: RunPlan) -> dict[str, Any] | None:
+        """The run's outcome; None if its worker was stopping and never started it."""
+        try:
+            outcome = handle.result()
+        except WorkerStopping:
+            self.stop_signal = self.stop_signal or "SIGTERM"
+            return None
+        except WorkerInterrupted as exc:  # a signal outside the trainer (evaluation, data loading)
+            outcome = _from_disk(run, exc.signal) or _interrupted_outcome(run, exc.signal)
+        except Exception as exc:  # the worker itself died (OOM kill, node failure)
+            return _mark_failed(run, f"worker died: {_error_text(exc)}")
+        if outcome["status"] == "interrupted" and not self.remote:  # SLURM requeues its own
+            self.stop_signal = self.stop_signal or outcome.get("signal") or "SIGTERM"
+        return outcome
+
+    def _record(self, run: RunPlan, outcome: dict[str, Any]) -> dict[str, Any]:
+        self.outcomes.append(outcome)
+        detail = f": {outcome['error']}" if outcome.get("error") else ""
+        if outcome.get("signal"):
+            detail = f": {outcome['signal']}, resumable"
+        self.log(f"[{len(self.outcomes)}/{self.total}] {outcome['status']} {run.run_id} ({run.model}, "
+                 f"{run.dataset}, {run.samples_seen} samples, {outcome['seconds']:.1f} s){detail}")
+        return outcome
+
+    def stop(self, signal_name: str) -> None:
+        """Start nothing more; let running runs checkpoint, then record what each of them became."""
+        self.log(f"stopping on {signal_name}: {len(self.active)} running run(s) checkpoint, none starts")
+        with _signals_ignored():
+            abort = getattr(self.exe, "abort", None)
+            if abort is not None and not self.remote:
+                abort()
+            stopped = [*self.active.items(), *([(None, self.current)] if self.current else [])]
+            for handle, run in stopped:
+                outcome = self._after_stop(handle, run, signal_name)
+                if outcome is not None:
+                    self._record(run, outcome)
+            self.active.clear()
+
+    def _after_stop(self, handle: Any, run: RunPlan, signal_name: str) -> dict[str, Any] | None:
+        """A stopped run's outcome, from its result if it came back, else from its run directory."""
+        if handle is not None and handle.done() and not handle.cancelled():
             try:
-                outcome = handle.result()
-            except Exception as exc:  # the worker itself died (OOM kill, node failure)
-                outcome = _mark_failed(run, f"worker died: {_error_text(exc)}")
-            outcomes.append(outcome)
-            detail = f": {outcome['error']}" if outcome.get("error") else ""
-            log(f"[{len(outcomes)}/{len(runs)}] {outcome['status']} {run.run_id} ({run.model}, "
-                f"{run.dataset}, {run.samples_seen} samples, {outcome['seconds']:.1f} s){detail}")
-        if not progressed:
-            time.sleep(poll)
-    return outcomes
+                return handle.result()
+            except WorkerStopping:
+                return None  # it never started
+            except Exception:
+                pass  # the worker died or was interrupted: the run directory says what happened
+        return _from_disk(run, signal_name)
+
+
+def _interrupted_outcome(run: RunPlan, signal_name: str) -> dict[str, Any]:
+    return {"run_id": run.run_id, "status": "interrupted", "error": None, "seconds": 0.0,
+            "signal": signal_name}
+
+
+def _from_disk(run: RunPlan, signal_name: str) -> dict[str, Any] | None:
+    """finished or interrupted as its state says; None if it never started or another process has it."""
+    state = effective_state(run.run_dir)
+    if state not in ("finished", "interrupted"):
+        return None
+    record = read_state(run.run_dir)
+    outcome = {"run_id": run.run_id, "status": state, "error": None, "seconds": record.get("seconds") or 0.0}
+    if state == "interrupted":
+        outcome["signal"] = record.get("signal") or signal_name
+    return outcome
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While stopping, a second Ctrl-C or SIGTERM must not cut the checkpoints short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Inline:

@@ -1,8 +1,9 @@
 """Per-run state files and locks: the run directory says what happened, never the executor's memory.
 
 State (`RUN_DIR/state.json`, written atomically): absent = pending, then running → finished | failed
-(with its error). A run left "running" by a killed executor is *interrupted*: nobody holds its lock, so
-the next `clipscale run` resumes it from its latest checkpoint.
+(with its error) | interrupted (a signal stopped it; it checkpointed). A run left "running" by a killed
+executor is interrupted too: nobody holds its lock. Either way the next `clipscale run` resumes it from
+its latest checkpoint; only a run whose training reached its samples seen is ever "finished".
 
 Lock (`RUN_DIR/.lock`): an exclusive `fcntl.flock` held for the whole run. The kernel (or the NFS
 client's lease, on a cluster file system) drops it when the holder dies, even by SIGKILL, so a lock can
@@ -25,7 +26,7 @@ from typing import Any
 
 from clipscale.io import atomic_write_json
 
-STATES = ("pending", "running", "finished", "failed")
+STATES = ("pending", "running", "finished", "failed", "interrupted")
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
 
@@ -118,7 +119,7 @@ def lock_holder(run_dir: Path) -> dict[str, Any] | None:
 
 
 def effective_state(run_dir: Path) -> str:
-    """pending/running/finished/failed, plus "interrupted": marked running but nobody holds the lock."""
+    """The recorded state, except that "running" with nobody holding the lock is "interrupted"."""
     state = read_state(run_dir)["state"]
     if state == "running" and lock_holder(run_dir) is None:
         return "interrupted"
