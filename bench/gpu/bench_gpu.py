@@ -5,8 +5,8 @@ Per (model, tool, torch.compile or not) one training process runs until it has l
 `--seconds` (then SIGTERM; clipscale checkpoints and exits on it). Steady-state samples/s is the
 median over log intervals after the first `--skip` (start-up, compilation). MFU = 6 x forward
 GMACs per sample (clipscale's FLOPs count, the paper's unit) x samples/s / the device's dense bf16
-peak (clipscale.train.metrics: H200 989 TFLOP/s). Runs go in priority order (eager ViT-B/16, eager
-ViT-B/32, eval, compiled) and are skipped, with the reason recorded, when `--budget-s` runs out.
+peak (clipscale.train.metrics: H200 989 TFLOP/s). Runs go in priority order (ViT-B/16 eager and
+compiled, the eval, ViT-B/32) and are skipped, with the reason recorded, when `--budget-s` runs out.
 Results: OUT/gpu_bench.json, rewritten after every run, so a killed call still returns them.
 
     bash bench/gpu/run.sh                                      # on the device (see README.md)
@@ -286,13 +286,14 @@ def environment(a: argparse.Namespace) -> dict:
 
 
 def plan(a: argparse.Namespace) -> list[tuple[str, str, bool]]:
-    """(model, tool, compile) in priority order; "eval" marks where the eval timing goes."""
+    """(model, tool, compile) in priority order: the first model (ViT-B/16, the MFU target) eager and
+    compiled, the eval on its eager checkpoint, then the other models; "eval" marks the eval."""
     runs: list[tuple[str, str, bool]] = []
-    for compile_ in a.compile_modes:
-        for model in a.models:
+    for i, model in enumerate(a.models):
+        for compile_ in a.compile_modes:
             runs += [(model, "clipscale", compile_), (model, "open_clip_train", compile_)]
-        if not compile_:
-            runs.append(("", "eval", False))
+        if i == 0 and False in a.compile_modes:
+            runs.append((model, "eval", False))
     return runs
 
 
@@ -304,7 +305,7 @@ def record_run(a: argparse.Namespace, result: dict, model: str, tool: str, compi
         shutil.rmtree(stale, ignore_errors=True)
     if tool == "clipscale":
         run_dir = work / tag
-        point = model == a.models[-1] and not compile_  # the eval checkpoint: weights after step 1
+        point = model == a.models[0] and not compile_  # the eval checkpoint: weights after step 1
         cmd = clipscale_cmd(a, model, cfg, spec, run_dir, compile_, point_at_start=point)
         out = timed_run(cmd, log_path=work / f"{tag}.log", rates=lambda: _rates_clipscale(run_dir)[0],
                         measure_s=a.seconds, max_s=a.seconds + a.startup_s)
@@ -349,7 +350,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=None, help="shards, run dirs, logs (default OUT/work)")
     p.add_argument("--smoke", action="store_true", help="CPU, one tiny 224 px model, seconds per run")
-    p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per training run")
+    p.add_argument("--seconds", type=float, default=25.0, help="measured seconds per training run")
     p.add_argument("--startup-s", type=float, default=150.0, help="most seconds before the first log")
     p.add_argument("--budget-s", type=float, default=540.0, help="skip runs that would end after this")
     p.add_argument("--samples", type=int, default=20_000, help="unique training samples (repeated)")
@@ -360,10 +361,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-batch", type=int, default=512)
     p.add_argument("--eval-repeats", type=int, default=2)
     p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--models", nargs="+", choices=tuple(BATCH), default=None, help="default: all, B/16 first")
     p.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=None,
                    help="default: eager then compiled (--smoke: eager)")
     a = p.parse_args()
-    a.device, a.precision, a.models, a.compile_modes = "cuda", "bf16", list(BATCH), [False, True]
+    a.device, a.precision, a.compile_modes = "cuda", "bf16", [False, True]
+    a.models = a.models or list(BATCH)
     a.batch = dict(BATCH)
     if a.smoke:
         a.device, a.precision, a.models, a.compile_modes = "cpu", "fp32", [SMOKE_MODEL], [False]
@@ -408,7 +411,7 @@ def main() -> None:
             result["skipped"].append(f"{model}|{tool}|{compile_}: {need:.0f} s needed, {left:.0f} s left")
         elif tool == "eval":
             try:
-                result["eval"] = eval_timing(a, Path(result["eval_checkpoint"]), work, a.models[-1], cfg)
+                result["eval"] = eval_timing(a, Path(result["eval_checkpoint"]), work, model, cfg)
             except Exception as exc:  # report and go on to the compiled runs
                 result["eval"] = {"error": f"{type(exc).__name__}: {exc}"[-2000:]}
         else:
