@@ -23,7 +23,7 @@ def _fixed_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return images, texts
 
 
-def _one_step(rank: int, world: int) -> dict[str, torch.Tensor]:
+def _one_step(rank: int, world: int, local_loss: bool = False) -> dict[str, torch.Tensor]:
     """One real train_step on this rank's slice of the fixed global batch."""
     from clipscale.models import create_model
     from clipscale.train import train_step
@@ -40,7 +40,7 @@ def _one_step(rank: int, world: int) -> dict[str, torch.Tensor]:
     images, texts = _fixed_batch()
     local = GLOBAL_BATCH // world
     rows = slice(rank * local, (rank + 1) * local)
-    out = train_step(model, make_loss(local_loss=False, rank=rank, world_size=world), opt,
+    out = train_step(model, make_loss(local_loss=local_loss, rank=rank, world_size=world), opt,
                      torch.amp.GradScaler("cpu", enabled=False), images[rows], texts[rows], lr=1e-3,
                      precision="fp32", grad_clip=None)
     grads = torch.cat([p.grad.flatten() for p in unwrap(model).parameters()])  # DDP-averaged on each rank

@@ -2,7 +2,8 @@
 
 A run id is a hash of what determines the trained weights (model, data identity, data size, samples
 seen, seed, training settings), so reordering the study file changes nothing, editing one cell reruns
-only that cell, and operational knobs (device, worker counts, log interval) never invalidate results.
+only that cell, and operational knobs (device, worker counts, log interval) never invalidate results;
+in stream mode, where batches depend on the loader workers and world size, those are in the id too.
 
 Compute-matched (isoFLOP) groups: a block may give `compute` (forward GMACs per sample × samples seen,
 the paper's C) instead of `samples_seen`; each model then trains for samples_seen = C / GMACs, rounded
@@ -107,11 +108,27 @@ def _validate_train(model: str, samples: int, train: dict[str, Any]) -> None:
     TrainConfig(model=model, train_data="plan-check.tar", samples_seen=samples, **train)
 
 
+def stream_world_size(spec: StudySpec) -> int:
+    """Ranks a run trains on, as the study file describes the launch: [slurm] nodes x gpus_per_node
+    when it asks for GPUs or several nodes, else [executor] gpus_per_run (at least one)."""
+    if spec.slurm.gpus_per_node or spec.slurm.nodes > 1:
+        return spec.slurm.nodes * max(1, spec.slurm.gpus_per_node)
+    return max(1, spec.executor.gpus_per_run)
+
+
 def run_id(*, model: str, dataset: dict[str, Any], data_size: int, samples_seen: int, seed: int,
-           train: dict[str, Any]) -> str:
-    """`<model>-<hash>`: sha256 of the canonical JSON of everything that determines the weights."""
-    key = {"model": model, "dataset": dataset, "data_size": data_size, "samples_seen": samples_seen,
-           "seed": seed, "train": {k: v for k, v in train.items() if k not in OPERATIONAL_KEYS}}
+           train: dict[str, Any], world_size: int = 1) -> str:
+    """`<model>-<hash>`: sha256 of the canonical JSON of everything that determines the weights.
+
+    Stream-mode batches also depend on the loader workers (each reads its own shards into its own
+    shuffle buffer) and the world size, so there (only) those are part of the id; index-mode batches
+    are a pure function of (seed, step) whatever the workers and ranks.
+    """
+    key: dict[str, Any] = {"model": model, "dataset": dataset, "data_size": data_size,
+                           "samples_seen": samples_seen, "seed": seed,
+                           "train": {k: v for k, v in train.items() if k not in OPERATIONAL_KEYS}}
+    if train.get("data_mode") == "stream":  # 0 workers (decode in the trainer) streams like 1
+        key["stream"] = {"workers": max(1, int(train.get("workers", 1))), "world_size": world_size}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model)}-{digest[:12]}"
 
@@ -137,7 +154,7 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None) -> list[RunPlan]:
             _validate_train(model, samples, train)
             ds = spec.datasets[ds_name]
             rid = run_id(model=model, dataset=ds.identity(), data_size=data_size, samples_seen=samples,
-                         seed=seed, train=train)
+                         seed=seed, train=train, world_size=stream_world_size(spec))
             runs.setdefault(rid, RunPlan(
                 run_id=rid, model=model, dataset=ds_name, distribution=ds.synth or ds_name,
                 data_size=data_size, samples_seen=samples, seed=seed, gmacs=gmacs, mparams=mparams,

@@ -119,7 +119,7 @@ class Checkpointer:
 
 
 class StopSignals:
-    """SIGTERM/SIGINT set a flag the loop checks after each step (SLURM preemption, Ctrl-C).
+    """SIGTERM/SIGINT set a flag the loop checks every few steps (SLURM preemption, Ctrl-C).
 
     The loop then writes latest.pt and exits: a signal never interrupts a checkpoint write.
     """

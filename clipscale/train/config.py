@@ -51,7 +51,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     compile: bool = False
     compile_backend: str = "inductor"
-    local_loss: bool = False  # logits of local rows only vs all gathered features (same gradient)
+    local_loss: bool = True  # logits of local rows only vs all gathered features (same gradient)
     strategy: str = "ddp"  # under torchrun: "ddp", or "fsdp" (FSDP2 per block; train/distributed.py)
     seed: int = 0
     checkpoint_points: list[float] = field(default_factory=lambda: list(DEFAULT_POINTS))

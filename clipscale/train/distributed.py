@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from clipscale.errors import ClipscaleError
+
+# How long the other ranks wait for rank 0's checkpoint writes and evaluation (`wait_for_main`).
+MAIN_WORK_TIMEOUT = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class DistEnv:
     world_size: int
     local_rank: int
     device: torch.device
+    wait_group: Any = field(default=None, compare=False)  # gloo group for `wait_for_main`
 
     @property
     def is_main(self) -> bool:
@@ -60,9 +65,27 @@ def init_distributed(device_pref: str) -> DistEnv:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_pref, local_rank)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=device)
+    wait_group = None
+    if world > 1:
+        # imported before any process group exists: its collectives default to `group.WORLD` as
+        # evaluated at import, which would otherwise be this group, stale once it is destroyed and
+        # a later train() in the same process creates another
+        import torch.distributed.nn  # noqa: F401
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        wait_group = dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT)
+    return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=device, wait_group=wait_group)
+
+
+def wait_for_main(env: DistEnv) -> None:
+    """Hold every rank until rank 0 has written its checkpoints and run the eval hook.
+
+    Without this the other ranks would go on into the next step's collective and wait there, on
+    the training process group's timeout (NCCL's watchdog: 10 minutes by default), for an eval that
+    may take longer. The wait is a CPU barrier on a separate gloo group with a long timeout, so no
+    NCCL work is pending meanwhile."""
+    if env.distributed:
+        dist.barrier(group=env.wait_group)
 
 
 def shutdown(env: DistEnv) -> None:
@@ -222,6 +245,15 @@ def all_reduce_sum(value: float, env: DistEnv) -> float:
 def any_rank(flag: bool, env: DistEnv) -> bool:
     """True on every rank if it is true on one (stop requests must stop all ranks at one step)."""
     return all_reduce_sum(1.0 if flag else 0.0, env) > 0 if env.distributed else flag
+
+
+def max_over_ranks(value: int, env: DistEnv) -> int:
+    """The largest `value` of all ranks, on every rank (which stop signal, if any, one rank got)."""
+    if not env.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def check_batch(batch_size: int, env: DistEnv) -> int:

@@ -25,16 +25,23 @@ from clipscale.train.distributed import (
     any_rank,
     checkpoint_model,
     grad_norm,
+    max_over_ranks,
     optimizer_state,
     shutdown,
     unwrap,
+    wait_for_main,
 )
 from clipscale.train.evalhook import run_eval_hook
+from clipscale.train.loss import total_loss
 from clipscale.train.metrics import Meter, MetricsWriter, mfu, peak_tflops, progress_bar
-from clipscale.train.optim import learning_rate
+from clipscale.train.optim import step_lr
 from clipscale.train.session import Session, build_session
 
 MAX_LOGIT_SCALE = math.log(100.0)
+# Steps between checks of the stop flag (SIGTERM/SIGINT) besides log and checkpoint steps. Under
+# torchrun each check is an all-reduce and a host sync, so it is not done every step; every rank
+# checks at the same steps and so stops at the same step.
+STOP_CHECK_EVERY = 10
 
 
 @dataclass
@@ -54,8 +61,7 @@ def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer: torc
     dtype = {"bf16": torch.bfloat16, "amp": torch.float16}.get(precision)
     autocast = torch.autocast(images.device.type, dtype=dtype) if dtype else nullcontext()
     with autocast:
-        image_features, text_features, scale = model(images, texts)
-        loss = loss_fn(image_features, text_features, scale)
+        loss = total_loss(loss_fn, model(images, texts))
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     norm = None
@@ -100,8 +106,8 @@ def _loop(s: Session, stop: ckpt.StopSignals) -> str:
         texts = batch.texts.to(env.device, non_blocking=True)
         meter.wait += time.perf_counter() - t
         done = step + 1
-        lr = learning_rate(done * cfg.batch_size, base_lr=cfg.lr, warmup=cfg.warmup,
-                           total=total * cfg.batch_size, schedule=cfg.schedule, cooldown=cfg.cooldown)
+        lr = step_lr(step, batch_size=cfg.batch_size, base_lr=cfg.lr, warmup=cfg.warmup,
+                     total=total * cfg.batch_size, schedule=cfg.schedule, cooldown=cfg.cooldown)
         log_due = done % cfg.log_every == 0 or done == total or done in points
         out = train_step(s.model, s.loss_fn, s.optimizer, s.scaler, images, texts, lr=lr,
                          precision=cfg.precision, grad_clip=cfg.grad_clip, want_grad_norm=log_due)
@@ -109,7 +115,8 @@ def _loop(s: Session, stop: ckpt.StopSignals) -> str:
         s.decode_skipped += batch.skipped
         meter.samples += cfg.batch_size
         bar.update(cfg.batch_size)
-        stopping = any_rank(stop.received is not None, env)
+        received = _stop_signal(stop, env, done, due=log_due or done in points)
+        stopping = received is not None
         if log_due or stopping:
             _check_finite(bad, done, env, s)
             record = _record(s, out, done, lr, meter, peak)
@@ -124,12 +131,20 @@ def _loop(s: Session, stop: ckpt.StopSignals) -> str:
         if stopping:
             bar.close()
             metrics.close()
-            s.stop_signal, s.end_step = stop.received, done
+            s.stop_signal, s.end_step = received, done
             return "interrupted"
     bar.close()
     metrics.close()
     s.end_step = total
     return "finished"
+
+
+def _stop_signal(stop: ckpt.StopSignals, env: Any, done: int, *, due: bool) -> int | None:
+    """The stop signal any rank has received, the same on every rank; looked at only on log and
+    checkpoint steps and every STOP_CHECK_EVERY steps (None on other steps)."""
+    if not due and done % STOP_CHECK_EVERY:
+        return None
+    return max_over_ranks(stop.received or 0, env) or None
 
 
 def _check_finite(bad: torch.Tensor, step: int, env: Any, s: Session) -> None:
@@ -144,12 +159,13 @@ def _record(s: Session, out: StepResult, step: int, lr: float, meter: Meter, pea
     samples_per_s, wait = meter.rates()
     samples = step * s.config.batch_size
     record = {
-        "step": step, "samples_seen": samples, "compute": s.gmacs * samples, "loss": float(out.loss.item()),
+        "step": step, "samples_seen": samples, "compute": s.gmacs * samples,
+        "loss": all_reduce_sum(float(out.loss.item()), s.env) / s.env.world_size,  # local loss: the mean
         "lr": lr, "logit_scale": float(out.logit_scale.item()), "samples_per_s": samples_per_s,
         "data_wait_frac": wait, "skipped_samples": _skipped_total(s),
         "grad_norm": None if out.grad_norm is None else float(out.grad_norm.item()),
     }
-    utilisation = mfu(s.gmacs, samples_per_s, peak)
+    utilisation = mfu(s.gmacs, samples_per_s, peak, world_size=s.env.world_size)
     if utilisation is not None:
         record["mfu"] = utilisation
     return record
@@ -177,6 +193,7 @@ def _save(s: Session, step: int, *, point: bool) -> None:
     s.checkpointer.save(ckpt.latest_path(s.run_dir), model=model, step=step, samples_seen=samples,
                         optimizer_state=optimizer_state(s.model, s.optimizer),
                         train_state=train_state)
+    wait_for_main(s.env)  # the other ranks wait here, not in the next step's collective
 
 
 def _finish(s: Session, state: str) -> dict[str, Any]:

@@ -11,9 +11,10 @@ import torch
 from clipscale.errors import ClipscaleError
 from clipscale.io import append_jsonl, atomic_write_text, dumps, read_jsonl
 
-# Dense bf16 peak TFLOP/s by GPU name fragment (vendor datasheets), for MFU when not configured.
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
-                    "L4": 121.0, "V100": 125.0, "4090": 165.0, "3090": 71.0}
+# Dense bf16 peak TFLOP/s of one device by GPU name fragment (vendor datasheets; first match wins),
+# for MFU when not configured.
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0,
+                    "A10": 125.0, "L4": 121.0, "V100": 125.0, "4090": 165.0, "3090": 71.0}
 
 
 class MetricsWriter:
@@ -74,11 +75,12 @@ def peak_tflops(device: torch.device, configured: float | None) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def mfu(gmacs: float, samples_per_s: float, peak: float | None) -> float | None:
-    """Model FLOPs utilisation: 6 FLOPs per forward MAC (fwd + bwd) per sample over the peak."""
+def mfu(gmacs: float, samples_per_s: float, peak: float | None, *, world_size: int) -> float | None:
+    """Model FLOPs utilisation: 6 FLOPs per forward MAC (fwd + bwd) per sample, at the global
+    samples/s of all `world_size` devices, over their summed peak (`peak` is one device's TFLOP/s)."""
     if not peak:
         return None
-    return 6e9 * gmacs * samples_per_s / (peak * 1e12)
+    return 6e9 * gmacs * samples_per_s / (world_size * peak * 1e12)
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> Any:

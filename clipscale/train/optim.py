@@ -33,9 +33,22 @@ def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, be
                              fused=fused or None, foreach=None if fused else True)
 
 
+def step_lr(step: int, *, batch_size: int, base_lr: float, warmup: int, total: int, schedule: str,
+            cooldown: float) -> float:
+    """lr of the optimizer step that trains on batch `step` (0-based), as open_clip_train's schedule:
+    the warmup ramp counts this step's samples (the first step trains at base_lr * batch / warmup,
+    not 0) and the decay counts the samples seen before it (the last step trains at lr > 0, not 0).
+    """
+    before = step * batch_size
+    if warmup > 0 and before < warmup:
+        return base_lr * min(before + batch_size, warmup) / warmup
+    return learning_rate(before, base_lr=base_lr, warmup=warmup, total=total, schedule=schedule,
+                         cooldown=cooldown)
+
+
 def learning_rate(samples_done: int, *, base_lr: float, warmup: int, total: int, schedule: str,
                   cooldown: float) -> float:
-    """lr for a step that ends with `samples_done` samples seen.
+    """The schedule's curve at `samples_done` samples seen (`step_lr` says which point a step uses).
 
     Linear warmup to base_lr over `warmup` samples; then "cosine" decays to zero at `total`, or
     "const-cooldown" holds base_lr and decays linearly to zero over the last `cooldown` fraction.

@@ -148,7 +148,8 @@ def build_session(config: TrainConfig) -> Session:
     std = torch.tensor(OPENAI_STD, device=env.device).view(1, 3, 1, 1) * 255
     session = Session(
         config=config, env=env, run_dir=run_dir, model=model, optimizer=optimizer, scaler=scaler,
-        loss_fn=make_loss(local_loss=config.local_loss, rank=env.rank, world_size=env.world_size),
+        loss_fn=make_loss(local_loss=config.local_loss, rank=env.rank, world_size=env.world_size,
+                          model_cfg=model_cfg),
         dataset=dataset, mean=mean, std=std, gmacs=gmacs,
         checkpointer=ckpt.Checkpointer(run_dir, model_name=config.model, model_cfg=model_cfg,
                                        tokenizer=tokenizer, gmacs=gmacs, config=config.to_dict(),
