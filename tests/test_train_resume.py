@@ -97,7 +97,7 @@ def test_resume_auto_with_a_changed_recipe_is_refused_via_the_cli(
     assert (out / "config.json").read_bytes() == before
 
 
-RECIPE_CHANGES = [("precision", "bf16"), ("grad_clip", "1.0"), ("local_loss", "true"), ("cooldown", "0.5"),
+RECIPE_CHANGES = [("precision", "bf16"), ("grad_clip", "1.0"), ("local_loss", "false"), ("cooldown", "0.5"),
                   ("weight_decay", "0.1"), ("eps", "1e-8"), ("checkpoint_points", "0.25,1.0")]
 
 
