@@ -241,6 +241,8 @@ def _print_fit_text(doc: dict[str, Any]) -> None:
                 f"  warning: {', '.join(f['at_bound'])} ended at a bound of the allowed range: the data "
                 "do not determine it (try another --frontier, fewer parameters, or --fix)"
             )
+        for note in f.get("notes", []):
+            print(f"  note: {note}")
         for name, val in f["validation"].items():
             print(f"  {name}: {_validation_text(val)}")
     for d in doc.get("differences", []):

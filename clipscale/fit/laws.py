@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from clipscale.errors import ClipscaleError
 from clipscale.fit.laws_nonlinear import (
     datacon_from,
     datacon_grid,
+    datacon_published_fit,
     datacon_terms,
     datacon_to,
     offset_from,
@@ -59,6 +61,9 @@ class Law:
         default=None, repr=False
     )
     linear_terms: bool = False  # every term is linear in theta: the Jacobian is a constant design
+    # The estimator the law was published with, where it applies (prep, delta) -> internal theta or None:
+    # a grid search from scratch then starts there instead of the law's grid (see clipscale.fit.estimate).
+    protocol: Callable[[Any, float], np.ndarray | None] | None = field(default=None, repr=False)
 
     @property
     def n_params(self) -> int:
@@ -364,6 +369,7 @@ LAWS: dict[str, Law] = {
         datacon_grid,
         datacon_to,
         datacon_from,
+        protocol=datacon_published_fit,
     ),
 }
 

@@ -5,6 +5,8 @@ terms(theta (..., p), centred log inputs, raw inputs, centre) -> log-terms (...,
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 Inputs = dict[str, np.ndarray]
@@ -122,3 +124,79 @@ def datacon_from(p: dict[str, float], centre: dict[str, float]) -> np.ndarray:
             np.log(p["R_N_star"]),
         ]
     )
+
+
+# The published estimator of Muennighoff et al. 2023 (datablations, utils/parametric_fit.ipynb): the five
+# Chinchilla coefficients come from other runs and are held fixed; R_D*, R_N* are fitted in natural units
+# by torch's L-BFGS (lr 0.1, history 10, 20 iterations a step, strong Wolfe, 50 steps, float32) from
+# each start of R_D*, R_N* in linspace(0, 20, 4) (starts at 0 give NaN and drop out, as in the original).
+DATACON_REPETITION = ("R_D_star", "R_N_star")
+DATACON_PUBLISHED_STARTS = np.linspace(0.0, 20.0, 4)
+
+
+def datacon_published_fit(prep: Any, delta: float) -> np.ndarray | None:
+    """Internal theta of the published protocol's best start, or None where it does not apply (a free
+    parameter other than R_D*, R_N*). A fixed R_D* or R_N* stays at its value."""
+    free = [k for k in prep.law.params if k not in prep.fix]
+    if not free or any(k not in DATACON_REPETITION for k in free):
+        return None
+    import torch  # lazily: only this protocol needs it
+
+    p = prep.fix
+    u = np.minimum(prep.raw["U"], prep.raw["D"])
+    g = ((p["alpha"] * p["A"]) / (p["beta"] * p["B"])) ** (1.0 / (p["alpha"] + p["beta"]))
+    u_n = np.minimum(prep.raw["N"], g * (u * g) ** (p["beta"] / p["alpha"]))  # N_opt of U tokens
+    cols = [u_n, u, np.maximum(prep.raw["D"] / u - 1.0, 0.0), np.maximum(prep.raw["N"] / u_n - 1.0, 0.0)]
+    inp = torch.tensor(np.stack([*cols, prep.y], axis=1), dtype=torch.float32)
+    chin = [np.log(p["A"]), np.log(p["B"]), np.log(p["E_inf"]), p["alpha"], p["beta"]]
+    coef = torch.tensor(chin, dtype=torch.float32)
+    grid = [DATACON_PUBLISHED_STARTS if k not in p else np.array([p[k]]) for k in DATACON_REPETITION]
+    best, best_loss = None, np.inf
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 182-element tensors: threads only add overhead
+    try:
+        for rd in grid[0]:
+            for rn in grid[1]:
+                held = [k in p for k in DATACON_REPETITION]
+                loss, r = _torch_lbfgs(inp, coef, [float(rd), float(rn)], held, delta)
+                if loss < best_loss:  # NaN never is
+                    best, best_loss = r, loss
+    finally:
+        torch.set_num_threads(threads)
+    if best is None:
+        return None
+    return datacon_from({**p, "R_D_star": best[0], "R_N_star": best[1]}, prep.centre)
+
+
+def _torch_lbfgs(
+    inp: Any, coef: Any, start: list[float], held: list[bool], delta: float
+) -> tuple[float, list[float]]:
+    """One start of the published fit: the original's optimiser settings and float32 arithmetic."""
+    import torch
+
+    star = torch.nn.Parameter(torch.tensor(start, dtype=torch.float32))
+    opt = torch.optim.LBFGS([star], lr=1e-1, history_size=10, max_iter=20, line_search_fn="strong_wolfe")
+    mask = torch.tensor([0.0 if h else 1.0 for h in held])
+
+    def objective() -> Any:
+        a, b, e, alpha, beta = coef
+        n_eff = inp[:, 0] + inp[:, 0] * star[1] * (1 - torch.exp(-inp[:, 3] / star[1]))
+        d_eff = inp[:, 1] + inp[:, 1] * star[0] * (1 - torch.exp(-inp[:, 2] / star[0]))
+        pre = torch.stack([a - alpha * torch.log(n_eff), b - beta * torch.log(d_eff), e.expand(inp.shape[0])])
+        log_pred = torch.logsumexp(pre, dim=0)
+        h = torch.nn.functional.huber_loss(log_pred, torch.log(inp[:, 4]), delta=delta, reduction="none")
+        return h.sum()
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        star.grad.mul_(mask)
+        return loss
+
+    with torch.no_grad():
+        if not torch.isfinite(objective()):  # e.g. a start at 0: NaN from the first step, never the best
+            return float("nan"), start
+    for _ in range(50):
+        loss = opt.step(closure)
+    return float(loss.detach()), [float(v) for v in star.detach()]

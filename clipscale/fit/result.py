@@ -49,6 +49,7 @@ class FitResult:
     r2: float = float("nan")  # R^2 of E itself (e.g. the loss), on the points fitted
     n_fitted: int = 0  # points the law went through: the frontier's, or all n_points
     frontier_points: dict[str, list[float]] = field(default_factory=dict)  # {"C": [...], "y": [...]}
+    notes: list[str] = field(default_factory=list)  # caveats of the estimate (e.g. a lower minimum elsewhere)
 
     def extrapolation(self, **inputs: Any) -> dict[str, float]:
         """Per input outside the fitted range: how far out the farthest value lies, as a factor (> 1)."""
@@ -109,6 +110,7 @@ class FitResult:
             "r2": self.r2,
             "n_fitted": self.n_fitted,
             "frontier_points": {k: list(v) for k, v in self.frontier_points.items()},
+            "notes": list(self.notes),
             "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
         }
 
@@ -139,6 +141,7 @@ class FitResult:
                 r2=float(d["r2"]) if d.get("r2") is not None else float("nan"),
                 n_fitted=int(d.get("n_fitted", d.get("n_points", 0))),
                 frontier_points={k: [float(x) for x in v] for k, v in d.get("frontier_points", {}).items()},
+                notes=[str(v) for v in d.get("notes", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
@@ -215,6 +218,7 @@ def fit_law(
         at_bound=opt.at_bound,
         r2=r2_target(prep, opt),
         n_fitted=points.n,
+        notes=list(opt.notes),
     )
     if prep.frontier != "none":  # what a figure marks as the frontier (cherti: bin centres and minima)
         result.frontier_points = {"C": points.select_c.tolist(), "y": points.y.tolist()}
