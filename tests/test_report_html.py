@@ -12,7 +12,7 @@ from unittest import mock
 
 import pytest
 
-from clipscale.report import write_report
+from clipscale.study.pipeline import finish_study
 from clipscale.study.runner import run_study
 from clipscale.study.spec import load_study
 from tests.study_fakes import FAKE_HOOKS, fake_flops
@@ -70,7 +70,7 @@ def report(tmp_path_factory) -> tuple[Path, object]:
     with mock.patch("clipscale.study.grid.default_flops", fake_flops):
         study = load_study(root / "study.toml")
         run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
-        return write_report(study), study
+        return finish_study(study, log=lambda s: None)["report"], study
 
 
 def test_report_is_self_contained_html_with_embedded_figures(report) -> None:
@@ -91,7 +91,7 @@ def test_report_is_self_contained_html_with_embedded_figures(report) -> None:
     assert "http://" not in text and "https://" not in text
     assert {"table", "h2", "img"} <= set(parsed.tags)
     for expected in ("The grid", "Learning curves", "Error vs compute", "Predictions for larger budgets",
-                     "Compute-optimal model size", "Every number", "tiny-S2"):
+                     "isoFLOP analysis: compute-optimal model size", "Every number", "tiny-S2"):
         assert expected in text
 
 
