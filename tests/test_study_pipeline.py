@@ -228,3 +228,14 @@ def test_report_does_not_import_the_study_package() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
 
+
+
+def test_demo_summary_reads_the_fits(finished: Path) -> None:
+    from clipscale.study.demo import summarize
+
+    lines = summarize(_fits(finished), primary="image_retrieval_recall@5")
+    text = "\n".join(lines)
+    assert "[uniform] frontier: E = A·C^alpha" in text and "--group uniform)" in text
+    assert "[uniform] tiny-S1 on 300 samples x53: error" in text  # the repeated run against its law
+    iso = next(line for line in lines if line.startswith("  synth_retrieval [zipf] "))  # isoFLOP line
+    assert "C=40: " in iso or "isoFLOP analysis unavailable" in iso

@@ -73,7 +73,7 @@ def run_demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None) -> 
         print(f"clipscale demo: {len(done['missing'])} runs did not finish "
               f"(`clipscale status {study.path}`); rerun `clipscale demo --out {out}` to continue them")
         return 1
-    for line in summarize(done["fits"], primary=study.fit.metrics[0]):
+    for line in summarize(done["doc"], primary=study.fit.metrics[0]):
         print(line)
     for kind in ("results", "fits", "report"):
         print(f"{kind}: {done[kind]}")

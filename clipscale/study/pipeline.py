@@ -232,4 +232,4 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
         log(f"study {study.name}: partial: {_describe_missing(missing, total)}")
     for kind, path in paths.items():
         log(f"{kind}: {path}")
-    return {"complete": not missing, "missing": missing, "fits": doc, **paths}
+    return {"complete": not missing, "missing": missing, "doc": doc, **paths}
