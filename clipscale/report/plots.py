@@ -119,16 +119,19 @@ def isoflop_figure(isoflop: list[dict[str, Any]], points: Any, *, title: str) ->
             g = sub[sub.compute_group == level].sort_values("params")
             left.plot(g.params, g.error, "-", marker=MARKERS[k % 6], color=color,
                       alpha=0.4 + 0.6 * (k + 1) / len(levels), label=f"{o['distribution']} C={level:.3g}")
-        budgets = [b for b in o.get("budgets", []) if b.get("N_opt") is not None]
-        inside = [b for b in budgets if not b.get("edge")]
-        edge = [b for b in budgets if b.get("edge")]
-        for group, marker, face in ((inside, "*", color), (edge, "X", "none")):
-            if group:
-                left.scatter([b["N_opt"] for b in group], [b["y_opt"] for b in group], marker=marker, s=90,
-                             color=face, edgecolors=color, zorder=3)
-                right.scatter([b["C"] for b in group], [b["N_opt"] for b in group], marker=marker, s=60,
-                              color=face, edgecolors=color,
-                              label=f"{o['distribution']}" + (" (edge: excluded)" if group is edge else ""))
+        inside = [b for b in o.get("budgets", []) if not b.get("edge") and b.get("N_opt") is not None]
+        if inside:
+            left.scatter([b["N_opt"] for b in inside], [b["y_opt"] for b in inside], marker="*", s=110,
+                         color=color, zorder=3)
+            right.scatter([b["C"] for b in inside], [b["N_opt"] for b in inside], marker="*", s=90,
+                          color=color, label=f"{o['distribution']}: parabola vertex")
+        edges = {float(b["C"]) for b in o.get("budgets", []) if b.get("edge")}
+        best = [g.loc[g.error.idxmin()] for level, g in sub.groupby("compute_group")
+                if float(level) in edges]
+        if best:  # no vertex inside the ladder: show where the best measured size is, not an extrapolation
+            right.scatter([r.compute_group for r in best], [r.params for r in best], marker="X", s=60,
+                          facecolors="none", edgecolors=color,
+                          label=f"{o['distribution']}: minimum at an edge (best size; excluded)")
         if o.get("a") is not None and len(inside) >= 2:
             c = np.array([b["C"] for b in inside])
             n = np.array([b["N_opt"] for b in inside])
