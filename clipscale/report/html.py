@@ -90,19 +90,27 @@ def _ci_text(value: Any, ci: Any, spec: str = ".3f") -> str:
 
 
 def isoflop_table(isoflop: list[dict[str, Any]]) -> str:
-    """Per distribution and budget: the parabola's N_opt and error there; edge budgets are flagged."""
-    rows = []
+    """Per distribution: the exponents with their CIs, then each budget's vertex; edge budgets flagged."""
+    summary, rows = [], []
     for o in isoflop:
         if "error" in o:
-            rows.append([esc(o["distribution"]), f'<span class="bad">{esc(o["error"])}</span>', *[""] * 4])
+            summary.append([esc(o["distribution"]), f'<span class="bad">{esc(o["error"])}</span>', "", ""])
             continue
-        exps = f"a = {_ci_text(o.get('a'), o.get('a_ci'))}, b = {_ci_text(o.get('b'), o.get('b_ci'))}"
-        for b in o.get("budgets", []):
-            edge = '<span class="bad">minimum at an edge: excluded</span>' if b.get("edge") else "inside"
-            rows.append([esc(o["distribution"]), num(b["C"]), num(b.get("N_opt")), num(b.get("y_opt")), edge,
-                         esc(exps)])
-    return table(["distribution", "budget C (GMACs)", "N_opt (M params)", "error at N_opt", "vertex",
-                  "N_opt ∝ C^a, D_opt ∝ C^b (95% CI)"], rows)
+        budgets = o.get("budgets", [])
+        used = sum(not b.get("edge") for b in budgets)
+        summary.append([esc(o["distribution"]), _ci_text(o.get("a"), o.get("a_ci")),
+                        _ci_text(o.get("b"), o.get("b_ci")), f"{used} of {len(budgets)}"])
+        for b in budgets:
+            if b.get("edge"):
+                rows.append([esc(o["distribution"]), num(b["C"]), "–", "–",
+                             '<span class="bad">minimum at the smallest or largest size: excluded</span>'])
+            else:
+                rows.append([esc(o["distribution"]), num(b["C"]), num(b.get("N_opt")), num(b.get("y_opt")),
+                             "inside the ladder"])
+    return (table(["distribution", "a in N_opt ∝ C^a (95% CI)", "b in D_opt ∝ C^b (95% CI)",
+                   "budgets used"], summary)
+            + table(["distribution", "budget C (GMACs)", "N_opt (M params)", "error at N_opt", "vertex"],
+                    rows))
 
 
 def off_law_table(rows: list[dict[str, Any]]) -> str:
