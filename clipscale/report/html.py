@@ -93,13 +93,15 @@ def isoflop_table(isoflop: list[dict[str, Any]]) -> str:
     """Per distribution: the exponents with their CIs, then each budget's vertex; edge budgets flagged."""
     summary, rows = [], []
     for o in isoflop:
-        if "error" in o:
-            summary.append([esc(o["distribution"]), f'<span class="bad">{esc(o["error"])}</span>', "", ""])
-            continue
         budgets = o.get("budgets", [])
         used = sum(not b.get("edge") for b in budgets)
-        summary.append([esc(o["distribution"]), _ci_text(o.get("a"), o.get("a_ci")),
-                        _ci_text(o.get("b"), o.get("b_ci")), f"{used} of {len(budgets)}"])
+        if "error" in o:
+            summary.append([esc(o["distribution"]), f'<span class="bad">{esc(o["error"])}</span>', "",
+                            f"{used} of {len(budgets)}"])
+        else:
+            note = f' <span class="bad">{esc(o["ci_note"])}</span>' if o.get("ci_note") else ""
+            summary.append([esc(o["distribution"]), _ci_text(o.get("a"), o.get("a_ci")) + note,
+                            _ci_text(o.get("b"), o.get("b_ci")), f"{used} of {len(budgets)}"])
         for b in budgets:
             if b.get("edge"):
                 rows.append([esc(o["distribution"]), num(b["C"]), "–", "–",

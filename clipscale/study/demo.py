@@ -40,15 +40,13 @@ def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
 
     lines = ["fitted laws (error vs compute C in GMACs, per training distribution):"]
     lines += [f"  {describe_fit(f)}" for f in doc["fits"] + doc["failed"]]
-    lines.append(f"isoFLOP analysis ({primary}; N_opt in M params, * = minimum at an edge, excluded):")
+    lines.append(f"isoFLOP analysis ({primary}; N_opt in M params; edge = minimum at the smallest or largest "
+                 "size, excluded):")
     for o in (o for o in doc["isoflop"] if o["metric"] == primary):
-        if "error" in o:
-            lines.append(f"  {o['dataset']} [{o['distribution']}] {o['error']}")
-            continue
-        budgets = ", ".join(f"C={b['C']:.3g}: {b['N_opt']:.3g}{'*' if b.get('edge') else ''}"
-                            for b in o["budgets"] if b.get("N_opt") is not None)
+        budgets = ", ".join(f"C={b['C']:.3g}: " + ("edge" if b.get("edge") else f"{b['N_opt']:.3g}")
+                            for b in o.get("budgets", []))
         exp = (f" -> N_opt ∝ C^{o['a']:.2f} (95% CI {_ci(o.get('a_ci'))})" if o.get("a") is not None
-               else " -> too few interior budgets for an exponent")
+               else f" -> no exponent: {o.get('error', 'too few interior budgets')}")
         lines.append(f"  {o['dataset']} [{o['distribution']}] {budgets}{exp}")
     lines.append("data-constrained runs vs their distribution's law (excluded from its fit):")
     lines += [f"  [{r['group']}] {r['model']} on {r['data_size']} samples x{r['repeats']:.0f}: error "

@@ -19,6 +19,7 @@ from typing import Any
 
 from clipscale.study.spec import StudySpec
 
+SAVED_FORMAT = "clipscale-fits/1"  # clipscale.fit.result's saved-fit document, extended with the keys below
 # results-table column of each law input: C compute (GMACs), N params (M), D/S samples seen, U unique
 INPUT_COLUMNS = {"C": "compute", "N": "params", "D": "samples_seen", "U": "data_size", "S": "samples_seen"}
 
@@ -81,7 +82,7 @@ def _predictions(result: Any, budgets: list[float]) -> list[dict[str, Any]]:
 
 def _entry(doc_fit: dict[str, Any], result: Any, rows: Any, meta: dict[str, Any], study: StudySpec,
            name: str) -> dict[str, Any]:
-    entry = {**doc_fit, **result.to_dict(), **meta, "group": name, "frontier": study.fit.frontier,
+    entry = {**doc_fit, "frontier": study.fit.frontier, **result.to_dict(), **meta, "group": name,
              "n_runs": int(rows.run_id.nunique())}
     from clipscale.fit.laws import get_law
 
@@ -135,15 +136,48 @@ def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) 
         entry: dict[str, Any] = {"dataset": dataset, "metric": metric, "distribution": distribution,
                                  "n_runs": int(sub.run_id.nunique())}
         try:
-            from clipscale.fit.isoflop import isoflop
-
-            entry.update(isoflop(sub, C="compute_group", N="params", y="error", bootstrap=study.fit.bootstrap,
-                                 seed=0))
+            entry.update(_isoflop(sub, bootstrap=study.fit.bootstrap))
         except ImportError as exc:
             entry["error"] = f"isoFLOP analysis unavailable: {exc}"
-        except Exception as exc:  # too few sizes per budget, every minimum at an edge: shown in the report
-            entry["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        except Exception as exc:  # fewer than two budgets with an interior optimum: no exponent, say why
+            entry.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0], a=None, b=None,
+                         budgets=_budgets_alone(sub))
         out.append(entry)
+    return out
+
+
+def _isoflop(rows: Any, *, bootstrap: int) -> dict[str, Any]:
+    """`fit.isoflop.isoflop` on a study's isoFLOP groups. With 3 sizes a budget, most resamples of its
+    runs lose a size; if every resample does, keep the point estimates and say why there is no CI."""
+    from clipscale.errors import ClipscaleError
+    from clipscale.fit.isoflop import isoflop
+
+    kwargs = {"C": "compute_group", "N": "params", "y": "error", "seed": 0}
+    try:
+        doc = isoflop(rows, bootstrap=bootstrap, **kwargs)
+    except ClipscaleError as exc:
+        if not bootstrap or "bootstrap" not in str(exc):
+            raise
+        doc = {**isoflop(rows, bootstrap=0, **kwargs), "ci_note": f"no CI: {exc}"}
+    # the echo of its inputs goes under "inputs" ("error" there means 1 - y; here it names a failure)
+    doc["inputs"] = {k: doc.pop(k) for k in (*kwargs, "where", "k", "error", "gap") if k in doc}
+    return doc
+
+
+def _budgets_alone(rows: Any) -> list[dict[str, Any]]:
+    """Each budget's parabola (`fit.isoflop.parabola_optimum`) when there are too few for an exponent."""
+    import numpy as np
+
+    try:
+        from clipscale.fit.isoflop import MIN_SIZES, parabola_optimum
+    except ImportError:
+        return []
+    out = []
+    for level, g in rows.groupby("compute_group", sort=True):
+        if g.params.nunique() >= MIN_SIZES:
+            opt = parabola_optimum(np.log(g.params.to_numpy(float)), np.log(g.error.to_numpy(float)))
+            out.append({"C": float(level), "N_opt": opt["N_opt"], "y_opt": opt["y_opt"], "edge": opt["edge"],
+                        "n_runs": len(g)})
     return out
 
 
@@ -170,7 +204,8 @@ def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None
     from clipscale.report.analysis import DATA_CONSTRAINED_REPEATS, final_points, targets
 
     doc: dict[str, Any] = {
-        "study": study.name, "complete": not missing, "missing_runs": list(missing or []),
+        "format": SAVED_FORMAT, "by": "distribution", "study": study.name, "complete": not missing,
+        "missing_runs": list(missing or []),
         "settings": {"metrics": list(study.fit.metrics), "laws": list(study.fit.laws),
                      "frontier": study.fit.frontier, "constrained": study.fit.constrained,
                      "max_repeats": DATA_CONSTRAINED_REPEATS, "bootstrap": study.fit.bootstrap,
