@@ -52,6 +52,12 @@ def fitted(entry: dict[str, Any]) -> Any:
     return FitResult.from_dict(entry)
 
 
+def points_text(f: dict[str, Any]) -> str:
+    """`12 points`, or `5 of 12 points on the frontier` when a frontier thinned them."""
+    n, fitted = f["n_points"], f.get("n_fitted", f["n_points"])
+    return f"{n} points" if fitted == n else f"{fitted} of {n} points on the frontier"
+
+
 def bound_params(f: dict[str, Any]) -> list[str]:
     """The parameters a fit flags as at a bound of their range (`at_bound`: names, or name -> flag)."""
     flagged = f.get("at_bound") or []
@@ -63,7 +69,7 @@ def bound_params(f: dict[str, Any]) -> list[str]:
 def describe_fit(f: dict[str, Any]) -> str:
     """One line: target, distribution, the law with its numbers (and its group name for `predict`)."""
     head = f"{f['dataset']} {f['metric']} [{f['distribution']}] {f['law']}"
-    if f.get("frontier", "none") != "none":
+    if f.get("frontier", "none") != "none" and f["law"] != "frontier":  # law frontier = power on cherti
         head += f" on the {f['frontier']} frontier"
     if "error" in f:
         return f"{head}: no fit ({f['error']})"
@@ -72,4 +78,4 @@ def describe_fit(f: dict[str, Any]) -> str:
     alpha_ci = f"alpha 95% CI [{ci['alpha'][0]:.3f}, {ci['alpha'][1]:.3f}], " if "alpha" in ci else ""
     bound = f", at a bound: {', '.join(bound_params(f))}" if bound_params(f) else ""
     return (f"{head}: {f['formula']} with {values} ({alpha_ci}R² log {f['r2_log']:.3f}, "
-            f"{f['n_points']} points{bound}; --group {f['group']})")
+            f"{points_text(f)}{bound}; --group {f['group']})")
