@@ -202,7 +202,8 @@ def test_no_report_and_an_unfinished_study(tmp_path: Path, capsys, monkeypatch) 
     assert doc["missing_runs"][0]["run_id"] in text
 
 
-def test_frontier_choice_reaches_the_fit(tmp_path: Path) -> None:
+def test_frontier_and_fix_reach_the_fit(tmp_path: Path) -> None:
+    import dataclasses
     import inspect
 
     from clipscale.fit.table import fit_table_results
@@ -219,6 +220,9 @@ def test_frontier_choice_reaches_the_fit(tmp_path: Path) -> None:
     doc = fit_stage(study, build_results_table(study))
     assert [f["frontier"] for f in doc["fits"]] == ["pareto", "pareto"]
     assert all(f["n_fitted"] < f["n_points"] == 12 for f in doc["fits"])  # the frontier's points only
+    held = dataclasses.replace(study, fit=dataclasses.replace(study.fit, fix={"alpha": -0.3, "E_inf": 0.1}))
+    doc = fit_stage(held, build_results_table(study))  # E_inf is not a parameter of power: not passed
+    assert [f["params"]["alpha"] for f in doc["fits"]] == [-0.3, -0.3] and not doc["failed"]
 
 
 def test_report_does_not_import_the_study_package() -> None:

@@ -121,6 +121,7 @@ def test_editing_one_cell_changes_only_its_id(tmp_path: Path) -> None:
      "[fit] constrained: expected one of exclude, include, got 'drop'"),
     (("[[rules]]", "[fit]\nlaw = 'power'\n\n[[rules]]"), "[fit]: unknown key 'law'; allowed: metrics, laws"),
     (("[[rules]]", "[fit]\nbootstrap = -1\n\n[[rules]]"), "[fit] bootstrap: expected an integer >= 0"),
+    (("[[rules]]", "[fit]\nfix = {E_inf = 'low'}\n\n[[rules]]"), "[fit] fix E_inf: expected a number"),
     (("when = {model", "when = {arch"), "[[rules]] #1 when: unknown key 'arch'; allowed: model"),
     (("[study]", "[stduy]"), "study file: unknown key 'stduy'; allowed: study, datasets"),
 ])

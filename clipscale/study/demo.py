@@ -46,12 +46,18 @@ def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
         budgets = ", ".join(f"C={b['C']:.3g}: " + ("edge" if b.get("edge") else f"{b['N_opt']:.3g}")
                             for b in o.get("budgets", []))
         exp = (f" -> N_opt ∝ C^{o['a']:.2f} (95% CI {_ci(o.get('a_ci'))})" if o.get("a") is not None
-               else f" -> no exponent: {o.get('error', 'too few interior budgets')}")
+               else f" -> no exponent: {_short(o.get('error', 'too few interior budgets'))}")
         lines.append(f"  {o['dataset']} [{o['distribution']}] {budgets}{exp}")
-    lines.append("data-constrained runs vs their distribution's law (excluded from its fit):")
+    lines.append(f"data-constrained runs vs their distribution's law ({primary}; excluded from its fit):")
     lines += [f"  [{r['group']}] {r['model']} on {r['data_size']} samples x{r['repeats']:.0f}: error "
-              f"{r['error']:.3f} = {r['ratio']:.2f}x the law's" for r in doc["off_law"]] or ["  (none)"]
+              f"{r['error']:.3f} = {r['ratio']:.2f}x the law's" for r in doc["off_law"]
+              if "/" not in r["group"]] or ["  (none)"]
     return lines
+
+
+def _short(error: str) -> str:
+    """`1 of 4 compute budgets have an interior optimum`, without the exception name and the hints."""
+    return error.split(": ", 1)[-1].removeprefix("isoflop: ").split(" (")[0]
 
 
 def _ci(ci: Any) -> str:

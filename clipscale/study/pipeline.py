@@ -62,6 +62,9 @@ def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudyS
     kwargs: dict[str, Any] = {k: (INPUT_COLUMNS[k] if k in inputs else None) for k in INPUT_COLUMNS}
     if study.fit.frontier != "none":
         kwargs["frontier"] = study.fit.frontier
+    fix = {k: float(v) for k, v in study.fit.fix.items() if k in get_law(law).params}
+    if fix:
+        kwargs["fix"] = fix
     return fit_table_results(rows, law=law, y=metric, error=not is_loss(metric), loss=is_loss(metric),
                              by=by, where=None, bootstrap=study.fit.bootstrap, holdout=None, loo=False,
                              seed=0, run="run_id", huber_delta=1e-3, **kwargs)
@@ -208,6 +211,7 @@ def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None
         "missing_runs": list(missing or []),
         "settings": {"metrics": list(study.fit.metrics), "laws": list(study.fit.laws),
                      "frontier": study.fit.frontier, "constrained": study.fit.constrained,
+                     "fix": dict(study.fit.fix),
                      "max_repeats": DATA_CONSTRAINED_REPEATS, "bootstrap": study.fit.bootstrap,
                      "inputs": INPUT_COLUMNS},
         "fits": [], "failed": [], "differences": [], "isoflop": [], "constrained_runs": [], "off_law": []}

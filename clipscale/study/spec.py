@@ -14,7 +14,8 @@ Layout (all sections but [study] and [[grid]] optional):
                 the study is the union of its blocks (several blocks = a fractional grid)
     [eval]      suite, data_root, batch_size, samples_per_task
     [fit]       metrics, laws (any of `clipscale fit`'s), frontier (none|cherti|pareto|hull), bootstrap,
-                predict_compute, constrained (exclude|include data-constrained runs in C-only fits)
+                predict_compute, constrained (exclude|include data-constrained runs in C-only fits),
+                fix = {PARAM = value} (held fixed in every law that has the parameter)
     [executor]  jobs, threads_per_job, gpus_per_run
     [slurm]     partition, nodes, gpus_per_node, cpus_per_task, time_min, mem_gb, account, qos, ...
 """
@@ -132,6 +133,7 @@ class FitSpec:
     predict_compute: tuple[float, ...] = ()
     frontier: str = "none"  # how points are thinned before fitting; law "frontier" is power + cherti
     constrained: str = "exclude"  # data-constrained runs in fits of laws of C alone and in the isoFLOP part
+    fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,9 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
     _list_of("[fit] predict_compute", list(fit.predict_compute) or [1.0], _positive_number)
     if fit.bootstrap < 0:
         raise _fail("[fit] bootstrap", f"expected an integer >= 0, got {fit.bootstrap}")
+    _typed("[fit] fix", fit.fix, dict, "a table of parameter = number")
+    for k, v in fit.fix.items():
+        _typed(f"[fit] fix {k}", v, (int, float), "a number")
     return fit
 
 
