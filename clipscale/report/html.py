@@ -123,14 +123,27 @@ def off_law_table(rows: list[dict[str, Any]]) -> str:
                   "ratio"], body)
 
 
+def _isoflop_finding(o: dict[str, Any]) -> str:
+    """The exponent of N_opt ∝ C^a, or where the optimum lies inside the ladder when there is no exponent."""
+    if o.get("a") is not None:
+        exponent = esc(_ci_text(o["a"], o.get("a_ci"), ".2f"))
+        return f"compute-optimal size N_opt ∝ C^{exponent} (isoFLOP parabolas)"
+    if not o.get("budgets"):
+        return ""
+    inside = [b for b in o["budgets"] if not b.get("edge")]
+    where = ", ".join(f"N_opt {num(b['N_opt'], '.3g')} M at C = {num(b['C'], 'g')}" for b in inside)
+    return (f"isoFLOP: {len(inside)} of {len(o['budgets'])} budgets have their optimum inside the ladder"
+            f"{' (' + where + ')' if where else ''}; no exponent N_opt ∝ C^a (it needs two)")
+
+
 def _findings(sections: list[dict[str, Any]]) -> str:
     items = [f"<li>{esc(describe_fit(f))}</li>" for s in sections for f in s["fits"]]
     for s in sections:
         for o in s["isoflop"]:
-            if o.get("a") is not None:
-                items.append(f"<li>{esc(s['dataset'])} {esc(s['metric'])} [{esc(o['distribution'])}]: "
-                             f"compute-optimal size N_opt ∝ C^{esc(_ci_text(o['a'], o.get('a_ci'), '.2f'))} "
-                             "(isoFLOP parabolas)</li>")
+            line = _isoflop_finding(o)
+            if line:
+                target = f"{esc(s['dataset'])} {esc(s['metric'])} [{esc(o['distribution'])}]"
+                items.append(f"<li>{target}: {line}</li>")
     return f'<div class="finding"><ul>{"".join(items)}</ul></div>' if items else "<p>No fits yet.</p>"
 
 
