@@ -57,7 +57,7 @@ def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
 
 def _short(error: str) -> str:
     """`1 of 4 compute budgets have an interior optimum`, without the exception name and the hints."""
-    return error.split(": ", 1)[-1].removeprefix("isoflop: ").split(" (")[0]
+    return error.removeprefix("ClipscaleError: ").removeprefix("isoflop: ").split(" (")[0]
 
 
 def _ci(ci: Any) -> str:
