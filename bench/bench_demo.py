@@ -62,8 +62,8 @@ def main() -> int:
         "screenshot": str(png) if shot else None,
         "fits": [{k: f.get(k) for k in ("dataset", "metric", "distribution", "law", "params", "ci", "r2_log",
                                          "n_points", "error")} for f in (fits or {}).get("fits", [])],
-        "compute_optimal": [{k: o.get(k) for k in ("dataset", "distribution", "exponent")}
-                            for o in (fits or {}).get("compute_optimal", [])],
+        "isoflop": [{k: o.get(k) for k in ("dataset", "metric", "distribution", "a", "a_ci", "error")}
+                    for o in (fits or {}).get("isoflop", [])],
     }, indent=1))
     return proc.returncode
 

@@ -114,7 +114,14 @@ def test_editing_one_cell_changes_only_its_id(tmp_path: Path) -> None:
     (("[train]", "[train]\nschedule = 'linear'"),
      "train config field 'schedule': expected one of cosine"),
     (("[[rules]]", "[fit]\nlaws = ['cubic']\n\n[[rules]]"),
-     "[fit] laws: unknown law 'cubic'; allowed: power"),
+     "[fit] laws[0]: unknown law 'cubic'; allowed: power, frontier, saturating"),
+    (("[[rules]]", "[fit]\nfrontier = 'convex'\n\n[[rules]]"),
+     "[fit] frontier: expected one of none, cherti, pareto, hull, got 'convex'"),
+    (("[[rules]]", "[fit]\nconstrained = 'drop'\n\n[[rules]]"),
+     "[fit] constrained: expected one of exclude, include, got 'drop'"),
+    (("[[rules]]", "[fit]\nlaw = 'power'\n\n[[rules]]"), "[fit]: unknown key 'law'; allowed: metrics, laws"),
+    (("[[rules]]", "[fit]\nbootstrap = -1\n\n[[rules]]"), "[fit] bootstrap: expected an integer >= 0"),
+    (("[[rules]]", "[fit]\nfix = {E_inf = 'low'}\n\n[[rules]]"), "[fit] fix E_inf: expected a number"),
     (("when = {model", "when = {arch"), "[[rules]] #1 when: unknown key 'arch'; allowed: model"),
     (("[study]", "[stduy]"), "study file: unknown key 'stduy'; allowed: study, datasets"),
 ])
@@ -126,6 +133,17 @@ def test_invalid_study_gives_one_line_naming_the_key(tmp_path: Path, edit: tuple
         _plan(tmp_path, text)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_fit_section_accepts_every_law_and_frontier(tmp_path: Path) -> None:
+    from clipscale.fit.laws import list_laws
+
+    laws = ", ".join(f"'{law}'" for law in list_laws())
+    for i, frontier in enumerate(("none", "cherti", "pareto", "hull")):
+        text = BASE.replace("[[rules]]", f"[fit]\nlaws = [{laws}]\nfrontier = '{frontier}'\n\n[[rules]]", 1)
+        spec = load_study(_write(tmp_path, text, f"s{i}.toml"))
+        assert spec.fit.laws == tuple(list_laws()) and spec.fit.frontier == frontier
+        assert spec.fit.constrained == "exclude"  # data-constrained runs stay out of frontiers by default
 
 
 def test_study_file_is_data_only(tmp_path: Path) -> None:

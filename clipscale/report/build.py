@@ -1,18 +1,23 @@
-"""Collect a study's numbers (results table, learning curves, fits) and write the report file."""
+"""Collect a study's numbers (results table, learning curves, saved fits) and write the report file.
+
+The report fits nothing: it renders the saved-fit document the study's fit stage wrote
+(OUTPUT_DIR/fits.json, `clipscale.study.pipeline`). It imports `clipscale.study` only inside
+functions, so the study package may import the report without an import cycle.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from clipscale.io import atomic_write_json, atomic_write_text, read_jsonl
+from clipscale.errors import ClipscaleError
+from clipscale.io import atomic_write_text, read_jsonl
 from clipscale.report import analysis, plots
 from clipscale.report.html import render
-from clipscale.study.results import build_results_table
-from clipscale.study.spec import StudySpec
 
 
-def runs_frame(study: StudySpec) -> Any:
+def runs_frame(study: Any) -> Any:
     """One row per run of the study file as it is now, with its state."""
     import pandas as pd
 
@@ -28,7 +33,7 @@ def runs_frame(study: StudySpec) -> Any:
     return pd.DataFrame(rows)
 
 
-def learning_curves(study: StudySpec, run_ids: list[str]) -> dict[str, Any]:
+def learning_curves(study: Any, run_ids: list[str]) -> dict[str, Any]:
     import pandas as pd
 
     curves = {}
@@ -39,38 +44,58 @@ def learning_curves(study: StudySpec, run_ids: list[str]) -> dict[str, Any]:
     return curves
 
 
-def _target_section(df: Any, result: dict[str, Any], dataset: str, metric: str) -> dict[str, Any]:
+def _of(items: list[dict[str, Any]], dataset: str, metric: str) -> list[dict[str, Any]]:
+    return [x for x in items if x.get("dataset") == dataset and x.get("metric") == metric]
+
+
+def _target_section(df: Any, fits: dict[str, Any], dataset: str, metric: str) -> dict[str, Any]:
     points = analysis.final_points(df, dataset, metric)
     every = df[(df.dataset == dataset) & df[metric].notna()].copy()
     every["error"] = analysis.error_of(every, metric)
-    fits = [f for f in result["fits"] if f["dataset"] == dataset and f["metric"] == metric]
-    optimal = [o for o in result["compute_optimal"] if o["dataset"] == dataset and o["metric"] == metric]
+    saved = _of(fits["fits"], dataset, metric)
+    drawn = [{**f, "fit": analysis.fitted(f)} for f in saved]
+    isoflop = _of(fits.get("isoflop", []), dataset, metric)
     ylabel = metric if analysis.is_loss(metric) else f"error = 1 − {metric}"
-    section = {"dataset": dataset, "metric": metric, "fits": fits, "optimal": optimal,
-               "scaling_png": plots.scaling_figure(points, every[every.error > 0], fits,
+    failed = _of(fits.get("failed", []), dataset, metric)
+    section = {"dataset": dataset, "metric": metric, "fits": saved + failed,
+               "differences": _of(fits.get("differences", []), dataset, metric), "isoflop": isoflop,
+               "scaling_png": plots.scaling_figure(points, every[every.error > 0], drawn,
                                                    title=f"{dataset}: {ylabel}", ylabel=ylabel)}
-    if any(o["groups"] for o in optimal):
-        section["isoflop_png"] = plots.isoflop_figure(optimal, points,
+    if any(o.get("budgets") for o in isoflop):
+        section["isoflop_png"] = plots.isoflop_figure(isoflop, points,
                                                       title=f"{dataset}: compute-optimal size")
     return section
 
 
-def write_report(study: StudySpec, *, out: str | Path | None = None) -> Path:
-    """Write the study's report (default OUTPUT_DIR/report.html) and fits.json next to the results."""
-    df = build_results_table(study)
+def read_fits(study: Any) -> dict[str, Any]:
+    path = study.output_dir / "fits.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClipscaleError(
+            f"{path}: no saved fits; `clipscale report {study.path}` fits them first") from None
+    except json.JSONDecodeError as exc:
+        raise ClipscaleError(f"{path}: not JSON ({exc})") from None
+
+
+def write_report(study: Any, *, out: str | Path | None = None, fits: dict[str, Any] | None = None,
+                 table: Any = None) -> Path:
+    """Render the study's report (default OUTPUT_DIR/report.html) from its saved fits (default
+    OUTPUT_DIR/fits.json) and results table (default: rebuilt from the run directories)."""
+    from clipscale.study.results import build_results_table
+
+    fits = read_fits(study) if fits is None else fits
+    df = build_results_table(study) if table is None else table
     runs = runs_frame(study)
-    result: dict[str, Any] = {"fits": [], "compute_optimal": []}
-    if len(df):
-        result = analysis.analyse(df, metrics=study.fit.metrics, laws=study.fit.laws,
-                                  bootstrap=study.fit.bootstrap, predict_compute=study.fit.predict_compute)
-    atomic_write_json(study.output_dir / "fits.json", analysis.jsonable(result))
     figures = {}
     if len(runs):
         figures["grid"] = plots.grid_figure(runs)
         curves = learning_curves(study, list(runs.run_id))
         if curves:
             figures["curves"] = plots.learning_curves_figure(curves, runs)
-    sections = [_target_section(df, result, d, m) for d, m in analysis.targets(df, study.fit.metrics)]
+    pairs = analysis.targets(df, study.fit.metrics) if len(df) else []
+    sections = [_target_section(df, fits, d, m) for d, m in pairs]
     path = Path(out) if out else study.output_dir / "report.html"
-    atomic_write_text(path, render(study=study, runs=runs, table=df, figures=figures, sections=sections))
+    atomic_write_text(path, render(study=study, runs=runs, table=df, figures=figures, sections=sections,
+                                   fits=fits))
     return path

@@ -7,7 +7,7 @@ import datetime as dt
 import html
 from typing import Any
 
-from clipscale.report.analysis import describe_fit
+from clipscale.report.analysis import bound_params, describe_fit, points_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1180px;color:#222;
@@ -52,55 +52,144 @@ def _ci(fit: dict[str, Any], key: str) -> str:
 
 
 def fits_table(fits: list[dict[str, Any]]) -> str:
+    """One row per fit: its group name (for `clipscale predict --group`), law, every parameter with its CI."""
     rows = []
     for f in fits:
+        head = [f"<code>{esc(f['group'])}</code>", esc(f["distribution"]), esc(f["law"]),
+                esc(f.get("frontier", "none"))]
         if "error" in f:
-            rows.append([esc(f["distribution"]), esc(f["law"]), f'<span class="bad">{esc(f["error"])}</span>',
-                         "", "", "", "", "", str(f.get("n_runs", ""))])
+            rows.append([*head, f'<span class="bad">{esc(f["error"])}</span>', "", "",
+                         str(f.get("n_runs", ""))])
             continue
-        p = f["params"]
-        rows.append([esc(f["distribution"]), esc(f["law"]), esc(f["formula"]), num(p["A"]), _ci(f, "A"),
-                     num(p["alpha"]), _ci(f, "alpha"), num(f["r2_log"], ".3f"), str(f["n_points"])])
-    return table(["distribution", "law", "formula", "A", "A 95% CI", "alpha", "alpha 95% CI", "R² (log)",
+        bound = set(bound_params(f))
+        params = "<br>".join(f"{esc(k)} = {num(v)} {_ci(f, k)}" + (' <span class="bad">at bound</span>'
+                                                                    if k in bound else "")
+                             for k, v in f["params"].items())
+        rows.append([*head, esc(f["formula"]), params, num(f["r2_log"], ".3f"), esc(points_text(f))])
+    return table(["group", "distribution", "law", "frontier", "formula", "parameters (95% CI)", "R² (log)",
                   "points"], rows)
 
 
 def predictions_table(fits: list[dict[str, Any]]) -> str:
-    rows = [[esc(f["distribution"]), esc(f["law"]), num(p["compute"]), num(p["error"]),
+    rows = [[f"<code>{esc(f['group'])}</code>", esc(f["law"]), num(p["compute"]), num(p["error"]),
              f"[{num(p['ci'][0])}, {num(p['ci'][1])}]"]
             for f in fits if "predictions" in f for p in f["predictions"]]
-    return table(["distribution", "law", "compute C (GMACs)", "predicted error", "95% CI"], rows)
+    return table(["group", "law", "compute C (GMACs)", "predicted error", "95% CI"], rows)
 
 
-def optimal_table(optimal: list[dict[str, Any]]) -> str:
-    rows = [[esc(o["distribution"]), num(g["compute"]), esc(g["best_model"]), num(g["best_error"]),
-             num(g["n_opt"]), esc(g["method"]), num(o.get("exponent"), ".3f")]
-            for o in optimal for g in o["groups"]]
-    return table(["distribution", "isoFLOP compute", "best model", "its error", "N_opt (M params)", "from",
-                  "exponent a (N_opt ∝ C^a)"], rows)
+def differences_table(diffs: list[dict[str, Any]]) -> str:
+    rows = [[esc(d["law"]), esc(d["param"]), esc(" − ".join(map(str, d["groups"]))), num(d["difference"]),
+             f"[{num(d['ci'][0])}, {num(d['ci'][1])}]", "yes" if d["excludes_zero"] else "no"]
+            for d in diffs]
+    return table(["law", "exponent", "distributions", "difference", "95% CI", "CI excludes 0"], rows)
+
+
+def _ci_text(value: Any, ci: Any, spec: str = ".3f") -> str:
+    text = num(value, spec)
+    return f"{text} [{num(ci[0], spec)}, {num(ci[1], spec)}]" if ci else text
+
+
+def isoflop_table(isoflop: list[dict[str, Any]]) -> str:
+    """Per distribution: the exponents with their CIs, then each budget's vertex; edge budgets flagged."""
+    summary, rows = [], []
+    for o in isoflop:
+        budgets = o.get("budgets", [])
+        used = sum(not b.get("edge") for b in budgets)
+        if "error" in o:
+            summary.append([esc(o["distribution"]), f'<span class="bad">{esc(o["error"])}</span>', "",
+                            f"{used} of {len(budgets)}"])
+        else:
+            note = f' <span class="bad">{esc(o["ci_note"])}</span>' if o.get("ci_note") else ""
+            summary.append([esc(o["distribution"]), _ci_text(o.get("a"), o.get("a_ci")) + note,
+                            _ci_text(o.get("b"), o.get("b_ci")), f"{used} of {len(budgets)}"])
+        for b in budgets:
+            if b.get("edge"):
+                rows.append([esc(o["distribution"]), num(b["C"]), "–", "–",
+                             '<span class="bad">minimum at the smallest or largest size: excluded</span>'])
+            else:
+                rows.append([esc(o["distribution"]), num(b["C"]), num(b.get("N_opt")), num(b.get("y_opt")),
+                             "inside the ladder"])
+    return (table(["distribution", "a in N_opt ∝ C^a (95% CI)", "b in D_opt ∝ C^b (95% CI)",
+                   "budgets used"], summary)
+            + table(["distribution", "budget C (GMACs)", "N_opt (M params)", "error at N_opt", "vertex"],
+                    rows))
+
+
+def off_law_table(rows: list[dict[str, Any]]) -> str:
+    body = [[esc(r["model"]), f"<code>{esc(r['group'])}</code>", f"{r['data_size']:,}",
+             num(r["repeats"], ".0f"), num(r["compute"]), num(r["error"]), num(r["law_error"]),
+             num(r["ratio"], ".2f")] for r in rows]
+    return table(["model", "law (group)", "unique samples", "passes", "compute C", "error", "law's error",
+                  "ratio"], body)
+
+
+def _isoflop_finding(o: dict[str, Any]) -> str:
+    """The exponent of N_opt ∝ C^a, or where the optimum lies inside the ladder when there is no exponent."""
+    if o.get("a") is not None:
+        exponent = esc(_ci_text(o["a"], o.get("a_ci"), ".2f"))
+        return f"compute-optimal size N_opt ∝ C^{exponent} (isoFLOP parabolas)"
+    if not o.get("budgets"):
+        return ""
+    inside = [b for b in o["budgets"] if not b.get("edge")]
+    where = ", ".join(f"N_opt {num(b['N_opt'], '.3g')} M at C = {num(b['C'], 'g')}" for b in inside)
+    return (f"isoFLOP: {len(inside)} of {len(o['budgets'])} budgets have their optimum inside the ladder"
+            f"{' (' + where + ')' if where else ''}; no exponent N_opt ∝ C^a (it needs two)")
 
 
 def _findings(sections: list[dict[str, Any]]) -> str:
     items = [f"<li>{esc(describe_fit(f))}</li>" for s in sections for f in s["fits"]]
     for s in sections:
-        for o in s["optimal"]:
-            if "exponent" in o:
-                items.append(f"<li>{esc(s['dataset'])} {esc(s['metric'])} [{esc(o['distribution'])}]: "
-                             f"compute-optimal size N_opt ∝ C^{o['exponent']:.2f}</li>")
+        for o in s["isoflop"]:
+            line = _isoflop_finding(o)
+            if line:
+                target = f"{esc(s['dataset'])} {esc(s['metric'])} [{esc(o['distribution'])}]"
+                items.append(f"<li>{target}: {line}</li>")
     return f'<div class="finding"><ul>{"".join(items)}</ul></div>' if items else "<p>No fits yet.</p>"
 
 
 def _section(s: dict[str, Any]) -> str:
     parts = [f"<h3>{esc(s['dataset'])} — {esc(s['metric'])}</h3>", img(s["scaling_png"], "error vs compute"),
              fits_table(s["fits"]), "<h4>Predictions for larger budgets</h4>", predictions_table(s["fits"])]
-    if "isoflop_png" in s:
-        parts += ["<h4>Compute-optimal model size</h4>", img(s["isoflop_png"], "isoFLOP groups"),
-                  optimal_table(s["optimal"])]
+    if s["differences"]:
+        parts += ["<h4>Do the distributions scale differently?</h4>", differences_table(s["differences"])]
+    if s["isoflop"]:
+        parts += ["<h4>isoFLOP analysis: compute-optimal model size</h4>",
+                  "<p>Per compute budget a parabola of log error in log N through the budget's model sizes; "
+                  "its vertex is N_opt. Budgets whose minimum lies at the smallest or largest size are "
+                  "flagged and left out of the power laws N_opt ∝ C^a and D_opt ∝ C^b.</p>"]
+        parts += [img(s["isoflop_png"], "isoFLOP analysis")] if "isoflop_png" in s else []
+        parts.append(isoflop_table(s["isoflop"]))
     return "\n".join(parts)
 
 
+def _status(runs: Any, fits: dict[str, Any]) -> str:
+    """Whether the study is complete; if not, which runs the numbers below lack."""
+    missing = fits.get("missing_runs", [])
+    if not missing:
+        return f'<p class="finding">Complete: all {len(runs)} runs of the study file finished.</p>'
+    listed = ", ".join(f"{m['run_id']} ({m['state']})" for m in missing[:20])
+    more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+    return (f'<p class="finding bad">Incomplete: {len(missing)} of {len(runs)} runs have not finished, so '
+            f"every fit below lacks them: {esc(listed)}{more}.</p>")
+
+
+def _constrained(fits: dict[str, Any]) -> str:
+    st = fits.get("settings", {})
+    n = len(fits.get("constrained_runs", []))
+    rule = ("left out of the fits of laws of compute alone and of the isoFLOP analysis"
+            if st.get("constrained", "exclude") == "exclude" else "included in every fit")
+    setting = esc(st.get("constrained", "exclude"))
+    text = (f"<p>{n} data-constrained run(s) (more than {num(st.get('max_repeats', 10), 'g')} passes over "
+            f"their unique data) are {rule} (<code>[fit] constrained = \"{setting}\"</code>); "
+            "laws with a unique-data input (U) always see them. Frontier: "
+            f"<code>{esc(st.get('frontier', 'none'))}</code>.</p>")
+    if fits.get("off_law"):
+        text += "<h4>Data-constrained runs against the fitted law</h4>" + off_law_table(fits["off_law"])
+    return text
+
+
 def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
-           sections: list[dict[str, Any]]) -> str:
+           sections: list[dict[str, Any]], fits: dict[str, Any]) -> str:
     states = runs.state.value_counts().to_dict() if len(runs) else {}
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     runs_html = runs.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}") if len(runs) else ""
@@ -111,7 +200,10 @@ def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
         f"<p>Study file <code>{esc(study.path)}</code>, generated "
         f"{esc(dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC'))}. {len(runs)} runs ({esc(summary)}), "
         f"{len(table)} evaluations. Compute C = forward GMACs per sample × samples seen.</p>",
+        _status(runs, fits),
         "<h2>Findings</h2>", _findings(sections),
+        "<p>Group names are those of <code>fits.json</code> (the saved-fit format): "
+        "<code>clipscale predict OUTPUT_DIR/fits.json --group NAME --C X</code>.</p>",
         "<h2>The grid</h2>", img(figures["grid"], "grid") if "grid" in figures else "",
         f'<div class="scroll">{runs_html}</div>',
         "<h2>Learning curves</h2>", img(figures["curves"], "learning curves") if "curves" in figures else
@@ -121,6 +213,7 @@ def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
         "hollow squares: data-constrained runs (more than 10 passes over their data). "
         "Lines: fitted laws over the measured range, dashed: extrapolation, "
         "bands: 95% bootstrap intervals (resampling runs).</p>",
+        _constrained(fits),
         *(_section(s) for s in sections),
         "<h2>Every number</h2>", f'<div class="scroll">{table_html}</div>',
     ]

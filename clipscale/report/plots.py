@@ -82,7 +82,7 @@ def scaling_figure(points: Any, curves: Any, fits: list[dict[str, Any]], *, titl
             ax.scatter(cons.compute, cons.error, facecolors="none", edgecolors=color, s=60, marker="s",
                        label=f"{d}: data-constrained (> 10 repeats)")
         for f in fits:
-            if f["distribution"] == d and "fit" in f:
+            if f["distribution"] == d and "fit" in f and set(f["fit"].input_ranges) == {"C"}:
                 _draw_fit(ax, f, points[points.distribution == d].compute, color)
     ax.set(xscale="log", yscale="log", xlabel="compute C (GMACs)", ylabel=ylabel, title=title)
     ax.legend(fontsize=7)
@@ -94,10 +94,10 @@ def _draw_fit(ax: Any, f: dict[str, Any], compute: Any, color: str) -> None:
     lo, hi = float(compute.min()), float(compute.max())
     far = max([p["compute"] for p in f.get("predictions", [])] + [hi])
     inside, beyond = np.geomspace(lo, hi, 50), np.geomspace(hi, far, 50)
-    p = res.params
-    label = f"{f['law']}: E = {p['A']:.3g}·C^{p['alpha']:.3f}"
-    label += f" + {p['E_inf']:.2g}" if "E_inf" in p else ""
-    ax.plot(inside, res.predict(C=inside), color=color, lw=2, label=f"{label} (R² {f['r2_log']:.2f})")
+    values = ", ".join(f"{k} {v:.3g}" for k, v in res.params.items())
+    label = f"{f['law']}" + (f" ({f['frontier']})" if f.get("frontier", "none") != "none" else "")
+    label = f"{label}: {values} (R² {f['r2_log']:.2f})"
+    ax.plot(inside, res.predict(C=inside), color=color, lw=2, label=label)
     ax.plot(beyond, res.predict(C=beyond), "--", color=color, lw=1.5)
     both = np.concatenate([inside, beyond])
     samples = res.predict_samples(C=both)
@@ -106,11 +106,11 @@ def _draw_fit(ax: Any, f: dict[str, Any], compute: Any, color: str) -> None:
         ax.fill_between(both, band[0], band[1], color=color, alpha=0.15, lw=0)
 
 
-def isoflop_figure(optimal: list[dict[str, Any]], points: Any, *, title: str) -> bytes:
-    """Left: error vs model size per isoFLOP group; right: compute-optimal size vs compute."""
+def isoflop_figure(isoflop: list[dict[str, Any]], points: Any, *, title: str) -> bytes:
+    """Left: error vs model size per budget with each budget's N_opt; right: N_opt vs compute, N_opt ∝ C^a."""
     fig, (left, right) = _figure(5.0, 3.9, ncols=2)
-    dists = sorted({o["distribution"] for o in optimal})
-    for o in optimal:
+    dists = sorted({o["distribution"] for o in isoflop})
+    for o in isoflop:
         color = _color(dists, o["distribution"])
         mine = points.distribution == o["distribution"]
         sub = points[mine & points.compute_group.notna() & ~points.constrained]
@@ -119,15 +119,27 @@ def isoflop_figure(optimal: list[dict[str, Any]], points: Any, *, title: str) ->
             g = sub[sub.compute_group == level].sort_values("params")
             left.plot(g.params, g.error, "-", marker=MARKERS[k % 6], color=color,
                       alpha=0.4 + 0.6 * (k + 1) / len(levels), label=f"{o['distribution']} C={level:.3g}")
-        c = np.array([g["compute"] for g in o["groups"]])
-        n = np.array([g["n_opt"] for g in o["groups"]])
-        right.scatter(c, n, color=color, s=50, label=o["distribution"])
-        if "exponent" in o:
+        inside = [b for b in o.get("budgets", []) if not b.get("edge") and b.get("N_opt") is not None]
+        if inside:
+            left.scatter([b["N_opt"] for b in inside], [b["y_opt"] for b in inside], marker="*", s=110,
+                         color=color, zorder=3)
+            right.scatter([b["C"] for b in inside], [b["N_opt"] for b in inside], marker="*", s=90,
+                          color=color, label=f"{o['distribution']}: parabola vertex")
+        edges = {float(b["C"]) for b in o.get("budgets", []) if b.get("edge")}
+        best = [g.loc[g.error.idxmin()] for level, g in sub.groupby("compute_group")
+                if float(level) in edges]
+        if best:  # no vertex inside the ladder: show where the best measured size is, not an extrapolation
+            right.scatter([r.compute_group for r in best], [r.params for r in best], marker="X", s=60,
+                          facecolors="none", edgecolors=color,
+                          label=f"{o['distribution']}: minimum at an edge (best size; excluded)")
+        if o.get("a") is not None and len(inside) >= 2:
+            c = np.array([b["C"] for b in inside])
+            n = np.array([b["N_opt"] for b in inside])
             xs = np.geomspace(c.min(), c.max(), 20)
-            right.plot(xs, o["coefficient"] * xs ** o["exponent"], color=color,
-                       label=f"N_opt ∝ C^{o['exponent']:.2f}")
+            coef = np.exp(np.mean(np.log(n) - o["a"] * np.log(c)))  # the line through the points' centre
+            right.plot(xs, coef * xs ** o["a"], color=color, label=f"N_opt ∝ C^{o['a']:.2f}")
     left.set(xscale="log", yscale="log", xlabel="model parameters (M)", ylabel="error",
-             title="isoFLOP groups (equal compute)")
+             title="isoFLOP groups (equal compute); ★ N_opt")
     right.set(xscale="log", yscale="log", xlabel="compute C (GMACs)", ylabel="compute-optimal params (M)",
               title=title)
     left.legend(fontsize=6)

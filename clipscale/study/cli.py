@@ -21,8 +21,13 @@ def _load(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from clipscale.study.runner import run_study
 
-    result = run_study(_load(args), executor=args.executor, jobs=args.jobs, dry_run=args.dry_run,
+    study = _load(args)
+    result = run_study(study, executor=args.executor, jobs=args.jobs, dry_run=args.dry_run,
                        retry_failed=args.retry_failed, slurm_backend=args.slurm_backend)
+    if not args.dry_run and not args.no_report and not result.get("signal"):
+        from clipscale.study.pipeline import finish_study
+
+        finish_study(study)  # results -> fits -> report, once every run has finished
     return run_exit_status(result)
 
 
@@ -72,9 +77,9 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from clipscale.report import write_report
+    from clipscale.study.pipeline import finish_study
 
-    print(write_report(_load(args), out=args.out))
+    finish_study(_load(args), require_complete=False, out=args.out)
     return 0
 
 
@@ -91,6 +96,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--jobs", type=int, default=None, help="local runs at once (default: [executor] jobs)")
     p.add_argument("--dry-run", action="store_true", help="print the plan with compute per run and total")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--no-report", action="store_true",
+                   help="stop after the runs: no results table, fits.json or report.html")
     p.add_argument("--slurm-backend", choices=("auto", "slurm", "local", "debug"), default="auto",
                    help="with --executor slurm: submitit's cluster (local/debug run the same jobs here)")
     p.set_defaults(handler=_run)
@@ -106,7 +113,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default=None, help="output file (default: OUTPUT_DIR/results.<ext>)")
     p.set_defaults(handler=_results)
 
-    p = subparsers.add_parser("report", help="write the self-contained HTML report of a study")
+    p = subparsers.add_parser("report", help="fit the study's laws (fits.json) and write its HTML report, "
+                                                 "also for an unfinished study (marked incomplete)")
     _study_arg(p)
     p.add_argument("--out", default=None, help="output file (default: OUTPUT_DIR/report.html)")
     p.set_defaults(handler=_report)

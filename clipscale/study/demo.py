@@ -1,8 +1,9 @@
 """`clipscale demo`: the built-in study (demo.toml) end to end — data, training, evaluation, fits, report.
 
 It is an ordinary study: rerunning it skips what is done, and `clipscale status/results/report` work on
-it with `clipscale-demo`'s copy of the study file. At the end it prints the fitted laws and checks the
-four phenomena the paper shows, so a reader sees at once whether tiny scale reproduced them.
+it with `clipscale-demo`'s copy of the study file. At the end (the same results → fits → report stage
+as `clipscale run`) it prints the fitted laws, the isoFLOP analysis and the data-constrained runs, so a
+reader sees at once whether tiny scale reproduced the paper's phenomena.
 """
 
 from __future__ import annotations
@@ -33,65 +34,52 @@ def demo_study(out: str | Path) -> StudySpec:
     return load_study(install_demo(out))
 
 
-def _off_frontier(fits: list[dict[str, Any]], df: Any) -> list[str]:
-    """How far each data-constrained run's error sits above its distribution's frontier law."""
-    from clipscale.report.analysis import final_points
-
-    lines = []
-    for f in fits:
-        if "fit" not in f:
-            continue
-        pts = final_points(df, f["dataset"], f["metric"])
-        cons = pts[pts.constrained & (pts.distribution == f["distribution"])]
-        for _, row in cons.iterrows():
-            ratio = row.error / float(f["fit"].predict(C=[row.compute])[0])
-            lines.append(f"  {f['dataset']} [{f['distribution']}] {row.model} on {row.data_size} samples x"
-                         f"{row.repeats:.0f}: error {row.error:.3f} = {ratio:.2f}x the frontier's")
-    return lines
-
-
-def summarize(study: StudySpec) -> list[str]:
-    """The fitted laws and the phenomena checks, as printable lines."""
-    import json
-
+def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
+    """The fitted laws, the isoFLOP analysis and the data-constrained check of a fits.json document."""
     from clipscale.report.analysis import describe_fit
-    from clipscale.study.results import build_results_table
 
-    fits_json = json.loads((study.output_dir / "fits.json").read_text(encoding="utf-8"))
-    lines = ["fitted laws (error vs compute C in GMACs, on each distribution's frontier):"]
-    lines += [f"  {describe_fit(f)}" for f in fits_json["fits"]]
-    primary = study.fit.metrics[0]
-    lines.append(f"compute-optimal model size per isoFLOP group ({primary}; N_opt in M params):")
-    for o in (o for o in fits_json["compute_optimal"] if o["metric"] == primary):
-        groups = ", ".join(f"C={g['compute']:.3g}: {g['best_model']} ({g['n_opt']:.3g})" for g in o["groups"])
-        exp = f" -> N_opt ∝ C^{o['exponent']:.2f}" if "exponent" in o else ""
-        lines.append(f"  {o['dataset']} [{o['distribution']}] {groups}{exp}")
-    from clipscale.report import analysis
-
-    df = build_results_table(study)
-    dataset = next((d for d, m in analysis.targets(df, (primary,))), None)
-    if dataset is not None:
-        fits = analysis.fit_target(df, dataset=dataset, metric=primary, laws=("frontier",), bootstrap=0,
-                                   predict_compute=())
-        lines.append("data-constrained runs vs the frontier:")
-        lines += _off_frontier(fits, df) or ["  (none)"]
+    lines = ["fitted laws (error vs compute C in GMACs, per training distribution):"]
+    lines += [f"  {describe_fit(f)}" for f in doc["fits"] + doc["failed"]]
+    lines.append(f"isoFLOP analysis ({primary}; N_opt in M params; edge = minimum at the smallest or largest "
+                 "size, excluded):")
+    for o in (o for o in doc["isoflop"] if o["metric"] == primary):
+        budgets = ", ".join(f"C={b['C']:.3g}: " + ("edge" if b.get("edge") else f"{b['N_opt']:.3g}")
+                            for b in o.get("budgets", []))
+        exp = (f" -> N_opt ∝ C^{o['a']:.2f} (95% CI {_ci(o.get('a_ci'))})" if o.get("a") is not None
+               else f" -> no exponent: {_short(o.get('error', 'too few interior budgets'))}")
+        lines.append(f"  {o['dataset']} [{o['distribution']}] {budgets}{exp}")
+    lines.append(f"data-constrained runs vs their distribution's law ({primary}; excluded from its fit):")
+    lines += [f"  [{r['group']}] {r['model']} on {r['data_size']} samples x{r['repeats']:.0f}: error "
+              f"{r['error']:.3f} = {r['ratio']:.2f}x the law's" for r in doc["off_law"]
+              if "/" not in r["group"]] or ["  (none)"]
     return lines
+
+
+def _short(error: str) -> str:
+    """`1 of 4 compute budgets have an interior optimum`, without the exception name and the hints."""
+    return error.removeprefix("ClipscaleError: ").removeprefix("isoflop: ").split(" (")[0]
+
+
+def _ci(ci: Any) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "n/a"
 
 
 def run_demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None) -> int:
-    from clipscale.report import write_report
-    from clipscale.study.results import write_results
+    from clipscale.study.pipeline import finish_study
     from clipscale.study.runner import run_study
 
     start = time.time()
     study = demo_study(out)
     print(f"clipscale demo: study {study.path} -> {study.output_dir}")
     outcome = run_study(study, jobs=jobs)
-    table = write_results(study, fmt="csv")
-    report = write_report(study)
-    for line in summarize(study):
+    done = finish_study(study, log=lambda s: None)
+    if not done["complete"]:
+        print(f"clipscale demo: {len(done['missing'])} runs did not finish "
+              f"(`clipscale status {study.path}`); rerun `clipscale demo --out {out}` to continue them")
+        return 1
+    for line in summarize(done["doc"], primary=study.fit.metrics[0]):
         print(line)
-    print(f"results table: {table}")
-    print(f"report: {report}")
+    for kind in ("results", "fits", "report"):
+        print(f"{kind}: {done[kind]}")
     print(f"demo finished in {time.time() - start:.0f} s; `clipscale status {study.path}` lists every run")
     return 1 if outcome.get("failed") else 0

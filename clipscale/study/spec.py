@@ -14,7 +14,9 @@ Layout (all sections but [study] and [[grid]] optional):
     [[grid]]    model, dataset, data_size, samples_seen | compute, seed: a full factorial block;
                 the study is the union of its blocks (several blocks = a fractional grid)
     [eval]      suite, data_root, batch_size, samples_per_task
-    [fit]       metrics, laws, bootstrap, predict_compute
+    [fit]       metrics, laws (any of `clipscale fit`'s), frontier (none|cherti|pareto|hull), bootstrap,
+                predict_compute, constrained (exclude|include data-constrained runs in C-only fits),
+                fix = {PARAM = value} (held fixed in every law that has the parameter)
     [executor]  jobs, threads_per_job, gpus_per_run
     [slurm]     partition, nodes, gpus_per_node, cpus_per_task, time_min, mem_gb, account, qos, ...
 """
@@ -42,7 +44,8 @@ OPERATIONAL_KEYS = ("device", "workers", "threads", "log_every", "tensorboard", 
                     "model_configs")  # model_configs: [study] paths, passed to every run's TrainConfig
 GRID_AXES = ("model", "dataset", "data_size", "samples_seen", "compute", "seed")
 RULE_MATCH_KEYS = ("model", "dataset", "data_size", "seed")
-FIT_LAWS = ("power", "frontier", "saturating")
+FIT_FRONTIERS = ("none", "cherti", "pareto", "hull")
+FIT_CONSTRAINED = ("exclude", "include")
 DEFAULT_METRICS = ("image_retrieval_recall@5",)
 
 
@@ -130,6 +133,9 @@ class FitSpec:
     laws: tuple[str, ...] = ("frontier",)
     bootstrap: int = 200
     predict_compute: tuple[float, ...] = ()
+    frontier: str = "none"  # how points are thinned before fitting; law "frontier" is power + cherti
+    constrained: str = "exclude"  # data-constrained runs in fits of laws of C alone and in the isoFLOP part
+    fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,27 @@ def _section(doc: dict[str, Any], key: str, cls: type, allowed: tuple[str, ...])
     return cls(**kwargs)
 
 
+def _parse_fit(doc: dict[str, Any]) -> FitSpec:
+    from clipscale.fit.laws import list_laws  # numpy only; spec stays importable without pandas
+
+    fit = _section(doc, "fit", FitSpec, tuple(FitSpec.__dataclass_fields__))
+    laws = list_laws()
+    for i, law in enumerate(fit.laws):
+        if law not in laws:
+            raise _fail(f"[fit] laws[{i}]", f"unknown law {law!r}; allowed: {', '.join(laws)}")
+    for key, allowed in (("frontier", FIT_FRONTIERS), ("constrained", FIT_CONSTRAINED)):
+        if getattr(fit, key) not in allowed:
+            raise _fail(f"[fit] {key}", f"expected one of {', '.join(allowed)}, got {getattr(fit, key)!r}")
+    _list_of("[fit] metrics", list(fit.metrics), lambda w, v: _typed(w, v, str, "a metric name"))
+    _list_of("[fit] predict_compute", list(fit.predict_compute) or [1.0], _positive_number)
+    if fit.bootstrap < 0:
+        raise _fail("[fit] bootstrap", f"expected an integer >= 0, got {fit.bootstrap}")
+    _typed("[fit] fix", fit.fix, dict, "a table of parameter = number")
+    for k, v in fit.fix.items():
+        _typed(f"[fit] fix {k}", v, (int, float), "a number")
+    return fit
+
+
 def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
     """Validate a parsed TOML document; `path` anchors relative paths (output_dir, shards)."""
     _check_keys("study file", doc, ("study", "datasets", "train", "rules", "grid", "eval", "fit",
@@ -304,10 +331,7 @@ def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
         raise _fail("study file", "no [[grid]] block: nothing to run")
     grid = tuple(_parse_block(i, _typed(f"[[grid]] #{i + 1}", b, dict, "a table"), datasets)
                  for i, b in enumerate(blocks))
-    fit = _section(doc, "fit", FitSpec, ("metrics", "laws", "bootstrap", "predict_compute"))
-    for law in fit.laws:
-        if law not in FIT_LAWS:
-            raise _fail("[fit] laws", f"unknown law {law!r}; allowed: {', '.join(FIT_LAWS)}")
+    fit = _parse_fit(doc)
     executor = _section(doc, "executor", ExecutorSpec, ("jobs", "threads_per_job", "gpus_per_run"))
     _positive_int("[executor] jobs", executor.jobs)
     slurm = _section(doc, "slurm", SlurmSpec, tuple(SlurmSpec.__dataclass_fields__))

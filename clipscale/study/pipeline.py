@@ -1,0 +1,274 @@
+"""A study's last stages: results table → fitted laws (OUT/fits.json) → report (OUT/report.html).
+
+`clipscale run` calls `finish_study` once every run has finished; `clipscale report` calls it on a
+partial study too, and the report then says which runs are missing. All fitting goes through
+`clipscale.fit.table.fit_table_results` (what `clipscale fit` runs), grouped by training
+distribution, and fits.json is `clipscale fit --save`'s document with a readable, unique group name
+per fit, so `clipscale predict OUT/fits.json --group uniform --C 1e3` works on a study's output.
+
+Data-constrained runs (more than `DATA_CONSTRAINED_REPEATS` passes over their data) are one
+definition for the fits and the isoFLOP analysis: with `[fit] constrained = "exclude"` (default)
+they are left out of both, except for laws that model repetition (an input U of unique samples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clipscale.study.spec import StudySpec
+
+SAVED_FORMAT = "clipscale-fits/1"  # clipscale.fit.result's saved-fit document, extended with the keys below
+# results-table column of each law input: C compute (GMACs), N params (M), D/S samples seen, U unique
+INPUT_COLUMNS = {"C": "compute", "N": "params", "D": "samples_seen", "U": "data_size", "S": "samples_seen"}
+
+
+def missing_runs(study: StudySpec) -> list[dict[str, str]]:
+    """Runs of the study file that are not finished, with their state (and error, if failed)."""
+    from clipscale.study.grid import plan
+    from clipscale.study.state import effective_state, read_state
+
+    out = []
+    for r in plan(study):
+        state = effective_state(r.run_dir)
+        if state != "finished":
+            entry = {"run_id": r.run_id, "state": state}
+            if state == "failed":
+                entry["error"] = str(read_state(r.run_dir).get("error") or "")
+            out.append(entry)
+    return out
+
+
+def group_name(*, distribution: str, dataset: str, metric: str, law: str, headline: bool,
+               first_law: bool) -> str:
+    """`uniform` for the headline target's first law; `synth_shape/acc1/uniform[/power]` otherwise."""
+    name = str(distribution) if headline else f"{dataset}/{metric}/{distribution}"
+    return name if first_law else f"{name}/{law}"
+
+
+def _rows_for(points: Any, inputs: tuple[str, ...], constrained: str) -> Any:
+    if constrained == "include" or "U" in inputs:
+        return points
+    return points[~points.constrained]
+
+
+def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudySpec) -> Any:
+    from clipscale.fit.laws import get_law
+    from clipscale.fit.table import fit_table_results
+    from clipscale.report.analysis import is_loss
+
+    inputs = get_law(law).inputs
+    kwargs: dict[str, Any] = {k: (INPUT_COLUMNS[k] if k in inputs else None) for k in INPUT_COLUMNS}
+    if study.fit.frontier != "none":
+        kwargs["frontier"] = study.fit.frontier
+    fix = {k: float(v) for k, v in study.fit.fix.items() if k in get_law(law).params}
+    if fix:
+        kwargs["fix"] = fix
+    return fit_table_results(rows, law=law, y=metric, error=not is_loss(metric), loss=is_loss(metric),
+                             by=by, where=None, bootstrap=study.fit.bootstrap, holdout=None, loo=False,
+                             seed=0, run="run_id", huber_delta=1e-3, **kwargs)
+
+
+def _predictions(result: Any, budgets: list[float]) -> list[dict[str, Any]]:
+    import numpy as np
+
+    c = np.asarray(budgets, float)
+    pred = result.predict(C=c)
+    samples = result.predict_samples(C=c)
+    out = []
+    for i, ci in enumerate(c):
+        lo, hi = (np.nanpercentile(samples[:, i], [2.5, 97.5]) if len(samples) else (np.nan, np.nan))
+        out.append({"compute": float(ci), "error": float(pred[i]), "ci": [float(lo), float(hi)]})
+    return out
+
+
+def _entry(doc_fit: dict[str, Any], result: Any, rows: Any, meta: dict[str, Any], study: StudySpec,
+           name: str) -> dict[str, Any]:
+    entry = {**doc_fit, "frontier": study.fit.frontier, **result.to_dict(), **meta, "group": name,
+             "n_runs": int(rows.run_id.nunique())}
+    from clipscale.fit.laws import get_law
+
+    if get_law(result.law).inputs == ("C",):
+        budgets = list(study.fit.predict_compute) or [rows.compute.max() * 10, rows.compute.max() * 100]
+        entry["predictions"] = _predictions(result, budgets)
+    return entry
+
+
+def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: StudySpec,
+               headline: bool, first_law: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list]:
+    """One law on one target, per distribution: (saved-fit entries, failures, exponent differences)."""
+    from clipscale.fit.laws import get_law
+
+    rows = _rows_for(points, get_law(law).inputs, study.fit.constrained)
+    names = {d: group_name(distribution=d, dataset=dataset, metric=metric, law=law, headline=headline,
+                           first_law=first_law) for d in rows.distribution.unique()}
+    try:
+        doc, results = _fit_call(rows, law=law, metric=metric, by="distribution", study=study)
+        per_group = [(f, r, g) for f, (_, r, g) in zip(doc["fits"], results, strict=True)]
+        differences = doc.get("differences", [])
+    except Exception:  # one group failed: fit each alone so the others still count, the failure is shown
+        per_group, differences, failed = [], [], []
+        for d, sub in rows.groupby("distribution", sort=True):
+            try:
+                doc, ((_, r, g),) = _fit_call(sub, law=law, metric=metric, by=None, study=study)
+                per_group.append(({**doc["fits"][0], "group": d}, r, g))
+            except Exception as exc:  # too few points, no convergence: shown in the report
+                failed.append({"group": names[d], "dataset": dataset, "metric": metric, "distribution": d,
+                               "law": law, "frontier": study.fit.frontier,
+                               "n_runs": int(sub.run_id.nunique()),
+                               "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+        if not per_group and not failed:
+            raise
+    else:
+        failed = []
+    entries = [_entry(f, r, g, {"dataset": dataset, "metric": metric, "distribution": f["group"], "law": law},
+                      study, names[f["group"]]) for f, r, g in per_group]
+    for d in differences:
+        d.update(dataset=dataset, metric=metric, law=law)
+    return entries, failed, differences
+
+
+def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) -> list[dict[str, Any]]:
+    """Chinchilla approach 2 per distribution on the isoFLOP groups (`clipscale.fit.isoflop`)."""
+    rows = points[points.compute_group.notna()]
+    if study.fit.constrained == "exclude":
+        rows = rows[~rows.constrained]
+    out = []
+    for distribution, sub in rows.groupby("distribution", sort=True):
+        entry: dict[str, Any] = {"dataset": dataset, "metric": metric, "distribution": distribution,
+                                 "n_runs": int(sub.run_id.nunique())}
+        try:
+            entry.update(_isoflop(sub, bootstrap=study.fit.bootstrap))
+        except ImportError as exc:
+            entry["error"] = f"isoFLOP analysis unavailable: {exc}"
+        except Exception as exc:  # fewer than two budgets with an interior optimum: no exponent, say why
+            entry.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0], a=None, b=None,
+                         budgets=_budgets_alone(sub))
+        out.append(entry)
+    return out
+
+
+def _isoflop(rows: Any, *, bootstrap: int) -> dict[str, Any]:
+    """`fit.isoflop.isoflop` on a study's isoFLOP groups. With 3 sizes a budget, most resamples of its
+    runs lose a size; if every resample does, keep the point estimates and say why there is no CI."""
+    from clipscale.errors import ClipscaleError
+    from clipscale.fit.isoflop import isoflop
+
+    kwargs = {"C": "compute_group", "N": "params", "y": "error", "seed": 0}
+    try:
+        doc = isoflop(rows, bootstrap=bootstrap, **kwargs)
+    except ClipscaleError as exc:
+        if not bootstrap or "bootstrap" not in str(exc):
+            raise
+        doc = {**isoflop(rows, bootstrap=0, **kwargs), "ci_note": f"no CI: {exc}"}
+    # the echo of its inputs goes under "inputs" ("error" there means 1 - y; here it names a failure)
+    doc["inputs"] = {k: doc.pop(k) for k in (*kwargs, "where", "k", "error", "gap") if k in doc}
+    return doc
+
+
+def _budgets_alone(rows: Any) -> list[dict[str, Any]]:
+    """Each budget's parabola (`fit.isoflop.parabola_optimum`) when there are too few for an exponent."""
+    import numpy as np
+
+    try:
+        from clipscale.fit.isoflop import MIN_SIZES, parabola_optimum
+    except ImportError:
+        return []
+    out = []
+    for level, g in rows.groupby("compute_group", sort=True):
+        if g.params.nunique() >= MIN_SIZES:
+            opt = parabola_optimum(np.log(g.params.to_numpy(float)), np.log(g.error.to_numpy(float)))
+            out.append({"C": float(level), "N_opt": opt["N_opt"], "y_opt": opt["y_opt"], "edge": opt["edge"],
+                        "n_runs": len(g)})
+    return out
+
+
+def _off_law(points: Any, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each data-constrained run's error against its distribution's fitted law of C at its compute."""
+    from clipscale.report.analysis import fitted
+
+    out = []
+    for e in entries:
+        if set(e.get("input_ranges", {})) != {"C"}:
+            continue
+        law = fitted(e)
+        for _, row in points[points.constrained & (points.distribution == e["distribution"])].iterrows():
+            predicted = float(law.predict(C=[row.compute])[0])
+            out.append({"group": e["group"], "run_id": row.run_id, "model": row.model,
+                        "data_size": int(row.data_size), "repeats": float(row.repeats),
+                        "compute": float(row.compute), "error": float(row.error),
+                        "law_error": predicted, "ratio": float(row.error) / predicted})
+    return out
+
+
+def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The fits.json document: every [fit] law on every target, the isoFLOP analysis, what was left out."""
+    from clipscale.report.analysis import DATA_CONSTRAINED_REPEATS, final_points, targets
+
+    doc: dict[str, Any] = {
+        "format": SAVED_FORMAT, "by": "distribution", "study": study.name, "complete": not missing,
+        "missing_runs": list(missing or []),
+        "settings": {"metrics": list(study.fit.metrics), "laws": list(study.fit.laws),
+                     "frontier": study.fit.frontier, "constrained": study.fit.constrained,
+                     "fix": dict(study.fit.fix),
+                     "max_repeats": DATA_CONSTRAINED_REPEATS, "bootstrap": study.fit.bootstrap,
+                     "inputs": INPUT_COLUMNS},
+        "fits": [], "failed": [], "differences": [], "isoflop": [], "constrained_runs": [], "off_law": []}
+    for i, (dataset, metric) in enumerate(targets(df, study.fit.metrics) if len(df) else []):
+        points = final_points(df, dataset, metric)
+        for j, law in enumerate(study.fit.laws):
+            entries, failed, diffs = fit_target(points, dataset=dataset, metric=metric, law=law, study=study,
+                                                headline=i == 0, first_law=j == 0)
+            doc["fits"] += entries
+            doc["failed"] += failed
+            doc["differences"] += diffs
+            doc["off_law"] += _off_law(points, entries) if j == 0 else []
+        doc["isoflop"] += isoflop_target(points, dataset=dataset, metric=metric, study=study)
+        repeated = set(points[points.constrained].run_id)
+        doc["constrained_runs"] = sorted(set(doc["constrained_runs"]) | repeated)
+    return doc
+
+
+def _describe_missing(missing: list[dict[str, str]], total: int) -> str:
+    states: dict[str, int] = {}
+    for m in missing:
+        states[m["state"]] = states.get(m["state"], 0) + 1
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    return f"{len(missing)} of {total} runs are not finished ({counts})"
+
+
+def finish_study(study: StudySpec, *, report: bool = True, require_complete: bool = True,
+                 out: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Results table → fits.json → report.html. With `require_complete`, nothing is written while runs are
+    missing (a study that stopped early must not leave a report that looks final)."""
+    from clipscale.io import atomic_write_json
+    from clipscale.report.analysis import describe_fit
+    from clipscale.study.grid import plan
+    from clipscale.study.results import build_results_table, table_bytes
+
+    missing = missing_runs(study)
+    total = len(plan(study))
+    if missing and require_complete:
+        log(f"study {study.name}: no fits or report yet: {_describe_missing(missing, total)}; rerun "
+            f"`clipscale run {study.path}` (--retry-failed for failed runs), or `clipscale report "
+            f"{study.path}` for a partial report")
+        return {"complete": False, "missing": missing}
+    from clipscale.io import atomic_write_bytes
+
+    df = build_results_table(study)
+    paths = {"results": study.output_dir / "results.csv", "fits": study.output_dir / "fits.json"}
+    atomic_write_bytes(paths["results"], table_bytes(df, "csv"))
+    doc = fit_stage(study, df, missing=missing)
+    atomic_write_json(paths["fits"], doc)
+    for f in doc["fits"] + doc["failed"]:
+        log(f"  {describe_fit(f)}")
+    if report:
+        from clipscale.report import write_report
+
+        paths["report"] = write_report(study, out=out, fits=doc, table=df)
+    if missing:
+        log(f"study {study.name}: partial: {_describe_missing(missing, total)}")
+    for kind, path in paths.items():
+        log(f"{kind}: {path}")
+    return {"complete": not missing, "missing": missing, "doc": doc, **paths}
