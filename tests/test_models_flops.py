@@ -149,3 +149,36 @@ def test_help_does_not_import_torch() -> None:
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_coca_counts_its_text_decoder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """CoCa's multimodal decoder runs on every training sample (captioning loss): gmacs = image + text
+    towers + decoder, the decoder's share checked against a hand count of its matmuls."""
+    from clipscale.models.registry import register_model_config
+
+    d, layers, ctx, vocab, queries = 32, 2, 16, 500, 5
+    cfg = {"embed_dim": d, "custom_text": True,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": d, "patch_size": 8, "head_width": 16,
+                          "attentional_pool": True, "attn_pooler_queries": queries, "attn_pooler_heads": 1,
+                          "output_tokens": True},
+           "text_cfg": {"context_length": ctx, "vocab_size": vocab, "width": d, "heads": 2, "layers": 1,
+                        "embed_cls": True, "output_tokens": True},
+           "multimodal_cfg": {"context_length": ctx, "vocab_size": vocab, "width": d, "heads": 2,
+                              "layers": layers}}
+    (tmp_path / "test-flops-coca.json").write_text(json.dumps(cfg))
+    register_model_config(tmp_path / "test-flops-coca.json")
+    r = count_flops("test-flops-coca")
+    # teacher forcing: the decoder sees the caption's tokens but the last; the image's pooled tokens
+    # but the first (the contrastive one); MACs of every matmul (mlp ratio 4)
+    t, m = ctx - 1, queries - 1
+    self_block = 4 * t * d * d + 2 * t * t * d + 8 * t * d * d
+    cross_block = 2 * t * d * d + 2 * m * d * d + 2 * t * m * d + 8 * t * d * d
+    hand = (layers * (self_block + cross_block) + t * d * vocab) / 1e9
+    assert r.decoder_gmacs == pytest.approx(hand, rel=1e-9)
+    assert r.gmacs == pytest.approx(r.image_gmacs + r.text_gmacs + hand, rel=1e-9)
+    assert r.decoder_gmacs > 0.5 * r.gmacs  # a large undercount before
+    assert r.mparams == pytest.approx(r.image_mparams + r.text_mparams + r.decoder_mparams, rel=1e-12)
+    assert main(["flops", "coca_ViT-B-32", "--json"]) == 0
+    coca = json.loads(capsys.readouterr().out)
+    assert coca["gmacs"] == pytest.approx(coca["image_gmacs"] + coca["text_gmacs"] + coca["decoder_gmacs"])
+    assert coca["decoder_gmacs"] > coca["text_gmacs"]

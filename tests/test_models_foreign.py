@@ -383,3 +383,37 @@ def test_model_config_of_a_ladder_run_is_accepted_another_refused(tmp_path: Path
     (tmp_path / "tiny-S1.json").write_text(json.dumps(BPE_CONFIG))
     with pytest.raises(ClipscaleError, match="'tiny-S1' is a built-in ladder size"):
         register_model_config(tmp_path / "tiny-S1.json")
+
+
+def test_hf_tokenizer_models_fail_in_one_line_without_transformers(
+        tmp_path: Path, synth_train_shards: Path, synth_eval_sets: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """SigLIP's tokenizer is a Hugging Face one: without transformers (or its files offline), train and
+    eval say which model needs which tokenizer and what to install, in one line (no traceback)."""
+    import sys
+
+    from clipscale.models import get_tokenizer, tokenizer_from_state
+    from clipscale.models.registry import build_from_config
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import fails, as where it is not installed
+    with pytest.raises(ClipscaleError, match="'ViT-B-16-SigLIP' uses the Hugging Face tokenizer "
+                                             "'timm/ViT-B-16-SigLIP': install transformers") as err:
+        get_tokenizer("ViT-B-16-SigLIP")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ClipscaleError, match="HF_HUB_OFFLINE"):  # eval of a saved run rebuilds it so
+        tokenizer_from_state({"kind": "open_clip", "model": "ViT-B-16-SigLIP", "context_length": 64})
+    assert main(["train", "--model", "ViT-B-16-SigLIP", "--train-data", str(synth_train_shards),
+                 "--output-dir", str(tmp_path / "run"), "--workers", "0", "--progress", "false"]) == 2
+    err_text = capsys.readouterr().err
+    assert err_text.startswith("clipscale: error: model 'ViT-B-16-SigLIP' uses the Hugging Face tokenizer")
+    assert err_text.count("\n") == 1 and not (tmp_path / "run").exists()
+    # eval of a custom architecture with an HF tokenizer (a tiny SigLIP-like text config)
+    cfg = {**BPE_CONFIG, "text_cfg": {**BPE_CONFIG["text_cfg"], "hf_tokenizer_name": "timm/tiny-hf-tok"}}
+    config = tmp_path / "tiny-hf-tok.json"
+    config.write_text(json.dumps(cfg))
+    torch.save(build_from_config("tiny-hf-tok", cfg).state_dict(), tmp_path / "w.pt")
+    assert main(["eval", str(tmp_path / "w.pt"), "--model", "tiny-hf-tok", "--model-config", str(config),
+                 "--suite", "synth", "--data-root", str(synth_eval_sets), "--out", str(tmp_path / "r")]) == 2
+    err_text = capsys.readouterr().err
+    assert "model 'tiny-hf-tok' uses the Hugging Face tokenizer 'timm/tiny-hf-tok'" in err_text
+    assert err_text.count("\n") == 1

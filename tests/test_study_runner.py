@@ -257,3 +257,24 @@ def test_run_exits_nonzero_while_failed_runs_remain(study, monkeypatch, capsys) 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "4 run(s) failed" in err and "--retry-failed" in err
     assert run_exit_status(_run(study, retry_failed=True)) == 0
+
+
+def test_stream_runs_refuse_an_executor_with_another_world_size(study, capsys) -> None:
+    """Stream-mode run ids include the study file's world size ([slurm] nodes x gpus_per_node): `--executor
+    local` (one rank here) must not train them; index-mode runs do not depend on it and still run."""
+    from clipscale.cli import main
+
+    text = study.path.read_text()
+    study.path.write_text(text + '\n[slurm]\nnodes = 2\ngpus_per_node = 4\n')
+    assert _run(load_study(study.path))["finished"] == 8  # index mode: same batches on any world size
+    stream = text.replace('checkpoint_points = [0.5, 1.0]',
+                          'checkpoint_points = [0.5, 1.0]\ndata_mode = "stream"')
+    study.path.write_text(stream + '\n[slurm]\nnodes = 2\ngpus_per_node = 4\n')
+    assert main(["run", str(study.path), "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    first = plan(load_study(study.path))[0].run_id
+    assert err.count("\n") == 1 and f"stream-mode run {first} is planned for world size 8" in err, err
+    assert "world size 1" in err
+    assert not (study.runs_dir / first).exists()  # nothing trained
+    study.path.write_text(stream + '\n[executor]\ngpus_per_run = 1\n')  # the local launch it describes
+    assert _run(load_study(study.path))["finished"] == 8

@@ -200,3 +200,24 @@ def test_config_json_reloads_as_the_same_config(tiny_trained_run: Path) -> None:
 
     saved = json.loads((tiny_trained_run / "config.json").read_text())
     assert TrainConfig(**saved).to_dict() == saved
+
+
+def test_standalone_train_removes_a_killed_writers_temporaries(synth_train_shards: Path,
+                                                               tmp_path: Path) -> None:
+    """`clipscale train` outside a study: `.NAME.*.tmp` files a kill left behind are gone once a session
+    starts; the user's own files (`notes.tmp`) stay."""
+    from clipscale.train import train
+
+    run = tmp_path / "run"
+    stale = [run / ".summary.json.ab12cd.tmp", run / "checkpoints" / ".latest.pt.x9y8z7.tmp",
+             run / "open_clip_config" / ".tiny-S0.json.q1w2e3.tmp"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    (run / "notes.tmp").write_text("mine")
+    (run / "checkpoints" / "notes.tmp").write_text("mine too")
+    summary = train(tiny_config(synth_train_shards, run, samples_seen=32, batch_size=16,
+                                checkpoint_points=[1.0]))
+    assert summary["state"] == "finished"
+    assert not [p for p in stale if p.exists()]
+    assert (run / "notes.tmp").read_text() == "mine" and (run / "checkpoints" / "notes.tmp").is_file()

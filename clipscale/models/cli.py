@@ -78,11 +78,13 @@ def _flops(args: argparse.Namespace) -> int:
         print(dumps(report.to_dict()))
         return 0
     print(f"{report.model}: one {report.image_size}px image + one {report.context_length}-token caption")
-    print(f"{'tower':<6}  {'params (M)':>12}  {'GMACs':>12}")
-    for tower, mparams, gmacs in (("image", report.image_mparams, report.image_gmacs),
-                                  ("text", report.text_mparams, report.text_gmacs),
-                                  ("total", report.mparams, report.gmacs)):
-        print(f"{tower:<6}  {_fmt(mparams):>12}  {_fmt(gmacs):>12}")
+    print(f"{'tower':<7} {'params (M)':>12}  {'GMACs':>12}")
+    rows = [("image", report.image_mparams, report.image_gmacs),
+            ("text", report.text_mparams, report.text_gmacs)]
+    if report.decoder_gmacs:  # CoCa's multimodal text decoder
+        rows.append(("decoder", report.decoder_mparams, report.decoder_gmacs))
+    for tower, mparams, gmacs in (*rows, ("total", report.mparams, report.gmacs)):
+        print(f"{tower:<7} {_fmt(mparams):>12}  {_fmt(gmacs):>12}")
     return 0
 
 

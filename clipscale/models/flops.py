@@ -41,6 +41,9 @@ class FlopsReport:
 
     Key names follow ../shared/paper/arch_info.csv; text_mparams is everything outside `visual`
     (token/positional embeddings, transformer, projection, logit_scale), as in the paper's table.
+    CoCa's multimodal text decoder runs on every training sample (its captioning loss), so its
+    forward cost is part of `gmacs`; it is reported apart (`decoder_*`, zero for other models) and
+    left out of `text_mparams`.
     """
 
     model: str
@@ -52,6 +55,8 @@ class FlopsReport:
     text_mparams: float
     image_size: int
     context_length: int
+    decoder_gmacs: float = 0.0
+    decoder_mparams: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +145,19 @@ def _tower_gmacs(model: torch.nn.Module, cfg: dict[str, Any], tower: str, arg: t
     return _TOWER_GMACS[key]
 
 
+def _decoder_gmacs(model: torch.nn.Module, cfg: dict[str, Any], image: torch.Tensor,
+                   text: torch.Tensor) -> float:
+    """CoCa's text decoder as its training forward calls it: cross-attending the image tokens, over
+    the caption's token embeddings but the last (teacher forcing, as open_clip's CoCa.forward)."""
+    key = json.dumps(["decoder", type(model).__qualname__, cfg], sort_keys=True, default=repr)
+    if key not in _TOWER_GMACS:
+        _, image_embs = model.visual(image)  # shapes only: meta tensors, outside the counter
+        _, token_embs = model.text(text)
+        _TOWER_GMACS[key] = _forward_gmacs(lambda embs: model.text_decoder(image_embs, embs),
+                                           token_embs[:, :-1])
+    return _TOWER_GMACS[key]
+
+
 def _mparams(module: torch.nn.Module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
@@ -166,20 +184,27 @@ def _count_flops(name: str, image_size: int | None, context_length: int | None) 
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ClipscaleError(f"cannot count FLOPs of model {name!r}: building it failed: {first}") from exc
     model.eval()  # no dropout / patch dropout: the paper counts the full forward
-    image_gmacs = _tower_gmacs(model, cfg, "image", torch.empty(1, 3, size, size, device="meta"))
-    text_gmacs = _tower_gmacs(model, cfg, "text", torch.zeros(1, ctx, dtype=torch.long, device="meta"))
+    image = torch.empty(1, 3, size, size, device="meta")
+    text = torch.zeros(1, ctx, dtype=torch.long, device="meta")
+    image_gmacs = _tower_gmacs(model, cfg, "image", image)
+    text_gmacs = _tower_gmacs(model, cfg, "text", text)
+    decoder = getattr(model, "text_decoder", None)  # CoCa's multimodal decoder
+    decoder_gmacs = 0.0 if decoder is None else _decoder_gmacs(model, cfg, image, text)
+    decoder_mparams = 0.0 if decoder is None else _mparams(decoder)
     mparams = _mparams(model)
     image_mparams = _mparams(model.visual)
     return FlopsReport(
         model=name,
-        gmacs=image_gmacs + text_gmacs,
+        gmacs=image_gmacs + text_gmacs + decoder_gmacs,
         image_gmacs=image_gmacs,
         text_gmacs=text_gmacs,
         mparams=mparams,
         image_mparams=image_mparams,
-        text_mparams=mparams - image_mparams,
+        text_mparams=mparams - image_mparams - decoder_mparams,
         image_size=size,
         context_length=ctx,
+        decoder_gmacs=decoder_gmacs,
+        decoder_mparams=decoder_mparams,
     )
 
 

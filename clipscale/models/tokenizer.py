@@ -77,7 +77,10 @@ class OpenClipTokenizer:
 
             ensure_registered(model_name, model_config)
         self.model_name = model_name
-        self._tok = open_clip.get_tokenizer(model_name, context_length=context_length)
+        try:
+            self._tok = open_clip.get_tokenizer(model_name, context_length=context_length)
+        except (ImportError, OSError) as exc:  # transformers absent, or tokenizer files not local
+            raise ClipscaleError(_hf_tokenizer_hint(model_name, exc)) from None
         self.context_length = int(getattr(self._tok, "context_length", None) or context_length or 77)
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
@@ -85,6 +88,18 @@ class OpenClipTokenizer:
 
     def state(self) -> dict[str, Any]:
         return {"kind": "open_clip", "model": self.model_name, "context_length": self.context_length}
+
+
+def _hf_tokenizer_hint(model_name: str, exc: BaseException) -> str:
+    """One line for a model whose tokenizer open_clip delegates to Hugging Face (SigLIP, mT5, ...)."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(model_name) or {}
+    source = cfg.get("text_cfg", {}).get("hf_tokenizer_name") or model_name.removeprefix("local-dir:")
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return (f"model {model_name!r} uses the Hugging Face tokenizer {source!r}: install transformers and "
+            "have the tokenizer files locally (HF_HUB_OFFLINE=1 with them in the Hugging Face cache, "
+            f"or a local-dir: model folder holding them); {type(exc).__name__}: {first}")
 
 
 def tokenizer_from_state(state: dict[str, Any], *, model_config: dict[str, Any] | None = None) -> Tokenizer:

@@ -26,7 +26,7 @@ from clipscale.errors import ClipscaleError
 from clipscale.io import atomic_write_json, fsync_dir, remove_stale_tmp
 from clipscale.study import hooks as default_hooks
 from clipscale.study.executors import Stopped, signal_name
-from clipscale.study.grid import RunPlan, format_plan, plan
+from clipscale.study.grid import RunPlan, format_plan, plan, stream_world_size
 from clipscale.study.spec import DatasetSpec, StudySpec
 from clipscale.study.state import hold_lock, read_state, write_state
 
@@ -305,6 +305,7 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     exe = make_executor(executor, study, jobs=jobs, slurm_backend=slurm_backend)
     previous = _stop_on_signals()
     try:
+        _check_stream_world_size(study, todo, exe, executor)
         outcomes, stop = schedule(exe, study, todo, hooks=hooks or Hooks(), retry_failed=retry_failed,
                                   log=log)
     finally:
@@ -312,6 +313,21 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return _summarize(study, runs, outcomes, stop, log)
+
+
+def _check_stream_world_size(study: StudySpec, runs: list[RunPlan], exe: Any, executor: str) -> None:
+    """Stream-mode run ids include the world size the study file describes (grid.stream_world_size);
+    trained on another executor's world size, a run's batches, hence weights, would not match its id."""
+    from clipscale.study.schedule import _nproc
+
+    launched = _nproc(study, exe) * int(getattr(exe, "nnodes", 1) or 1)
+    planned = stream_world_size(study)
+    for run in runs:
+        if run.train.get("data_mode") == "stream" and launched != planned:
+            raise ClipscaleError(
+                f"{study.path}: stream-mode run {run.run_id} is planned for world size {planned} "
+                f"([slurm] nodes x gpus_per_node, else [executor] gpus_per_run) but --executor {executor} "
+                f"would train it on world size {launched}; use the executor the study describes")
 
 
 def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, Any]], stop: str | None,

@@ -18,7 +18,7 @@ import torch
 
 from clipscale.data.loader import SampleReader, StepBatches, StepSampler, build_sources
 from clipscale.errors import ClipscaleError
-from clipscale.io import atomic_write_json
+from clipscale.io import atomic_write_json, remove_stale_tmp
 from clipscale.train import checkpointing as ckpt
 from clipscale.train.config import TrainConfig
 from clipscale.train.distributed import (
@@ -109,6 +109,13 @@ def _write_run_files(run_dir: Path, config: TrainConfig, model_cfg: dict[str, An
     write_open_clip_config(run_dir / "open_clip_config", config.model, model_cfg)
 
 
+def _remove_stale_tmp(run_dir: Path) -> None:
+    """Temporaries of a killed earlier writer (`.NAME.*.tmp`): the run's own writers start after this,
+    on this rank only, so none can be active (a study also holds the run's lock)."""
+    for directory in (run_dir, run_dir / "checkpoints", run_dir / "open_clip_config"):
+        remove_stale_tmp(directory)
+
+
 def build_session(config: TrainConfig) -> Session:
     from clipscale.models import create_model, get_tokenizer, image_size, model_config
     from clipscale.models.registry import register_model_configs
@@ -132,6 +139,7 @@ def build_session(config: TrainConfig) -> Session:
 
     if env.is_main:  # only once the data and any resume checkpoint are known to be usable
         run_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_tmp(run_dir)
         _write_run_files(run_dir, config, model_cfg)
     torch.manual_seed(config.seed)
     model = create_model(config.model)
