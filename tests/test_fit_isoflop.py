@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
@@ -62,6 +63,45 @@ def test_recovers_known_exponent_with_ci() -> None:
     for bd in doc["budgets"]:
         assert set(bd) >= {"C", "N_opt", "y_opt", "edge"}
         assert bd["D_opt"] == pytest.approx(bd["C"] / (6 * bd["N_opt"]))
+
+
+def noisy_ladder(sizes: int, budgets: int, rng: np.random.Generator) -> tuple[pd.DataFrame, float]:
+    """Hoffmann et al.'s fitted loss with 1 % noise on `budgets` budgets of `sizes` sizes each, 4x apart and
+    centred off the optimum by up to 0.3 in log N (a real ladder is not centred on it); returns a = b/(a+b)."""
+    alpha, beta, big_a, big_b = 0.34, 0.28, 406.4, 410.7
+    rows = []
+    for c in np.geomspace(1e18, 1e21, budgets):
+        n_opt = (alpha * big_a / (beta * big_b)) ** (1 / (alpha + beta)) * (c / 6) ** (beta / (alpha + beta))
+        for n in n_opt * np.exp(rng.uniform(-0.3, 0.3)) * np.geomspace(1 / 4, 4, sizes):
+            loss = (1.69 + big_a / n**alpha + big_b / (c / (6 * n)) ** beta) * np.exp(rng.normal(0, 0.01))
+            rows.append({"C": c, "N": n, "loss": loss})
+    return pd.DataFrame(rows), beta / (alpha + beta)
+
+
+@pytest.mark.parametrize("sizes", [3, 5])
+def test_ci_of_a_covers_the_true_exponent(sizes: int) -> None:
+    # Resampling runs of a 3-size budget loses a size: no CI, or one of width 0. The CI must keep each
+    # budget's sizes, have width > 0 and cover the true exponent about as often as it says (95 %).
+    covered, widths = 0, []
+    for rep in range(20):
+        df, want = noisy_ladder(sizes, 4 + rep % 3, np.random.default_rng(rep))
+        doc = isoflop(df, C="C", N="N", y="loss", k=6, bootstrap=200, seed=rep)
+        assert doc["n_budgets_used"] >= 3 and doc["bootstrap_ok"] == 200
+        lo, hi = doc["a_ci"]
+        assert lo < doc["a"] < hi and doc["b_ci"] == pytest.approx([1 - hi, 1 - lo])
+        covered += lo < want < hi
+        widths.append(hi - lo)
+    assert covered >= 16 and min(widths) > 0 and np.median(widths) < 0.3
+
+
+def test_two_budgets_use_the_parabola_residuals() -> None:
+    df, want = noisy_ladder(7, 2, np.random.default_rng(1))
+    doc = isoflop(df, C="C", N="N", y="loss", k=6, bootstrap=300)
+    assert doc["bootstrap_method"] == "parabola residuals" and doc["bootstrap_pooled_residuals"] == 14
+    assert doc["a_ci"][0] < want < doc["a_ci"][1] and doc["bootstrap_ok"] + doc["bootstrap_failed"] == 300
+    three, _ = noisy_ladder(3, 2, np.random.default_rng(1))  # two exact parabolas: nothing measures noise
+    doc = isoflop(three, C="C", N="N", y="loss", k=6, bootstrap=300)
+    assert doc["a_ci"] is None and doc["ci_note"].startswith("no CI: two usable budgets")
 
 
 def test_edge_budget_flagged_and_excluded() -> None:
@@ -128,7 +168,13 @@ def test_cli_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_chinchilla_runs_give_approach_2_exponent() -> None:
     # Hoffmann et al. 2022 approach 2: N_opt ∝ C^0.49 (their isoFLOP runs; these are the Fig. 4 runs).
     df = pd.read_csv(SHARED / "external" / "chinchilla_svg_extracted.csv")
-    doc = isoflop(df, C="`Training FLOP`", N="`Model Size`", y="loss", k=6, bootstrap=100)
+    doc = isoflop(df, C="`Training FLOP`", N="`Model Size`", y="loss", k=6, bootstrap=2000)
     assert 0.45 < doc["a"] < 0.53
-    assert doc["a_ci"][0] < 0.49 < doc["a_ci"][1]
+    lo, hi = doc["a_ci"]
+    assert 0.3 < lo < 0.49 < hi < 0.7
     assert doc["n_budgets_used"] >= 5
+    # the line's scatter of N* is the error: the CI is the slope's t-interval up to Monte Carlo error
+    used = [b for b in doc["budgets"] if not b["edge"]]
+    fit = stats.linregress(np.log([b["C"] for b in used]), np.log([b["N_opt"] for b in used]))
+    half = stats.t.ppf(0.975, len(used) - 2) * fit.stderr
+    assert [lo, hi] == pytest.approx([fit.slope - half, fit.slope + half], abs=0.02)

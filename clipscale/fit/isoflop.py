@@ -6,7 +6,14 @@ run follows the table's compute convention C = k·N·D (k = 6 for LLM FLOPs with
 CLIP GMACs per sample × samples seen), so D* = C/(k·N*) ∝ C^b with b = 1 − a exactly; both are reported
 because the literature quotes both. A budget whose best run is its smallest or largest model, whose
 parabola opens downwards, or whose N* lies outside its sizes has no interior optimum: it is flagged
-(`edge`) and excluded from the line. Bootstrap CIs resample runs within each budget.
+(`edge`) and excluded from the line; that choice is made once, on the point estimate.
+
+Bootstrap CIs (`bootstrap_a`) keep every budget with its model sizes and draw the error of log N* about the
+line, because resampling the runs of a three-size budget (the minimum, and the usual CLIP ladder) nearly
+always loses a size and so leaves no CI or one collapsed to a point. That scatter is the measured error of
+N* whatever its source (run noise, a parabola only approximately right, budgets only approximately shared),
+the only one three runs a budget can show, and its variance is drawn with its own uncertainty, so that few
+budgets give the wide CI they should.
 
 Budgets are found by clustering sorted log10 C: a gap wider than `gap` dex starts a new budget, so a
 table whose runs only approximately share their budgets (figures digitised by hand, rounded step
@@ -118,20 +125,54 @@ def _analyse(
         "budgets": budgets,
     }
     if bootstrap:
-        samples, failed = _bootstrap(ln, ly, members, good, lcb, bootstrap, seed)
-        lo, hi = np.percentile(samples, [50 * (1 - CI_LEVEL), 50 * (1 + CI_LEVEL)])
-        doc.update(
-            a_ci=[float(lo), float(hi)],
-            b_ci=[float(1 - hi), float(1 - lo)],
-            bootstrap_ok=int(samples.size),
-            bootstrap_failed=failed,
-        )
+        doc.update(_ci(bootstrap_a(ln, ly, members, good, lcb, bootstrap, seed)))
     for bd in budgets:
         bd["D_opt"] = bd["C"] / (k * bd["N_opt"]) if np.isfinite(bd["N_opt"]) else float("nan")
     return doc
 
 
-def _bootstrap(
+def _design(log_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares map from log y to the parabola's (c2, c1, c0), and the leverages of its runs."""
+    x = np.vander(log_n, 3)
+    pinv = np.linalg.pinv(x)
+    return pinv, np.einsum("ij,ji->i", x, pinv)
+
+
+def _residual_pool(ln: np.ndarray, ly: np.ndarray, members: list[np.ndarray], good: list[int]) -> np.ndarray:
+    """Leverage-adjusted, centred residuals of log y about the usable budgets' parabolas (Davison & Hinkley
+    1997, eq. 6.9); empty when no parabola has a residual degree of freedom (e.g. three runs each)."""
+    pool = []
+    for i in good:
+        sel = members[i]
+        pinv, lev = _design(ln[sel])
+        if sel.size - np.linalg.matrix_rank(pinv) < 1:
+            continue
+        r = ly[sel] - np.vander(ln[sel], 3) @ (pinv @ ly[sel])
+        pool.append(r / np.sqrt(np.clip(1.0 - lev, 1e-12, None)))
+    return np.concatenate(pool) - np.concatenate(pool).mean() if pool else np.empty(0)
+
+
+def _vertices(
+    ln: np.ndarray, ly: np.ndarray, members: list[np.ndarray], good: list[int], pool: np.ndarray, n: int, rng: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, budgets) log N* from each budget's parabola refitted to fitted + resampled pooled residuals, whether
+    the resampled parabola has a minimum at all, and whether that minimum left the budget's sizes."""
+    out, ok, outside = (np.empty((n, len(good))) for _ in range(3))
+    for j, i in enumerate(good):
+        sel = members[i]
+        x = ln[sel]
+        pinv, _ = _design(x)
+        fit = np.vander(x, 3) @ (pinv @ ly[sel])
+        noise = rng.choice(pool, size=(n, sel.size)) if pool.size else np.zeros((n, sel.size))
+        c2, c1, _ = pinv @ (fit + noise).T
+        ok[:, j] = c2 > 0
+        xv = -c1 / (2 * np.where(ok[:, j], c2, 1.0))
+        out[:, j] = xv
+        outside[:, j] = (xv <= x.min()) | (xv >= x.max())
+    return out, ok.astype(bool), outside.astype(bool) & ok.astype(bool)
+
+
+def bootstrap_a(
     ln: np.ndarray,
     ly: np.ndarray,
     members: list[np.ndarray],
@@ -139,29 +180,59 @@ def _bootstrap(
     lcb: np.ndarray,
     n_boot: int,
     seed: int,
-) -> tuple[np.ndarray, int]:
-    """Resample runs within each usable budget; a resample whose parabola has no interior optimum drops
-    that budget; one with fewer than two budgets left is counted as failed."""
+) -> dict[str, Any]:
+    """Bootstrap of the exponent a on the budgets chosen by the point estimate, each keeping its sizes.
+
+    With G >= 3 usable budgets (`line`): each resample adds to every budget's log N* normal scatter whose
+    variance is the line's residual variance drawn from its scaled inverse χ² (G − 2 degrees of freedom), and
+    refits the line; this is the t-interval of the slope, with b = 1 − a alike. With two budgets the line has
+    no residual, so (`parabola residuals`) each budget's parabola is refitted to its fitted values plus
+    residuals drawn from the pooled leverage-adjusted parabola residuals; a resample in which a parabola has
+    no minimum is dropped and counted (`bootstrap_failed`), one whose vertex leaves its budget's sizes kept and
+    counted (`bootstrap_edge`). Without either (two budgets of exactly three runs) there is no CI (`ci_note`)."""
     rng = np.random.default_rng(seed)
-    out, failed = [], 0
-    for _ in range(n_boot):
-        xs, ys = [], []
-        for j, i in enumerate(good):
-            sel = members[i]
-            w = np.bincount(rng.integers(0, sel.size, sel.size), minlength=sel.size).astype(float)
-            opt = parabola_optimum(ln[sel], ly[sel], w)
-            if not opt["edge"]:
-                xs.append(lcb[j])
-                ys.append(np.log(opt["N_opt"]))
-        if len(xs) < 2:
-            failed += 1
-            continue
-        out.append(_slope(np.array(xs), np.array(ys))[0])
-    if not out:
-        raise ClipscaleError(
-            f"isoflop: every one of {n_boot} bootstrap resamples left fewer than two budgets"
-        )
-    return np.array(out), failed
+    g = len(good)
+    xc = lcb - lcb.mean()
+    weights = xc / (xc @ xc)  # slope = weights @ log N*
+    point = np.array([np.log(parabola_optimum(ln[members[i]], ly[members[i]])["N_opt"]) for i in good])
+    if g > 2:
+        resid = point - (point @ weights) * xc - point.mean()
+        rss = float(resid @ resid)
+        sd = np.sqrt(rss / rng.chisquare(g - 2, n_boot))
+        lv = point + sd[:, None] * rng.standard_normal((n_boot, g))
+        return {
+            "samples": lv @ weights,
+            "bootstrap_method": "line",
+            "bootstrap_line_sd": float(np.sqrt(rss / (g - 2))),
+            "bootstrap_failed": 0,
+        }
+    pool = _residual_pool(ln, ly, members, good)
+    if not pool.size:
+        return {
+            "bootstrap_method": "none",
+            "ci_note": "no CI: two usable budgets, each with as many runs as parabola coefficients, hold no "
+            "estimate of the noise",
+        }
+    lv, ok, outside = _vertices(ln, ly, members, good, pool, n_boot, rng)
+    keep = ok.all(axis=1)
+    return {
+        "samples": lv[keep] @ weights,
+        "bootstrap_method": "parabola residuals",
+        "bootstrap_pooled_residuals": int(pool.size),
+        "bootstrap_failed": int((~keep).sum()),
+        "bootstrap_edge": int(outside[keep].any(axis=1).sum()),
+    }
+
+
+def _ci(boot: dict[str, Any]) -> dict[str, Any]:
+    """The JSON fields of a bootstrap: percentile CIs of a and of b = 1 − a, and its counts."""
+    samples = boot.pop("samples", None)
+    if samples is None or not samples.size:
+        boot.setdefault("ci_note", "no CI: every bootstrap resample had a budget whose parabola has no minimum")
+        return boot
+    lo, hi = np.percentile(samples, [50 * (1 - CI_LEVEL), 50 * (1 + CI_LEVEL)])
+    return {**boot, "a_ci": [float(lo), float(hi)], "b_ci": [float(1 - hi), float(1 - lo)],
+            "bootstrap_ok": int(samples.size)}
 
 
 def isoflop(
