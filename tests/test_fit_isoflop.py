@@ -66,8 +66,8 @@ def test_recovers_known_exponent_with_ci() -> None:
 
 
 def noisy_ladder(sizes: int, budgets: int, rng: np.random.Generator) -> tuple[pd.DataFrame, float]:
-    """Hoffmann et al.'s fitted loss with 1 % noise on `budgets` budgets of `sizes` sizes each, 4x apart and
-    centred off the optimum by up to 0.3 in log N (a real ladder is not centred on it); returns a = b/(a+b)."""
+    """Hoffmann et al.'s fitted loss with 1 % noise on `budgets` budgets of `sizes` sizes each, 4x apart
+    and centred off the optimum by up to 0.3 in log N (a ladder is not centred on it); returns b/(a+b)."""
     alpha, beta, big_a, big_b = 0.34, 0.28, 406.4, 410.7
     rows = []
     for c in np.geomspace(1e18, 1e21, budgets):

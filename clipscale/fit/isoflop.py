@@ -153,10 +153,16 @@ def _residual_pool(ln: np.ndarray, ly: np.ndarray, members: list[np.ndarray], go
 
 
 def _vertices(
-    ln: np.ndarray, ly: np.ndarray, members: list[np.ndarray], good: list[int], pool: np.ndarray, n: int, rng: Any
+    ln: np.ndarray,
+    ly: np.ndarray,
+    members: list[np.ndarray],
+    good: list[int],
+    pool: np.ndarray,
+    n: int,
+    rng: Any,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n, budgets) log N* from each budget's parabola refitted to fitted + resampled pooled residuals, whether
-    the resampled parabola has a minimum at all, and whether that minimum left the budget's sizes."""
+    """(n, budgets) log N* from each budget's parabola refitted to fitted + resampled pooled residuals,
+    whether the resampled parabola has a minimum at all, and whether that minimum left the budget's sizes."""
     out, ok, outside = (np.empty((n, len(good))) for _ in range(3))
     for j, i in enumerate(good):
         sel = members[i]
@@ -187,9 +193,10 @@ def bootstrap_a(
     variance is the line's residual variance drawn from its scaled inverse χ² (G − 2 degrees of freedom), and
     refits the line; this is the t-interval of the slope, with b = 1 − a alike. With two budgets the line has
     no residual, so (`parabola residuals`) each budget's parabola is refitted to its fitted values plus
-    residuals drawn from the pooled leverage-adjusted parabola residuals; a resample in which a parabola has
-    no minimum is dropped and counted (`bootstrap_failed`), one whose vertex leaves its budget's sizes kept and
-    counted (`bootstrap_edge`). Without either (two budgets of exactly three runs) there is no CI (`ci_note`)."""
+    residuals drawn from the pooled leverage-adjusted parabola residuals; a resample in which a parabola
+    has no minimum is dropped and counted (`bootstrap_failed`), one whose vertex leaves its budget's sizes
+    kept and counted (`bootstrap_edge`). Without either (two budgets of exactly three runs) there is no CI
+    (`ci_note`)."""
     rng = np.random.default_rng(seed)
     g = len(good)
     xc = lcb - lcb.mean()
@@ -228,11 +235,15 @@ def _ci(boot: dict[str, Any]) -> dict[str, Any]:
     """The JSON fields of a bootstrap: percentile CIs of a and of b = 1 − a, and its counts."""
     samples = boot.pop("samples", None)
     if samples is None or not samples.size:
-        boot.setdefault("ci_note", "no CI: every bootstrap resample had a budget whose parabola has no minimum")
+        boot.setdefault("ci_note", "no CI: in every resample a budget's parabola had no minimum")
         return boot
     lo, hi = np.percentile(samples, [50 * (1 - CI_LEVEL), 50 * (1 + CI_LEVEL)])
-    return {**boot, "a_ci": [float(lo), float(hi)], "b_ci": [float(1 - hi), float(1 - lo)],
-            "bootstrap_ok": int(samples.size)}
+    return {
+        **boot,
+        "a_ci": [float(lo), float(hi)],
+        "b_ci": [float(1 - hi), float(1 - lo)],
+        "bootstrap_ok": int(samples.size),
+    }
 
 
 def isoflop(

@@ -150,7 +150,7 @@ def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) 
 
 
 def _isoflop(rows: Any, *, bootstrap: int) -> dict[str, Any]:
-    """`fit.isoflop.isoflop` on a study's isoFLOP groups; where the data allow no CI, its `ci_note` says why."""
+    """`fit.isoflop.isoflop` on a study's isoFLOP groups; where the data allow no CI, `ci_note` says why."""
     from clipscale.fit.isoflop import isoflop
 
     kwargs = {"C": "compute_group", "N": "params", "y": "error", "seed": 0}
