@@ -163,7 +163,8 @@ def _vertices(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(n, budgets) log N* from each budget's parabola refitted to fitted + resampled pooled residuals,
     whether the resampled parabola has a minimum at all, and whether that minimum left the budget's sizes."""
-    out, ok, outside = (np.empty((n, len(good))) for _ in range(3))
+    out = np.empty((n, len(good)))
+    ok, outside = np.zeros((n, len(good)), bool), np.zeros((n, len(good)), bool)
     for j, i in enumerate(good):
         sel = members[i]
         x = ln[sel]
@@ -175,7 +176,7 @@ def _vertices(
         xv = -c1 / (2 * np.where(ok[:, j], c2, 1.0))
         out[:, j] = xv
         outside[:, j] = (xv <= x.min()) | (xv >= x.max())
-    return out, ok.astype(bool), outside.astype(bool) & ok.astype(bool)
+    return out, ok, outside & ok
 
 
 def bootstrap_a(
