@@ -184,7 +184,19 @@ def build_from_config(name: str, cfg: dict[str, Any]) -> torch.nn.Module:
     if name in LADDER or name not in _open_clip_names():
         fields = {k: v for k, v in cfg.items() if k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")}
         return open_clip.model.CLIP(**fields)
-    return open_clip.create_model(name, pretrained=None, device="cpu", precision="fp32")
+    return _init_left_empty(open_clip.create_model(name, pretrained=None, device="cpu", precision="fp32"))
+
+
+def _init_left_empty(model: torch.nn.Module) -> torch.nn.Module:
+    """open_clip 3.3's CoCa decoder keeps `text_projection` as `torch.empty` memory (NaN, depending on
+    allocator history): its `init_parameters`, which would set it, fails (`self.transformer`) and is
+    never called. Initialise it as that method intends, normal with std width^-0.5."""
+    from open_clip.transformer import MultimodalTransformer
+
+    for module in model.modules():
+        if isinstance(module, MultimodalTransformer) and module.text_projection is not None:
+            torch.nn.init.normal_(module.text_projection, std=module.width**-0.5)
+    return model
 
 
 def create_model(name: str, *, device: str | torch.device = "cpu") -> torch.nn.Module:
