@@ -122,6 +122,9 @@ def test_editing_one_cell_changes_only_its_id(tmp_path: Path) -> None:
     (("[[rules]]", "[fit]\nlaw = 'power'\n\n[[rules]]"), "[fit]: unknown key 'law'; allowed: metrics, laws"),
     (("[[rules]]", "[fit]\nbootstrap = -1\n\n[[rules]]"), "[fit] bootstrap: expected an integer >= 0"),
     (("[[rules]]", "[fit]\nfix = {E_inf = 'low'}\n\n[[rules]]"), "[fit] fix E_inf: expected a number"),
+    (("[[rules]]", "[fit]\nlink = 'logit'\n\n[[rules]]"),
+     "[fit] link: 'logit': expected auto, error, neglog, odds or boxcox:LAM"),
+    (("[[rules]]", "[fit]\nlink = 0.5\n\n[[rules]]"), "[fit] link: expected a str, got 0.5"),
     (("when = {model", "when = {arch"), "[[rules]] #1 when: unknown key 'arch'; allowed: model"),
     (("[study]", "[stduy]"), "study file: unknown key 'stduy'; allowed: study, datasets"),
 ])
@@ -144,6 +147,9 @@ def test_fit_section_accepts_every_law_and_frontier(tmp_path: Path) -> None:
         spec = load_study(_write(tmp_path, text, f"s{i}.toml"))
         assert spec.fit.laws == tuple(list_laws()) and spec.fit.frontier == frontier
         assert spec.fit.constrained == "exclude"  # data-constrained runs stay out of frontiers by default
+        assert spec.fit.link == "auto"
+    text = BASE.replace("[[rules]]", "[fit]\nlink = 'boxcox:-0.5'\n\n[[rules]]", 1)
+    assert load_study(_write(tmp_path, text, "link.toml")).fit.link == "boxcox:-0.5"
 
 
 def test_study_file_is_data_only(tmp_path: Path) -> None:

@@ -32,6 +32,13 @@ def _register_fit(subparsers: Any) -> None:
     p.add_argument(
         "--fix", nargs="+", metavar="KEY=VALUE", default=[], help="hold parameters fixed, e.g. alpha=0.35"
     )
+    p.add_argument(
+        "--link",
+        default="auto",
+        help="scale the law of an error is fitted on: auto (the Box-Cox lambda in [-1, 1] that, fitted on "
+        "the smaller model sizes, best predicts the next; E for laws without N), error, neglog "
+        "(-log accuracy), odds, boxcox:LAM",
+    )
     for key, what in (
         ("C", "compute"),
         ("N", "model size"),
@@ -177,6 +184,7 @@ def _fit(args: argparse.Namespace) -> int:
         loss=args.loss,
         frontier=args.frontier,
         fix=_fix(args.fix),
+        link=args.link,
     )
     if args.save:
         from clipscale.fit.result import save_fits
@@ -241,6 +249,15 @@ def _print_fit_text(doc: dict[str, Any]) -> None:
                 f"  warning: {', '.join(f['at_bound'])} ended at a bound of the allowed range: the data "
                 "do not determine it (try another --frontier, fewer parameters, or --fix)"
             )
+        link = f.get("link", {})
+        if link.get("by") == "auto" and link.get("scores_pct"):
+            scores = ", ".join(f"{k} {v:.2f}" for k, v in link["scores_pct"].items())
+            print(
+                f"  link: {link['name']} (lambda {link['lambda']:g}; auto: forward MAE in points when "
+                f"predicting N = {', '.join(f'{n:.4g}' for n in link['predicted_N'])}: {scores})"
+            )
+        elif link.get("lambda", -1.0) != -1.0:
+            print(f"  link: {link['name']} (lambda {link['lambda']:g}, given)")
         for note in f.get("notes", []):
             print(f"  note: {note}")
         for name, val in f["validation"].items():

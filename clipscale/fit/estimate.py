@@ -31,6 +31,7 @@ from clipscale.fit.frontier import (  # noqa: F401 (frontier_points, FRONTIER_*:
     frontier_rows,
 )
 from clipscale.fit.laws import Law, logsumexp, lse_and_jacobian
+from clipscale.fit.link import IDENTITY, inverse, link_name, transform
 
 AT_BEST_RTOL = 1e-5
 
@@ -42,7 +43,8 @@ class Prepared:
     over) and which parameters are held fixed (`fix`: public names; `fixed`: internal index -> value).
     With fixed parameters the inputs are not centred (centre 0), so that every internal parameter is a
     function of one public parameter and fixing one is a bound lo = hi; `grid_centre` keeps the medians
-    the law's grid of starts is written for."""
+    the law's grid of starts is written for. `link` is the scale the law is fitted on
+    (clipscale.fit.link): `y` is then g_link(E), `error` E itself."""
 
     law: Law
     y: np.ndarray
@@ -55,6 +57,31 @@ class Prepared:
     fixed: dict[int, float] = field(default_factory=dict)
     grid_centre: dict[str, float] | None = None
     loss: bool = False
+    link: float = IDENTITY
+    observed: np.ndarray | None = None  # the error itself when y is its transform
+
+    @property
+    def error(self) -> np.ndarray:
+        """The target itself (E, or the loss), whatever scale the law is fitted on."""
+        return self.y if self.observed is None else self.observed
+
+    def to_error(self, values: np.ndarray) -> np.ndarray:
+        """The law's values (on the link's scale) as the target itself."""
+        return inverse(values, self.link)
+
+    def with_link(self, lam: float) -> Prepared:
+        """The same points with the law fitted to g_lam(E) (clipscale.fit.link)."""
+        e = self.error
+        if lam == IDENTITY:
+            return replace(self, y=e, observed=None, link=IDENTITY)
+        if self.loss:
+            raise ClipscaleError(f"--link {link_name(lam)}: a link is for errors in (0, 1], not for a --loss")
+        if lam >= 0 and np.any(e >= 1):
+            raise ClipscaleError(
+                f"--link {link_name(lam)} needs accuracies > 0 ({int(np.sum(e >= 1))} points have "
+                "error 1); use a link with a negative lambda (e.g. error)"
+            )
+        return replace(self, y=transform(e, lam), observed=e, link=lam)
 
     @property
     def n_free(self) -> int:
@@ -81,6 +108,7 @@ class Prepared:
         return replace(
             self,
             y=self.y[mask],
+            observed=None if self.observed is None else self.observed[mask],
             raw={k: v[mask] for k, v in self.raw.items()},
             logx={k: v[mask] for k, v in self.logx.items()},
             select_c=None if self.select_c is None else self.select_c[mask],
@@ -258,6 +286,7 @@ def frontier_subset(prep: Prepared, weights: np.ndarray | None = None) -> Prepar
         return replace(
             base,
             y=10.0**ys,
+            observed=None if base.observed is None else base.to_error(10.0**ys),
             raw={"C": cc},
             logx={"C": np.log(cc) - base.centre["C"]},
             select_c=cc,
@@ -430,13 +459,15 @@ def fit_prepared(
 def r2_log(prep: Prepared, opt: Optimum) -> float:
     """R^2 of log E, on the points the law was fitted to (a frontier's points when there is one)."""
     pts = opt.fitted or prep
-    return _r2(np.log(pts.y), pts.law.log_predict(opt.params, pts.raw))
+    if pts.link == IDENTITY:
+        return _r2(np.log(pts.y), pts.law.log_predict(opt.params, pts.raw))
+    return _r2(np.log(pts.error), np.log(pts.to_error(pts.law.predict(opt.params, pts.raw))))
 
 
 def r2_target(prep: Prepared, opt: Optimum) -> float:
     """R^2 of E itself (e.g. of the loss) on the points the law was fitted to."""
     pts = opt.fitted or prep
-    return _r2(pts.y, pts.law.predict(opt.params, pts.raw))
+    return _r2(pts.error, pts.to_error(pts.law.predict(opt.params, pts.raw)))
 
 
 def _r2(obs: np.ndarray, pred: np.ndarray) -> float:

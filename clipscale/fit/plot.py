@@ -228,9 +228,17 @@ def _joint_figure(out: Path, target: str, rows: pd.DataFrame, *, bootstrap: int,
 
 
 def write_reproduction_outputs(
-    out: Path, doc: dict[str, Any], figures: list, joint_params: dict[str, Any], *, bootstrap: int, seed: int
+    out: Path,
+    doc: dict[str, Any],
+    figures: list,
+    joint_params: dict[str, Any],
+    *,
+    bootstrap: int,
+    seed: int,
+    links: dict[str, str] | None = None,
 ) -> None:
-    """Figure 1 and the joint law's figure per target (PNG and SVG), and a CSV per table."""
+    """Figure 1 and the joint law's figure per target (PNG and SVG), and a CSV per table; `links`: the
+    scale each target's joint law was fitted on (joint_links.csv; clipscale.fit.link)."""
     plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     for target, rows, fits in figures:
@@ -264,3 +272,6 @@ def write_reproduction_outputs(
     atomic_write_text(out / "joint.csv", pd.DataFrame(doc["joint"]).to_csv(index=False))
     jp = [{"target": t, **p} for t, p in joint_params.items()]
     atomic_write_text(out / "joint_params.csv", pd.DataFrame(jp).to_csv(index=False))
+    if links:
+        rows = [{"target": t, "link": name} for t, name in links.items()]
+        atomic_write_text(out / "joint_links.csv", pd.DataFrame(rows).to_csv(index=False))

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.estimate import fit_prepared, prepare
+from clipscale.fit.estimate import prepare
 from clipscale.fit.laws import get_law
+from clipscale.fit.link import link_name
 from clipscale.fit.result import FitResult, fit_law
-from clipscale.fit.validate import holdout, leave_one_run_out
+from clipscale.fit.validate import validate_fit
 
 DEFAULT_TARGETS = ("imagenet1k", "mscoco_captions", "flickr30k")
 PREDICTION_TARGETS = ("imagenet1k", "mscoco_captions")
@@ -115,8 +116,11 @@ def prediction_mae(table: list[dict]) -> float:
     return float(np.mean(diffs))
 
 
-def joint_checks(rows: pd.DataFrame, target: str, delta: float = 1e-3) -> dict[str, Any]:
-    """LOO and H/14+g/14 extrapolation MAE (accuracy points) of the joint law and of the frontier law."""
+def joint_checks(
+    rows: pd.DataFrame, target: str, delta: float = 1e-3, link: str | float | None = "auto"
+) -> dict[str, Any]:
+    """LOO and H/14+g/14 extrapolation MAE (accuracy points) of the joint law and of the frontier law;
+    with `link` auto the link is chosen inside every fold (clipscale.fit.link)."""
     ours = rows[rows.source == "openclip"].reset_index(drop=True)
     if ours.upstream_dataset.isin(UNIQUE).sum() != len(ours):
         raise ClipscaleError(
@@ -135,11 +139,13 @@ def joint_checks(rows: pd.DataFrame, target: str, delta: float = 1e-3) -> dict[s
     }
     for law, prefix in (("joint", ""), ("frontier", "frontier_")):
         prep = prepare(get_law(law), y, inputs[law])
-        full = fit_prepared(prep, delta=delta)
-        out[f"{prefix}loo_mae_pct"] = leave_one_run_out(prep, delta=delta, full=full)["mae_pct"]
-        out[f"{prefix}holdout_mae_pct"] = holdout(prep, mask, delta=delta, full=full)["mae_pct"]
+        checks = validate_fit(prep, delta=delta, link=link, holdout_mask=mask, loo=True)
+        out[f"{prefix}loo_mae_pct"] = checks["loo"]["mae_pct"]
+        out[f"{prefix}holdout_mae_pct"] = checks["holdout"]["mae_pct"]
         if law == "joint":
-            out["_joint_params"] = full.params
+            fit = fit_law("joint", y=y, huber_delta=delta, link=link, **inputs["joint"])
+            out["_joint_params"] = fit.params
+            out["_link"] = link_name(fit.link)
     return out
 
 
@@ -155,7 +161,7 @@ def reproduce_cherti2023(
     results, arch_info = load_paper(data)
     targets = list(targets or DEFAULT_TARGETS)
     doc: dict[str, Any] = {"fits": [], "predictions": [], "prediction_mae_pct": {}, "joint": []}
-    joint_params = {}
+    joint_params, links = {}, {}
     figures = []
     for target in targets:
         rows = target_rows(results, target)
@@ -167,10 +173,13 @@ def reproduce_cherti2023(
             doc["prediction_mae_pct"][target] = prediction_mae(table)
         checks = joint_checks(rows, target)
         joint_params[target] = checks.pop("_joint_params")
+        links[target] = checks.pop("_link")
         doc["joint"].append(checks)
         figures.append((target, rows, fits))
     if out is not None:
         from clipscale.fit.plot import write_reproduction_outputs
 
-        write_reproduction_outputs(Path(out), doc, figures, joint_params, bootstrap=bootstrap, seed=seed)
+        write_reproduction_outputs(
+            Path(out), doc, figures, joint_params, bootstrap=bootstrap, seed=seed, links=links
+        )
     return doc

@@ -19,6 +19,8 @@ from clipscale.fit.estimate import (
     unidentified_params,
 )
 from clipscale.fit.laws import derived_quantities, get_law
+from clipscale.fit.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
+from clipscale.fit.validate import select_link
 
 FIT_FORMAT = "clipscale-fit/1"
 SAVED_FORMAT = "clipscale-fits/1"
@@ -50,6 +52,8 @@ class FitResult:
     n_fitted: int = 0  # points the law went through: the frontier's, or all n_points
     frontier_points: dict[str, list[float]] = field(default_factory=dict)  # {"C": [...], "y": [...]}
     notes: list[str] = field(default_factory=list)  # caveats of the estimate (e.g. a lower minimum elsewhere)
+    link: float = IDENTITY  # the law is of g_link(E) (clipscale.fit.link); predict() returns E
+    link_choice: dict[str, Any] = field(default_factory=dict)  # how the link was chosen (LinkChoice)
 
     def extrapolation(self, **inputs: Any) -> dict[str, float]:
         """Per input outside the fitted range: how far out the farthest value lies, as a factor (> 1)."""
@@ -75,14 +79,18 @@ class FitResult:
             raise ClipscaleError(
                 f"law {self.law!r} needs inputs {', '.join(law.inputs)}; missing {', '.join(missing)}"
             )
-        return law.predict(self.params, {k: np.asarray(inputs[k], float) for k in law.inputs})
+        values = law.predict(self.params, {k: np.asarray(inputs[k], float) for k in law.inputs})
+        return inverse(values, self.link)
 
     def predict_samples(self, **inputs: Any) -> np.ndarray:
         """Predictions under every bootstrap parameter sample: (B, n). Empty without bootstrap."""
         law = get_law(self.law)
         x = {k: np.asarray(inputs[k], float) for k in law.inputs}
         return np.array(
-            [law.predict(dict(zip(law.params, row, strict=True)), x) for row in self.bootstrap_params]
+            [
+                inverse(law.predict(dict(zip(law.params, row, strict=True)), x), self.link)
+                for row in self.bootstrap_params
+            ]
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +119,7 @@ class FitResult:
             "n_fitted": self.n_fitted,
             "frontier_points": {k: list(v) for k, v in self.frontier_points.items()},
             "notes": list(self.notes),
+            "link": {"lambda": self.link, "name": link_name(self.link), **self.link_choice},
             "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
         }
 
@@ -142,6 +151,8 @@ class FitResult:
                 n_fitted=int(d.get("n_fitted", d.get("n_points", 0))),
                 frontier_points={k: [float(x) for x in v] for k, v in d.get("frontier_points", {}).items()},
                 notes=[str(v) for v in d.get("notes", [])],
+                link=float(d.get("link", {}).get("lambda", IDENTITY)),
+                link_choice={k: v for k, v in d.get("link", {}).items() if k not in ("lambda", "name")},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
@@ -171,13 +182,16 @@ def fit_law(
     loss: bool = False,
     frontier: str = "none",
     fix: dict[str, float] | None = None,
+    link: str | float | None = "auto",
 ) -> FitResult:
     """Fit `law` to errors `y` in (0, 1] (any positive value with loss=True, e.g. a cross-entropy);
     `groups` labels the run of each point for the bootstrap; `labels` names inputs in error messages.
     `frontier` picks the points the law is fitted to (`clipscale.fit.frontier`; needs C, an input of the
     law or not); `fix` holds parameters (public names) at given values. Bootstrap resamples draw runs
-    from all points and take the frontier again."""
+    from all points and take the frontier again. `link` is the scale the law is fitted on
+    (clipscale.fit.link: auto, error, neglog, odds, boxcox:LAM, or a lambda); the bootstrap keeps it."""
     spec = get_law(law)
+    lam = parse_link(link)
     if not huber_delta > 0:
         raise ClipscaleError(f"huber_delta must be > 0, got {huber_delta}")
     if bootstrap < 0:
@@ -195,6 +209,9 @@ def fit_law(
             f"{spread}){_hint(spec.name, loose, prep.raw)}; vary the inputs they multiply or use a law "
             "with fewer inputs"
         )
+    choice = LinkChoice(lam) if lam is not None else select_link(prep, delta=huber_delta)
+    prep = prep.with_link(choice.lam)
+    points = frontier_subset(prep) if prep.frontier != "none" else prep
     opt = fit_prepared(prep, delta=huber_delta, max_starts=max_starts)
     if not opt.converged:
         raise ClipscaleError(
@@ -219,9 +236,11 @@ def fit_law(
         r2=r2_target(prep, opt),
         n_fitted=points.n,
         notes=list(opt.notes),
+        link=choice.lam,
+        link_choice={k: v for k, v in choice.to_dict().items() if k not in ("lambda", "name")},
     )
     if prep.frontier != "none":  # what a figure marks as the frontier (cherti: bin centres and minima)
-        result.frontier_points = {"C": points.select_c.tolist(), "y": points.y.tolist()}
+        result.frontier_points = {"C": points.select_c.tolist(), "y": points.error.tolist()}
     if bootstrap:
         boot = run_bootstrap(prep, opt, n_boot=bootstrap, seed=seed, delta=huber_delta, groups=groups)
         result.ci = {k: v for k, v in percentile_ci(boot).items() if k not in prep.fix}

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.estimate import fit_prepared, prepare
+from clipscale.fit.estimate import prepare
 from clipscale.fit.frontier import check_frontier
 from clipscale.fit.laws import get_law
+from clipscale.fit.link import parse_link
 from clipscale.fit.result import FitResult, fit_law
-from clipscale.fit.validate import holdout as run_holdout
-from clipscale.fit.validate import leave_one_run_out
+from clipscale.fit.validate import validate_fit
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
@@ -117,6 +117,7 @@ def fit_table_results(
     loss: bool = False,
     frontier: str = "none",
     fix: dict[str, float] | None = None,
+    link: str | float | None = "auto",
 ) -> tuple[dict[str, Any], list[tuple[Any, FitResult, pd.DataFrame]]]:
     """The one grouped-fitting function (CLI, studies, report): fit `law` per group of `by` (or once) and
     return the `clipscale fit --json` document and (group, FitResult, rows) per group, the latter what
@@ -125,10 +126,12 @@ def fit_table_results(
     `run` names a column identifying training runs (bootstrap resamples runs, `loo` leaves runs out);
     without it every row is its own run. `holdout` is a boolean expression for held-out rows.
     `frontier` (none, cherti, pareto, hull) picks the points the law is fitted to, over the compute `C`;
-    `fix` holds parameters at given values. Validation errors are in the target's units: accuracy
-    points with `error` (and for errors in (0, 1]), loss units and relative % with `loss`.
+    `fix` holds parameters at given values; `link` is the scale the law is fitted on (clipscale.fit.link;
+    `auto` is chosen again inside every validation fold). Validation errors are in the target's units:
+    accuracy points with `error` (and for errors in (0, 1]), loss units and relative % with `loss`.
     """
     spec = get_law(law)
+    parse_link(link)
     check_frontier(frontier)
     exprs = {"C": C, "N": N, "D": D, "U": U, "S": S}
     for key in spec.inputs:
@@ -157,6 +160,7 @@ def fit_table_results(
         "loss": loss,
         "frontier": frontier,
         "fix": fix or {},
+        "link": link,
     }
     fits, results = [], []
     for i, (key, g) in enumerate(groups):  # seed + i: groups resample independently (exponent_differences)
@@ -236,6 +240,7 @@ def _fit_group(
     loss: bool,
     frontier: str,
     fix: dict[str, float],
+    link: str | float | None,
 ) -> tuple[dict[str, Any], FitResult]:
     spec = get_law(law)
     yv = column(g, y, "y")
@@ -257,18 +262,22 @@ def _fit_group(
         loss=loss,
         frontier=frontier,
         fix=fix,
+        link=link,
         **inputs,
     )
     out = result.to_dict()
     out.pop("bootstrap_params")
     validation: dict[str, Any] = {}
     if holdout or loo:
-        prep = prepare(spec, yv, inputs, labels, loss=loss, frontier=frontier, fix=fix)
-        full = fit_prepared(prep, delta=delta)
+        validation = validate_fit(
+            prepare(spec, yv, inputs, labels, loss=loss, frontier=frontier, fix=fix),
+            delta=delta,
+            link=link,
+            holdout_mask=column(g, holdout, "holdout").astype(bool) if holdout else None,
+            loo=loo,
+            groups=groups,
+        )
         if holdout:
-            mask = column(g, holdout, "holdout").astype(bool)
-            validation["holdout"] = {"expr": holdout, **run_holdout(prep, mask, delta=delta, full=full)}
-        if loo:
-            validation["loo"] = leave_one_run_out(prep, delta=delta, groups=groups, full=full)
+            validation["holdout"] = {"expr": holdout, **validation["holdout"]}
     out["validation"] = validation
     return out, result

@@ -66,11 +66,22 @@ def bound_params(f: dict[str, Any]) -> list[str]:
     return [str(k) for k in flagged]
 
 
+def link_text(f: dict[str, Any]) -> str:
+    """`` or ` fitted to -log(accuracy)`-style words for a fit whose law is of a link of E."""
+    link = f.get("link") or {}
+    lam = link.get("lambda", -1.0)
+    if lam == -1.0:
+        return ""
+    scale = {0.0: "-log(accuracy)", 1.0: "the odds E/(1-E)"}.get(lam, f"((1-E)^{-lam:g} - 1)/{lam:g}")
+    return f", law of {scale} (link {link.get('name', lam)}, {link.get('by', 'given')})"
+
+
 def describe_fit(f: dict[str, Any]) -> str:
     """One line: target, distribution, the law with its numbers (and its group name for `predict`)."""
     head = f"{f['dataset']} {f['metric']} [{f['distribution']}] {f['law']}"
     if f.get("frontier", "none") != "none" and f["law"] != "frontier":  # law frontier = power on cherti
         head += f" on the {f['frontier']} frontier"
+    head += link_text(f)
     if "error" in f:
         return f"{head}: no fit ({f['error']})"
     p, ci = f["params"], f.get("ci", {})

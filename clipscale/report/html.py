@@ -7,7 +7,7 @@ import datetime as dt
 import html
 from typing import Any
 
-from clipscale.report.analysis import bound_params, describe_fit, points_text
+from clipscale.report.analysis import bound_params, describe_fit, link_text, points_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1180px;color:#222;
@@ -65,7 +65,8 @@ def fits_table(fits: list[dict[str, Any]]) -> str:
         params = "<br>".join(f"{esc(k)} = {num(v)} {_ci(f, k)}" + (' <span class="bad">at bound</span>'
                                                                     if k in bound else "")
                              for k, v in f["params"].items())
-        rows.append([*head, esc(f["formula"]), params, num(f["r2_log"], ".3f"), esc(points_text(f))])
+        formula = esc(f["formula"] + link_text(f))
+        rows.append([*head, formula, params, num(f["r2_log"], ".3f"), esc(points_text(f))])
     return table(["group", "distribution", "law", "frontier", "formula", "parameters (95% CI)", "R² (log)",
                   "points"], rows)
 

@@ -16,7 +16,8 @@ Layout (all sections but [study] and [[grid]] optional):
     [eval]      suite, data_root, batch_size, samples_per_task
     [fit]       metrics, laws (any of `clipscale fit`'s), frontier (none|cherti|pareto|hull), bootstrap,
                 predict_compute, constrained (exclude|include data-constrained runs in C-only fits),
-                fix = {PARAM = value} (held fixed in every law that has the parameter)
+                fix = {PARAM = value} (held fixed in every law that has the parameter),
+                link (auto|error|neglog|odds|boxcox:LAM: the scale a law of an error is fitted on)
     [executor]  jobs, threads_per_job, gpus_per_run
     [slurm]     partition, nodes, gpus_per_node, cpus_per_task, time_min, mem_gb, account, qos, ...
 """
@@ -136,6 +137,7 @@ class FitSpec:
     frontier: str = "none"  # how points are thinned before fitting; law "frontier" is power + cherti
     constrained: str = "exclude"  # data-constrained runs in fits of laws of C alone and in the isoFLOP part
     fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
+    link: str = "auto"  # scale the law of an error is fitted on (`clipscale fit --link`)
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,7 @@ def _section(doc: dict[str, Any], key: str, cls: type, allowed: tuple[str, ...])
 
 def _parse_fit(doc: dict[str, Any]) -> FitSpec:
     from clipscale.fit.laws import list_laws  # numpy only; spec stays importable without pandas
+    from clipscale.fit.link import parse_link
 
     fit = _section(doc, "fit", FitSpec, tuple(FitSpec.__dataclass_fields__))
     laws = list_laws()
@@ -306,6 +309,11 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
     _list_of("[fit] predict_compute", list(fit.predict_compute) or [1.0], _positive_number)
     if fit.bootstrap < 0:
         raise _fail("[fit] bootstrap", f"expected an integer >= 0, got {fit.bootstrap}")
+    _typed("[fit] link", fit.link, str, "auto, error, neglog, odds or boxcox:LAM")
+    try:
+        parse_link(fit.link)
+    except ClipscaleError as exc:
+        raise _fail("[fit] link", str(exc).replace("--link ", "")) from None
     _typed("[fit] fix", fit.fix, dict, "a table of parameter = number")
     for k, v in fit.fix.items():
         _typed(f"[fit] fix {k}", v, (int, float), "a number")

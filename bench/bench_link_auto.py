@@ -1,0 +1,133 @@
+"""`--link auto` against the error scale on every target of the paper's table, and each target's noise floor.
+
+For each `downstream_dataset`: leave-one-run-out and fit-up-to-L/14-predict-H/14+g/14 MAE (accuracy points)
+of the `joint` law over the 29 OpenCLIP runs, fitted to E (`--link error`, the earlier default) and with
+`--link auto` (clipscale.fit.link; the link chosen again inside every fold, so the figures are those of the
+whole procedure), plus the link auto picks on all 29 runs and on the holdout's training runs.
+
+Noise floor: no two runs of the table repeat a configuration, so run-to-run noise is estimated from the
+runs that share model and dataset at 3B, 13B and 34B samples: the middle run's distance from the line
+through the outer two (in log samples seen), scaled to unit variance, minus its mean over the 9 groups (a
+curvature common to them). sigma is their standard deviation (8 degrees of freedom; 90 % CI from the
+chi-square); sigma * sqrt(2/pi) is the mean |error| that any predictor independent of a run's own noise
+makes on that run, whatever the law (E|eps + eta| >= E|eps| for eta independent of eps, mean zero).
+
+Run: .venv/bin/python bench/bench_link_auto.py [--targets a,b] [--jobs 2] [--csv out.csv]
+     (~25 s per target on one core)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from clipscale.errors import ClipscaleError
+from clipscale.fit import fit_law
+from clipscale.fit.estimate import prepare
+from clipscale.fit.laws import get_law
+from clipscale.fit.link import link_name
+from clipscale.fit.reproduce import HOLDOUT_ARCHS, UNIQUE, load_paper, target_rows
+from clipscale.fit.validate import validate_fit
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "paper")
+AGGREGATES = ("imagenet_robustness", "vtab", "vtab+")
+
+
+def noise_floor(ours: pd.DataFrame) -> dict[str, float]:
+    """sigma of run-to-run noise in accuracy points (with a 90 % CI) and the MAE floor it implies."""
+    d = []
+    for _, g in ours.groupby(["arch", "upstream_dataset"]):
+        if len(g) != 3:
+            continue
+        g = g.sort_values("samples_seen")
+        x, y = np.log(g.samples_seen.to_numpy()), 100 * g.E.to_numpy()
+        t = (x[1] - x[0]) / (x[2] - x[0])
+        w = np.array([-(1 - t), 1.0, -t])
+        d.append(float(w @ y) / float(np.linalg.norm(w)))
+    k = len(d)
+    sigma = float(np.std(d, ddof=1))
+    lo, hi = (sigma * np.sqrt((k - 1) / stats.chi2.ppf(q, k - 1)) for q in (0.95, 0.05))
+    floor = np.sqrt(2 / np.pi)
+    return {
+        "groups": k,
+        "sigma": sigma,
+        "sigma_lo": lo,
+        "sigma_hi": hi,
+        "floor": sigma * floor,
+        "floor_lo": lo * floor,
+    }
+
+
+def one_target(args: tuple[str, str]) -> dict[str, object]:
+    data, target = args
+    results, _ = load_paper(data)
+    try:
+        rows = target_rows(results, target)
+    except ClipscaleError as exc:
+        return {"target": target, "skipped": str(exc)}
+    ours = rows[rows.source == "openclip"].reset_index(drop=True)
+    inputs = {
+        "N": ours.gmacs.to_numpy(),
+        "U": ours.upstream_dataset.map(UNIQUE).to_numpy(),
+        "S": ours.samples_seen.to_numpy(),
+    }
+    mask = ours.arch.isin(HOLDOUT_ARCHS).to_numpy()
+    prep = prepare(get_law("joint"), ours.E.to_numpy(), inputs)
+    rec: dict[str, object] = {"target": target}
+    for link in ("error", "auto"):
+        val = validate_fit(prep, delta=1e-3, link=link, holdout_mask=mask, loo=True)
+        rec[f"{link}_loo"], rec[f"{link}_holdout"] = val["loo"]["mae_pct"], val["holdout"]["mae_pct"]
+        if link == "auto":
+            rec["link_holdout"] = val["holdout"]["link"]["name"]
+    rec["link_all"] = link_name(fit_law("joint", y=ours.E.to_numpy(), **inputs).link)
+    rec.update(noise_floor(ours))
+    return rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--targets", help="comma-separated subset (default: all 41)")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--csv")
+    args = ap.parse_args()
+    results, _ = load_paper(args.data)
+    names = args.targets.split(",") if args.targets else sorted(results.downstream_dataset.unique())
+    with ProcessPoolExecutor(args.jobs) as pool:
+        recs = []
+        for rec in pool.map(one_target, [(args.data, n) for n in names]):
+            recs.append(rec)
+            if "skipped" in rec:
+                print(f"{rec['target']}: skipped ({rec['skipped']})", flush=True)
+                continue
+            print(
+                f"{rec['target']:>28}: error {rec['error_loo']:.2f} / {rec['error_holdout']:.2f}  auto "
+                f"{rec['auto_loo']:.2f} / {rec['auto_holdout']:.2f}  link {rec['link_all']} (holdout "
+                f"{rec['link_holdout']})  noise sigma {rec['sigma']:.2f} [{rec['sigma_lo']:.2f}, "
+                f"{rec['sigma_hi']:.2f}] floor {rec['floor']:.2f}",
+                flush=True,
+            )
+    df = pd.DataFrame([r for r in recs if "skipped" not in r])
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    if len(df) < 2:
+        return
+    clean = df[df[["error_loo", "auto_loo"]].min(axis=1) < 2.5]
+    for name, part in (("all", df), ("scale cleanly (LOO < 2.5 either way)", clean)):
+        print(
+            f"{name} ({len(part)}): auto lower LOO on {(part.auto_loo < part.error_loo - 0.005).sum()}, "
+            f"higher on {(part.auto_loo > part.error_loo + 0.005).sum()}; lower holdout on "
+            f"{(part.auto_holdout < part.error_holdout - 0.005).sum()}, higher on "
+            f"{(part.auto_holdout > part.error_holdout + 0.005).sum()}; medians LOO "
+            f"{part.error_loo.median():.3f} -> {part.auto_loo.median():.3f}, holdout "
+            f"{part.error_holdout.median():.3f} -> {part.auto_holdout.median():.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
