@@ -12,8 +12,14 @@ curvature common to them). sigma is their standard deviation (8 degrees of freed
 chi-square); sigma * sqrt(2/pi) is the mean |error| that any predictor independent of a run's own noise
 makes on that run, whatever the law (E|eps + eta| >= E|eps| for eta independent of eps, mean zero).
 
+`--synthetic`: the cost of choosing. Runs of a known joint law (4 model sizes x 3 datasets x 3 samples
+seen, the parameters of tests/test_fit_link.py) with log-normal noise, the law holding either in E or in
+-log(accuracy); per noise level and seed, how often auto picks the true scale and the MAE (points) at two
+larger runs (N = 532.9 at 3.4e10 samples, N = 1500 at 6.8e10, U = 2e9) of `--link error` and `auto`.
+
 Run: .venv/bin/python bench/bench_link_auto.py [--targets a,b] [--jobs 2] [--csv out.csv]
      (~25 s per target on one core)
+     .venv/bin/python bench/bench_link_auto.py --synthetic [--seeds 12]   (~2 min)
 """
 
 from __future__ import annotations
@@ -89,13 +95,47 @@ def one_target(args: tuple[str, str]) -> dict[str, object]:
     return rec
 
 
+JOINT = {"A": 3.7, "alpha": 0.13, "beta": 0.09, "G": 3e9, "kappa": 0.12, "rho": 0.15, "gamma": 1.4}
+
+
+def synthetic(seeds: int) -> None:
+    law = get_law("joint")
+    n, u, s = np.meshgrid([7.4, 20.6, 87.7, 191.0], [8e7, 4e8, 2e9], [3e9, 1.3e10, 3.4e10], indexing="ij")
+    x = {"N": n.ravel(), "U": u.ravel(), "S": s.ravel()}
+    big = {"N": np.array([532.9, 1500.0]), "U": np.array([2e9, 2e9]), "S": np.array([3.4e10, 6.8e10])}
+    truths = {
+        "E": (lambda v: v, -1.0),
+        "-log(accuracy)": (lambda v: -np.expm1(-v), 0.0),
+    }
+    for scale, (to_error, lam) in truths.items():
+        e, e_big = to_error(law.predict(JOINT, x)), to_error(law.predict(JOINT, big))
+        for noise in (0.005, 0.02):
+            right, mae = 0, {"error": [], "auto": []}
+            for seed in range(seeds):
+                y = e * np.exp(np.random.default_rng(seed).normal(0, noise, e.size))
+                for link in ("error", "auto"):
+                    fit = fit_law("joint", y=y, link=link, **x)
+                    mae[link].append(100 * float(np.abs(fit.predict(**big) - e_big).mean()))
+                    right += link == "auto" and fit.link == lam
+            print(
+                f"law in {scale}, noise {noise:.1%}: auto picked it in {right}/{seeds}; MAE at two larger "
+                f"runs: error {np.mean(mae['error']):.3f}, auto {np.mean(mae['auto']):.3f} points",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--targets", help="comma-separated subset (default: all 41)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--csv")
+    ap.add_argument("--synthetic", action="store_true", help="the known-law check instead of the table")
+    ap.add_argument("--seeds", type=int, default=12)
     args = ap.parse_args()
+    if args.synthetic:
+        synthetic(args.seeds)
+        return
     results, _ = load_paper(args.data)
     names = args.targets.split(",") if args.targets else sorted(results.downstream_dataset.unique())
     with ProcessPoolExecutor(args.jobs) as pool:

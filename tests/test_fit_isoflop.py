@@ -94,7 +94,7 @@ def test_ci_of_a_covers_the_true_exponent(sizes: int) -> None:
     assert covered >= 16 and min(widths) > 0 and np.median(widths) < 0.3
 
 
-def test_two_budgets_use_the_parabola_residuals() -> None:
+def test_two_budgets_use_the_parabola_residuals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     df, want = noisy_ladder(7, 2, np.random.default_rng(1))
     doc = isoflop(df, C="C", N="N", y="loss", k=6, bootstrap=300)
     assert doc["bootstrap_method"] == "parabola residuals" and doc["bootstrap_pooled_residuals"] == 14
@@ -102,6 +102,10 @@ def test_two_budgets_use_the_parabola_residuals() -> None:
     three, _ = noisy_ladder(3, 2, np.random.default_rng(1))  # two exact parabolas: nothing measures noise
     doc = isoflop(three, C="C", N="N", y="loss", k=6, bootstrap=300)
     assert doc["a_ci"] is None and doc["ci_note"].startswith("no CI: two usable budgets")
+    three.to_csv(tmp_path / "three.csv", index=False)  # the text output says why there is no CI too
+    assert main(["isoflop", str(tmp_path / "three.csv"), "--C", "C", "--N", "N", "--y", "loss", "--k", "6",
+                 "--bootstrap", "300"]) == 0
+    assert "  no CI: two usable budgets" in capsys.readouterr().out
 
 
 def test_edge_budget_flagged_and_excluded() -> None:

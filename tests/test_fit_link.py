@@ -51,7 +51,7 @@ def test_parse_link_names_and_bad_spec() -> None:
 
 def test_auto_link_recovers_a_law_of_neg_log_accuracy_and_extrapolates() -> None:
     x = _grid()
-    fit = fit_law("joint", y=_neglog_errors(x), **x)
+    fit = fit_law("joint", y=_neglog_errors(x), link="auto", **x)
     assert fit.link == 0.0 and fit.link_choice["by"] == "auto"
     assert fit.link_choice["predicted_N"] == [87.7, 191.0]  # rolling origin: from the third size up
     assert min(fit.link_choice["scores_pct"].values()) == fit.link_choice["scores_pct"]["0"] < 1e-3
@@ -60,8 +60,8 @@ def test_auto_link_recovers_a_law_of_neg_log_accuracy_and_extrapolates() -> None
     big = {"N": np.array([532.9]), "U": np.array([2e9]), "S": np.array([6.8e10])}
     truth = _neglog_errors(big)[0]
     assert fit.predict(**big)[0] == pytest.approx(truth, abs=1e-4)
-    # The same law fitted to E itself misses the larger model by much more.
-    on_e = fit_law("joint", y=_neglog_errors(x), link="error", **x)
+    # The same law fitted to E itself (the default) misses the larger model by much more.
+    on_e = fit_law("joint", y=_neglog_errors(x), **x)
     assert on_e.link == IDENTITY and on_e.link_choice["by"] == "given"
     assert abs(on_e.predict(**big)[0] - truth) > 10 * abs(fit.predict(**big)[0] - truth)
 
@@ -69,20 +69,20 @@ def test_auto_link_recovers_a_law_of_neg_log_accuracy_and_extrapolates() -> None
 def test_auto_link_keeps_the_error_when_the_error_is_the_power_law() -> None:
     x = _grid()
     y = get_law("joint").predict(JOINT, x)
-    fit = fit_law("joint", y=y, **x)
+    fit = fit_law("joint", y=y, link="auto", **x)
     assert fit.link == IDENTITY
     assert fit.link_choice["scores_pct"]["-1"] == min(fit.link_choice["scores_pct"].values())
 
 
 def test_auto_link_falls_back_to_the_error_where_it_cannot_validate() -> None:
     c = np.geomspace(1e9, 1e13, 12)
-    power = fit_law("power", y=3.0 * c**-0.12, C=c)
+    power = fit_law("power", y=3.0 * c**-0.12, C=c, link="auto")
     assert power.link == IDENTITY and "no model size N" in power.link_choice["reason"]
     two = _grid(SIZES[:2])
-    chin = fit_law("chinchilla", y=_neglog_errors(two), N=two["N"], D=two["S"])
+    chin = fit_law("chinchilla", y=_neglog_errors(two), N=two["N"], D=two["S"], link="auto")
     assert chin.link == IDENTITY and "fewer than 3 model sizes" in chin.link_choice["reason"]
     x = _grid()
-    loss = fit_law("joint", y=2.0 + get_law("joint").predict(JOINT, x), loss=True, **x)
+    loss = fit_law("joint", y=2.0 + get_law("joint").predict(JOINT, x), loss=True, link="auto", **x)
     assert loss.link == IDENTITY and "loss" in loss.link_choice["reason"]
 
 
@@ -92,7 +92,7 @@ def test_links_that_cannot_apply_are_one_line_errors() -> None:
     y[0] = 1.0  # a run at accuracy 0: -log(accuracy) and the odds are infinite there
     with pytest.raises(ClipscaleError, match=r"--link odds needs accuracies > 0 \(1 points"):
         fit_law("joint", y=y, link="odds", **x)
-    assert fit_law("joint", y=y, **x).link < 0  # auto only tries the links that are finite
+    assert fit_law("joint", y=y, link="auto", **x).link < 0  # auto only tries the links that are finite
     with pytest.raises(ClipscaleError, match="not for a --loss"):
         fit_law("joint", y=2.0 + y, loss=True, link="neglog", **x)
 
@@ -104,7 +104,7 @@ def test_cli_link_is_reported_saved_and_used_by_predict(
     df = pd.DataFrame({**x, "acc": 1 - _neglog_errors(x)})
     df.to_csv(tmp_path / "t.csv", index=False)
     args = ["fit", str(tmp_path / "t.csv"), "--law", "joint", "--y", "acc", "--error", "--N", "N"]
-    args += ["--U", "U", "--S", "S", "--save", str(tmp_path / "f.json")]
+    args += ["--U", "U", "--S", "S", "--link", "auto", "--save", str(tmp_path / "f.json")]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "link: neglog (lambda 0; auto: forward MAE in points when predicting N = 87.7, 191:" in out
@@ -122,11 +122,24 @@ def test_cli_link_is_reported_saved_and_used_by_predict(
 def test_validation_chooses_the_link_on_each_folds_training_rows() -> None:
     x = _grid()
     df = pd.DataFrame({**x, "E": _neglog_errors(x)})
-    doc = fit_table(df, law="joint", y="E", N="N", U="U", S="S", holdout="N > 100", loo=True)
+    doc = fit_table(df, law="joint", y="E", N="N", U="U", S="S", holdout="N > 100", loo=True, link="auto")
     val = doc["fits"][0]["validation"]
     # The held-out size is not among the sizes the link was chosen on.
     assert val["holdout"]["link"]["predicted_N"] == [87.7] and val["holdout"]["link"]["lambda"] == 0.0
     assert sum(val["loo"]["links"].values()) == len(df)
     assert val["holdout"]["mae_pct"] < 1e-3 and val["loo"]["mae_pct"] < 1e-3
-    given = fit_table(df, law="joint", y="E", N="N", U="U", S="S", holdout="N > 100", link="error")
+    given = fit_table(df, law="joint", y="E", N="N", U="U", S="S", holdout="N > 100")  # default: E
     assert given["fits"][0]["validation"]["holdout"]["mae_pct"] > 2 * val["holdout"]["mae_pct"]
+
+
+def test_report_says_which_scale_a_law_is_of() -> None:
+    from clipscale.report.analysis import describe_fit
+    from clipscale.report.html import fits_table
+
+    x = _grid()
+    meta = {"dataset": "synth", "metric": "acc1", "distribution": "uniform", "group": "uniform"}
+    on_log = {**fit_law("joint", y=_neglog_errors(x), link="neglog", **x).to_dict(), **meta}
+    on_e = {**fit_law("joint", y=_neglog_errors(x), **x).to_dict(), **meta}
+    assert ", law of -log(accuracy) (link neglog, given):" in describe_fit(on_log)
+    assert "law of" not in describe_fit(on_e)
+    assert "law of -log(accuracy)" in fits_table([on_log]) and "law of" not in fits_table([on_e])

@@ -34,10 +34,10 @@ def _register_fit(subparsers: Any) -> None:
     )
     p.add_argument(
         "--link",
-        default="auto",
-        help="scale the law of an error is fitted on: auto (the Box-Cox lambda in [-1, 1] that, fitted on "
-        "the smaller model sizes, best predicts the next; E for laws without N), error, neglog "
-        "(-log accuracy), odds, boxcox:LAM",
+        default="error",
+        help="scale the law of an error is fitted on: error (E itself, the default), neglog (-log "
+        "accuracy), odds, boxcox:LAM, or auto (the Box-Cox lambda in [-1, 1] that, fitted on the smaller "
+        "model sizes, best predicts the next; E for laws without N)",
     )
     for key, what in (
         ("C", "compute"),
@@ -88,6 +88,9 @@ def _register_reproduce(subparsers: Any) -> None:
         "--targets", help="comma-separated downstream datasets (default imagenet1k,mscoco_captions,flickr30k)"
     )
     p.add_argument("--bootstrap", type=int, default=200, help="refits for the figure CI bands (with --out)")
+    p.add_argument(
+        "--link", default="error", help="scale of the joint law (as clipscale fit --link; auto: per fold)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_reproduce)
 
@@ -149,6 +152,8 @@ def _isoflop(args: argparse.Namespace) -> int:
             f"{head}N* ∝ C^{g['a']:.4g}{ci(g['a_ci'])}  D* ∝ C^{g['b']:.4g}{ci(g['b_ci'])}  "
             f"({g['n_budgets_used']} of {len(g['budgets'])} budgets; D = C/({args.k:g}·N))"
         )
+        if g.get("ci_note"):
+            print(f"  {g['ci_note']}")
         for b in g["budgets"]:
             if b["n_sizes"] >= 3:
                 flag = "  edge: excluded" if b["edge"] else ""
@@ -327,7 +332,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     from clipscale.io import dumps
 
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
-    doc = reproduce_cherti2023(args.data, targets=targets, out=args.out, bootstrap=args.bootstrap)
+    doc = reproduce_cherti2023(
+        args.data, targets=targets, out=args.out, bootstrap=args.bootstrap, link=args.link
+    )
     if args.json:
         print(dumps(doc, indent=2))
         return 0

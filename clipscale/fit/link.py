@@ -10,8 +10,9 @@ for every target (docs/scaling-laws.md). Goodness of fit on the runs does not te
 out, the Box-Cox likelihood and lam as a free shape parameter all pick scales that extrapolate worse), so
 `auto` picks lam by what a scaling law is for: predicting larger models. Fitted on the runs of the
 smaller model sizes only, which lam predicts the next size best (rolling origin over the distinct N,
-pooled MAE in accuracy points). Ties keep E. Written here because no fitting library chooses a link by
-forward validation over an input.
+pooled MAE in accuracy points). Ties keep E. Not the default: where E is the right scale the choice
+among noisy runs doubles the extrapolation error (docs/scaling-laws.md). Written here because no fitting
+library chooses a link by forward validation over an input.
 """
 
 from __future__ import annotations

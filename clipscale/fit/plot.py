@@ -202,7 +202,9 @@ def plot_table_fits(
     plt.close(fig)
 
 
-def _joint_figure(out: Path, target: str, rows: pd.DataFrame, *, bootstrap: int, seed: int) -> None:
+def _joint_figure(
+    out: Path, target: str, rows: pd.DataFrame, *, bootstrap: int, seed: int, link: str | float | None
+) -> None:
     """The joint law over the 29 OpenCLIP runs: one curve per (model, dataset) over samples seen."""
     from clipscale.fit.reproduce import UNIQUE
 
@@ -213,7 +215,7 @@ def _joint_figure(out: Path, target: str, rows: pd.DataFrame, *, bootstrap: int,
         "U": ours.upstream_dataset.map(UNIQUE).to_numpy(),
         "S": ours.samples_seen.to_numpy(),
     }
-    fit = fit_law("joint", y=ours.E.to_numpy(), bootstrap=bootstrap, seed=seed, **inputs)
+    fit = fit_law("joint", y=ours.E.to_numpy(), bootstrap=bootstrap, seed=seed, link=link, **inputs)
     fig, ax = plt.subplots(figsize=(7, 5))
     draw_multi_input_fit(ax, fit, inputs, ours.E.to_numpy())
     ax.set_xscale("log")
@@ -236,6 +238,7 @@ def write_reproduction_outputs(
     bootstrap: int,
     seed: int,
     links: dict[str, str] | None = None,
+    link: str | float | None = "error",
 ) -> None:
     """Figure 1 and the joint law's figure per target (PNG and SVG), and a CSV per table; `links`: the
     scale each target's joint law was fitted on (joint_links.csv; clipscale.fit.link)."""
@@ -264,7 +267,7 @@ def write_reproduction_outputs(
         for ext in ("png", "svg"):
             save_figure(fig, out / f"{target.replace('/', '_')}_fig1.{ext}")
         plt.close(fig)
-        _joint_figure(out, target, rows, bootstrap=bootstrap, seed=seed)
+        _joint_figure(out, target, rows, bootstrap=bootstrap, seed=seed, link=link)
     atomic_write_text(out / "fits.csv", pd.DataFrame(doc["fits"]).to_csv(index=False))
     atomic_write_text(out / "predictions.csv", pd.DataFrame(doc["predictions"]).to_csv(index=False))
     mae = [{"target": k, "prediction_mae_pct": v} for k, v in doc["prediction_mae_pct"].items()]

@@ -17,7 +17,7 @@ import pandas as pd
 from clipscale.errors import ClipscaleError
 from clipscale.fit.estimate import prepare
 from clipscale.fit.laws import get_law
-from clipscale.fit.link import link_name
+from clipscale.fit.link import link_name, parse_link
 from clipscale.fit.result import FitResult, fit_law
 from clipscale.fit.validate import validate_fit
 
@@ -117,7 +117,7 @@ def prediction_mae(table: list[dict]) -> float:
 
 
 def joint_checks(
-    rows: pd.DataFrame, target: str, delta: float = 1e-3, link: str | float | None = "auto"
+    rows: pd.DataFrame, target: str, delta: float = 1e-3, link: str | float | None = "error"
 ) -> dict[str, Any]:
     """LOO and H/14+g/14 extrapolation MAE (accuracy points) of the joint law and of the frontier law;
     with `link` auto the link is chosen inside every fold (clipscale.fit.link)."""
@@ -156,8 +156,11 @@ def reproduce_cherti2023(
     out: str | Path | None = None,
     bootstrap: int = 200,
     seed: int = 0,
+    link: str | float | None = "error",
 ) -> dict[str, Any]:
-    """Everything `clipscale reproduce cherti2023 --json` prints; figures and CSVs go to `out`."""
+    """Everything `clipscale reproduce cherti2023 --json` prints; figures and CSVs go to `out`. `link` is
+    the scale of the joint law (clipscale.fit.link; `auto` is chosen again inside every check's fold)."""
+    parse_link(link)
     results, arch_info = load_paper(data)
     targets = list(targets or DEFAULT_TARGETS)
     doc: dict[str, Any] = {"fits": [], "predictions": [], "prediction_mae_pct": {}, "joint": []}
@@ -171,7 +174,7 @@ def reproduce_cherti2023(
             table = prediction_table(rows, arch_info, fits["openclip"], target)
             doc["predictions"] += table
             doc["prediction_mae_pct"][target] = prediction_mae(table)
-        checks = joint_checks(rows, target)
+        checks = joint_checks(rows, target, link=link)
         joint_params[target] = checks.pop("_joint_params")
         links[target] = checks.pop("_link")
         doc["joint"].append(checks)
@@ -180,6 +183,6 @@ def reproduce_cherti2023(
         from clipscale.fit.plot import write_reproduction_outputs
 
         write_reproduction_outputs(
-            Path(out), doc, figures, joint_params, bootstrap=bootstrap, seed=seed, links=links
+            Path(out), doc, figures, joint_params, bootstrap=bootstrap, seed=seed, links=links, link=link
         )
     return doc

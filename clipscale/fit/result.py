@@ -182,7 +182,7 @@ def fit_law(
     loss: bool = False,
     frontier: str = "none",
     fix: dict[str, float] | None = None,
-    link: str | float | None = "auto",
+    link: str | float | None = "error",
 ) -> FitResult:
     """Fit `law` to errors `y` in (0, 1] (any positive value with loss=True, e.g. a cross-entropy);
     `groups` labels the run of each point for the bootstrap; `labels` names inputs in error messages.

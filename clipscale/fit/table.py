@@ -117,7 +117,7 @@ def fit_table_results(
     loss: bool = False,
     frontier: str = "none",
     fix: dict[str, float] | None = None,
-    link: str | float | None = "auto",
+    link: str | float | None = "error",
 ) -> tuple[dict[str, Any], list[tuple[Any, FitResult, pd.DataFrame]]]:
     """The one grouped-fitting function (CLI, studies, report): fit `law` per group of `by` (or once) and
     return the `clipscale fit --json` document and (group, FitResult, rows) per group, the latter what

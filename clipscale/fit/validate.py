@@ -229,7 +229,7 @@ def validate_fit(
     prep: Prepared,
     *,
     delta: float,
-    link: str | float | None = "auto",
+    link: str | float | None = "error",
     holdout_mask: np.ndarray | None = None,
     loo: bool = False,
     groups: np.ndarray | None = None,

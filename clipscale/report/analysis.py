@@ -67,7 +67,7 @@ def bound_params(f: dict[str, Any]) -> list[str]:
 
 
 def link_text(f: dict[str, Any]) -> str:
-    """`` or ` fitted to -log(accuracy)`-style words for a fit whose law is of a link of E."""
+    """Nothing for a law of E; else which scale the law's parameters are of (`, law of -log(accuracy) …`)."""
     link = f.get("link") or {}
     lam = link.get("lambda", -1.0)
     if lam == -1.0:

@@ -137,7 +137,7 @@ class FitSpec:
     frontier: str = "none"  # how points are thinned before fitting; law "frontier" is power + cherti
     constrained: str = "exclude"  # data-constrained runs in fits of laws of C alone and in the isoFLOP part
     fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
-    link: str = "auto"  # scale the law of an error is fitted on (`clipscale fit --link`)
+    link: str = "error"  # scale the law of an error is fitted on (`clipscale fit --link`)
 
 
 @dataclass(frozen=True)
