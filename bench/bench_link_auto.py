@@ -90,7 +90,7 @@ def one_target(args: tuple[str, str]) -> dict[str, object]:
         rec[f"{link}_loo"], rec[f"{link}_holdout"] = val["loo"]["mae_pct"], val["holdout"]["mae_pct"]
         if link == "auto":
             rec["link_holdout"] = val["holdout"]["link"]["name"]
-    rec["link_all"] = link_name(fit_law("joint", y=ours.E.to_numpy(), **inputs).link)
+    rec["link_all"] = link_name(fit_law("joint", y=ours.E.to_numpy(), link="auto", **inputs).link)
     rec.update(noise_floor(ours))
     return rec
 
