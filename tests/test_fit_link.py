@@ -143,3 +143,20 @@ def test_report_says_which_scale_a_law_is_of() -> None:
     assert ", law of -log(accuracy) (link neglog, given):" in describe_fit(on_log)
     assert "law of" not in describe_fit(on_e)
     assert "law of -log(accuracy)" in fits_table([on_log]) and "law of" not in fits_table([on_e])
+
+
+def test_groups_on_different_scales_are_not_compared(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    x = _grid()
+    e_law = get_law("joint").predict(JOINT, x)
+    df = pd.concat(
+        [pd.DataFrame({**x, "E": _neglog_errors(x), "g": "log"}), pd.DataFrame({**x, "E": e_law, "g": "e"})]
+    )
+    doc = fit_table(df, law="joint", y="E", N="N", U="U", S="S", by="g", bootstrap=5, link="auto")
+    assert {f["group"]: f["link"]["name"] for f in doc["fits"]} == {"e": "error", "log": "neglog"}
+    assert doc["differences"] == []  # alpha of E and alpha of -log(accuracy) are different quantities
+    df.to_csv(tmp_path / "t.csv", index=False)
+    args = ["fit", str(tmp_path / "t.csv"), "--law", "joint", "--y", "E", "--N", "N", "--U", "U", "--S", "S"]
+    assert main([*args, "--by", "g", "--link", "auto"]) == 0
+    assert "note: the groups' laws are of different scales (e: error, log: neglog)" in capsys.readouterr().out

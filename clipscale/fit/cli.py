@@ -267,6 +267,10 @@ def _print_fit_text(doc: dict[str, Any]) -> None:
             print(f"  note: {note}")
         for name, val in f["validation"].items():
             print(f"  {name}: {_validation_text(val)}")
+    links = {f["group"]: f.get("link", {}).get("name", "error") for f in doc["fits"]}
+    if len(set(links.values())) > 1:
+        chosen = ", ".join(f"{g}: {name}" for g, name in links.items())
+        print(f"note: the groups' laws are of different scales ({chosen}); their exponents are not compared")
     for d in doc.get("differences", []):
         a, b = d["groups"]
         verdict = "differs" if d["excludes_zero"] else "no clear difference"

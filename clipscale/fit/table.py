@@ -194,10 +194,14 @@ def fit_table_results(
 def exponent_differences(fits: list[tuple[Any, FitResult]], level: float = 0.95) -> list[dict[str, Any]]:
     """Every pair of groups, every exponent (the lower-case parameters): the difference with a percentile
     CI. Groups are resampled independently, so pairing their i-th bootstrap refits draws the difference.
-    `excludes_zero` answers "does one group scale differently from the other?" at that level."""
+    `excludes_zero` answers "does one group scale differently from the other?" at that level. Groups
+    whose laws are of different scales (`--link auto` chose differently) have no comparable exponents and
+    are left out."""
     out = []
     for i, (ga, fa) in enumerate(fits):
         for gb, fb in fits[i + 1 :]:
+            if fa.link != fb.link:
+                continue
             a, b = np.asarray(fa.bootstrap_params), np.asarray(fb.bootstrap_params)
             k = min(len(a), len(b))
             if k == 0:
