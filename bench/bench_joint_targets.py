@@ -21,7 +21,7 @@ import pandas as pd
 from clipscale.errors import ClipscaleError
 from clipscale.fit.estimate import fit_prepared, grid_starts, prepare
 from clipscale.fit.laws import Inputs, Law, get_law, unique_seen
-from clipscale.fit.reproduce import HOLDOUT_ARCHS, UNIQUE, load_paper, target_rows
+from clipscale.fit.reproduce import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
 from clipscale.fit.validate import holdout, leave_one_run_out
 
 DESIGN_TARGETS = ("imagenet1k", "mscoco_captions")
@@ -110,11 +110,7 @@ LINKS = {
 
 def checks(law: Law, rows: pd.DataFrame, delta: float, link: str = "none") -> tuple[float, float]:
     ours = rows[rows.source == "openclip"].reset_index(drop=True)
-    inputs = {
-        "N": ours.gmacs.to_numpy(),
-        "U": ours.upstream_dataset.map(UNIQUE).to_numpy(),
-        "S": ours.samples_seen.to_numpy(),
-    }
+    inputs = joint_inputs(ours)
     mask = ours.arch.isin(HOLDOUT_ARCHS).to_numpy()
     if link != "none":
         return _link_checks(law, ours.E.to_numpy(), inputs, mask, delta, link)

@@ -37,7 +37,7 @@ from clipscale.fit import fit_law
 from clipscale.fit.estimate import prepare
 from clipscale.fit.laws import get_law
 from clipscale.fit.link import link_name
-from clipscale.fit.reproduce import HOLDOUT_ARCHS, UNIQUE, load_paper, target_rows
+from clipscale.fit.reproduce import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
 from clipscale.fit.validate import validate_fit
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "paper")
@@ -77,11 +77,7 @@ def one_target(args: tuple[str, str]) -> dict[str, object]:
     except ClipscaleError as exc:
         return {"target": target, "skipped": str(exc)}
     ours = rows[rows.source == "openclip"].reset_index(drop=True)
-    inputs = {
-        "N": ours.gmacs.to_numpy(),
-        "U": ours.upstream_dataset.map(UNIQUE).to_numpy(),
-        "S": ours.samples_seen.to_numpy(),
-    }
+    inputs = joint_inputs(ours)
     mask = ours.arch.isin(HOLDOUT_ARCHS).to_numpy()
     prep = prepare(get_law("joint"), ours.E.to_numpy(), inputs)
     rec: dict[str, object] = {"target": target}

@@ -206,15 +206,11 @@ def _joint_figure(
     out: Path, target: str, rows: pd.DataFrame, *, bootstrap: int, seed: int, link: str | float | None
 ) -> None:
     """The joint law over the 29 OpenCLIP runs: one curve per (model, dataset) over samples seen."""
-    from clipscale.fit.reproduce import UNIQUE
+    from clipscale.fit.reproduce import joint_inputs
 
     plt = _pyplot()
     ours = rows[rows.source == "openclip"]
-    inputs = {
-        "N": ours.gmacs.to_numpy(),
-        "U": ours.upstream_dataset.map(UNIQUE).to_numpy(),
-        "S": ours.samples_seen.to_numpy(),
-    }
+    inputs = joint_inputs(ours)
     fit = fit_law("joint", y=ours.E.to_numpy(), bootstrap=bootstrap, seed=seed, link=link, **inputs)
     fig, ax = plt.subplots(figsize=(7, 5))
     draw_multi_input_fit(ax, fit, inputs, ours.E.to_numpy())

@@ -116,6 +116,15 @@ def prediction_mae(table: list[dict]) -> float:
     return float(np.mean(diffs))
 
 
+def joint_inputs(runs: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The joint law's inputs of the paper's runs: N = GMACs, U = nominal dataset size, S = samples seen."""
+    return {
+        "N": runs.gmacs.to_numpy(),
+        "U": runs.upstream_dataset.map(UNIQUE).to_numpy(),
+        "S": runs.samples_seen.to_numpy(),
+    }
+
+
 def joint_checks(
     rows: pd.DataFrame, target: str, delta: float = 1e-3, link: str | float | None = "error"
 ) -> dict[str, Any]:
@@ -130,11 +139,7 @@ def joint_checks(
     mask = ours.arch.isin(HOLDOUT_ARCHS).to_numpy()
     out: dict[str, Any] = {"target": target}
     inputs = {
-        "joint": {
-            "N": ours.gmacs.to_numpy(),
-            "U": ours.upstream_dataset.map(UNIQUE).to_numpy(),
-            "S": ours.samples_seen.to_numpy(),
-        },
+        "joint": joint_inputs(ours),
         "frontier": {"C": ours.gmacs_total.to_numpy()},
     }
     for law, prefix in (("joint", ""), ("frontier", "frontier_")):
