@@ -34,9 +34,9 @@ from scipy import stats
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit import fit_law
-from clipscale.fit.estimate import prepare
 from clipscale.fit.laws import get_law
 from clipscale.fit.link import link_name
+from clipscale.fit.points import prepare
 from clipscale.fit.reproduce import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
 from clipscale.fit.validate import validate_fit
 

@@ -24,8 +24,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from clipscale.fit.estimate import fit_prepared, prepare
+from clipscale.fit.estimate import fit_prepared
 from clipscale.fit.laws import Law, get_law
+from clipscale.fit.points import prepare
 from clipscale.fit.reproduce import HOLDOUT_ARCHS, UNIQUE, load_paper, target_rows
 from clipscale.fit.validate import holdout, leave_one_run_out
 

@@ -12,8 +12,10 @@ from clipscale.cli import main
 from clipscale.errors import ClipscaleError
 from clipscale.fit import FitResult, fit_law, fit_table, list_laws
 from clipscale.fit._blas import single_threaded_blas
-from clipscale.fit.estimate import frontier_points, huber_objective, prepare
+from clipscale.fit.estimate import huber_objective
+from clipscale.fit.frontier import frontier_points
 from clipscale.fit.laws import derived_quantities, get_law, lse_and_jacobian, unique_seen
+from clipscale.fit.points import prepare
 
 
 def test_registry_lists_laws_and_rejects_unknown() -> None:

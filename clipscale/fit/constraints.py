@@ -15,7 +15,7 @@ from clipscale.errors import ClipscaleError
 from clipscale.fit.laws import Law, logsumexp
 
 if TYPE_CHECKING:
-    from clipscale.fit.estimate import Prepared
+    from clipscale.fit.points import Prepared
 
 
 def check_fix(law: Law, fix: dict[str, float] | None) -> tuple[dict[str, float], dict[int, float]]:

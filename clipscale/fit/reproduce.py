@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.estimate import prepare
 from clipscale.fit.laws import get_law
 from clipscale.fit.link import link_name, parse_link
+from clipscale.fit.points import prepare
 from clipscale.fit.result import FitResult, fit_law
 from clipscale.fit.validate import validate_fit
 

@@ -10,16 +10,10 @@ import numpy as np
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit.bootstrap import percentile_ci, run_bootstrap, undefined_counts
-from clipscale.fit.estimate import (
-    fit_prepared,
-    frontier_subset,
-    prepare,
-    r2_log,
-    r2_target,
-    unidentified_params,
-)
+from clipscale.fit.estimate import fit_prepared, r2_log, r2_target
 from clipscale.fit.laws import derived_quantities, get_law
 from clipscale.fit.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
+from clipscale.fit.points import Prepared, frontier_subset, prepare, unidentified_params
 from clipscale.fit.validate import select_link
 
 FIT_FORMAT = "clipscale-fit/1"
@@ -158,6 +152,19 @@ class FitResult:
             raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
 
 
+def _refuse_unidentified(prep: Prepared, labels: dict[str, str]) -> None:
+    """One line naming the parameters the points (a frontier's, if one is taken) cannot determine."""
+    points = frontier_subset(prep) if prep.frontier != "none" else prep
+    loose = unidentified_params(points)
+    if loose:
+        spread = ", ".join(f"{labels.get(k, k)} {np.unique(v).size}" for k, v in prep.raw.items())
+        raise ClipscaleError(
+            f"law {prep.law.name!r}: {', '.join(loose)} cannot be estimated from these points (distinct "
+            f"values: {spread}){_hint(prep.law.name, loose, prep.raw)}; vary the inputs they multiply or use "
+            "a law with fewer inputs"
+        )
+
+
 def _hint(law: str, loose: list[str], raw: dict[str, np.ndarray]) -> str:
     if law == "joint" and "rho" in loose and np.all(raw["S"] <= raw["U"]):
         return "; no run saw a sample twice (S <= U everywhere), so the cost of repeats is unknown"
@@ -199,16 +206,7 @@ def fit_law(
     prep = prepare(
         spec, y, {"C": C, "N": N, "D": D, "U": U, "S": S}, labels, loss=loss, frontier=frontier, fix=fix
     )
-    points = frontier_subset(prep) if prep.frontier != "none" else prep
-    loose = unidentified_params(points)
-    if loose:
-        labels = labels or {}
-        spread = ", ".join(f"{labels.get(k, k)} {np.unique(v).size}" for k, v in prep.raw.items())
-        raise ClipscaleError(
-            f"law {law!r}: {', '.join(loose)} cannot be estimated from these points (distinct values: "
-            f"{spread}){_hint(spec.name, loose, prep.raw)}; vary the inputs they multiply or use a law "
-            "with fewer inputs"
-        )
+    _refuse_unidentified(prep, labels or {})
     choice = LinkChoice(lam) if lam is not None else select_link(prep, delta=huber_delta)
     prep = prep.with_link(choice.lam)
     points = frontier_subset(prep) if prep.frontier != "none" else prep

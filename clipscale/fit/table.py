@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.estimate import prepare
 from clipscale.fit.frontier import check_frontier
-from clipscale.fit.laws import get_law
+from clipscale.fit.laws import Law, get_law
 from clipscale.fit.link import parse_link
+from clipscale.fit.points import prepare
 from clipscale.fit.result import FitResult, fit_law
 from clipscale.fit.validate import validate_fit
 
@@ -131,21 +131,10 @@ def fit_table_results(
     accuracy points with `error` (and for errors in (0, 1]), loss units and relative % with `loss`.
     """
     spec = get_law(law)
-    parse_link(link)
-    check_frontier(frontier)
     exprs = {"C": C, "N": N, "D": D, "U": U, "S": S}
-    for key in spec.inputs:
-        if exprs[key] is None:
-            raise ClipscaleError(f"law {law!r} ({spec.formula}) needs --{key}")
-    if frontier != "none" and C is None:
-        raise ClipscaleError(f"--frontier {frontier} needs --C: the compute the frontier is taken over")
+    _check_options(spec, exprs, frontier=frontier, link=link)
     df = filter_rows(df, where)
-    if by is not None and by not in df.columns:
-        raise ClipscaleError(
-            f"--by {by!r}: no such column; columns are: {', '.join(map(str, df.columns[:20]))}"
-        )
-    if run is not None and run not in df.columns:
-        raise ClipscaleError(f"--run {run!r}: no such column")
+    _check_columns(df, by=by, run=run)
     groups = [(None, df)] if by is None else [(k, g) for k, g in df.groupby(by, sort=True)]
     opts = {
         "law": spec.name,
@@ -189,6 +178,27 @@ def fit_table_results(
         if bootstrap:
             doc["differences"] = exponent_differences([(g, r) for g, r, _ in results])
     return doc, results
+
+
+def _check_options(
+    spec: Law, exprs: dict[str, str | None], *, frontier: str, link: str | float | None
+) -> None:
+    parse_link(link)
+    check_frontier(frontier)
+    for key in spec.inputs:
+        if exprs[key] is None:
+            raise ClipscaleError(f"law {spec.name!r} ({spec.formula}) needs --{key}")
+    if frontier != "none" and exprs["C"] is None:
+        raise ClipscaleError(f"--frontier {frontier} needs --C: the compute the frontier is taken over")
+
+
+def _check_columns(df: pd.DataFrame, *, by: str | None, run: str | None) -> None:
+    if by is not None and by not in df.columns:
+        raise ClipscaleError(
+            f"--by {by!r}: no such column; columns are: {', '.join(map(str, df.columns[:20]))}"
+        )
+    if run is not None and run not in df.columns:
+        raise ClipscaleError(f"--run {run!r}: no such column")
 
 
 def exponent_differences(fits: list[tuple[Any, FitResult]], level: float = 0.95) -> list[dict[str, Any]]:

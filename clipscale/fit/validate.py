@@ -17,15 +17,9 @@ import numpy as np
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit.bootstrap import group_index
-from clipscale.fit.estimate import (
-    Optimum,
-    Prepared,
-    fit_prepared,
-    frontier_subset,
-    grid_starts,
-    unidentified_params,
-)
+from clipscale.fit.estimate import Optimum, fit_prepared, grid_starts
 from clipscale.fit.link import IDENTITY, LAMBDAS, LinkChoice, choose_link, forward_splits, parse_link
+from clipscale.fit.points import Prepared, frontier_subset, unidentified_params
 
 LOO_EXTRA_STARTS = 1
 WARM_GRID_STARTS = 4  # grid starts of each further link's full fit (besides its neighbour's optimum)

@@ -65,11 +65,9 @@ def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudyS
     fix = {k: float(v) for k, v in study.fit.fix.items() if k in get_law(law).params}
     if fix:
         kwargs["fix"] = fix
-    if study.fit.link != "error":
-        kwargs["link"] = study.fit.link
     return fit_table_results(rows, law=law, y=metric, error=not is_loss(metric), loss=is_loss(metric),
                              by=by, where=None, bootstrap=study.fit.bootstrap, holdout=None, loo=False,
-                             seed=0, run="run_id", huber_delta=1e-3, **kwargs)
+                             seed=0, run="run_id", huber_delta=1e-3, link=study.fit.link, **kwargs)
 
 
 def _predictions(result: Any, budgets: list[float]) -> list[dict[str, Any]]:
