@@ -182,3 +182,16 @@ def test_chinchilla_runs_give_approach_2_exponent() -> None:
     fit = stats.linregress(np.log([b["C"] for b in used]), np.log([b["N_opt"] for b in used]))
     half = stats.t.ppf(0.975, len(used) - 2) * fit.stderr
     assert [lo, hi] == pytest.approx([fit.slope - half, fit.slope + half], abs=0.02)
+
+
+@pytest.mark.parametrize("text", ["", "C,N,loss\n"], ids=["zero-bytes", "header-only"])
+@pytest.mark.parametrize("command", ["isoflop", "fit"])
+def test_a_table_with_no_rows_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  text: str, command: str) -> None:
+    table = tmp_path / "results.csv"
+    table.write_text(text)
+    args = ["--C", "C", "--y", "loss", *(["--N", "N"] if command == "isoflop" else ["--loss"])]
+    assert main([command, str(table), *args]) == 2
+    err = capsys.readouterr().err
+    expected = f"{table}: the table has no rows; expected one row per run or checkpoint"
+    assert err == f"clipscale: error: {expected}\n"

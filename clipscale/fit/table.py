@@ -23,26 +23,35 @@ from clipscale.fit.validate import validate_fit
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
-    """CSV, JSON lines (.jsonl/.json) or parquet, by extension."""
+    """CSV, JSON lines (.jsonl/.json) or parquet, by extension; a table with no rows is an error."""
     path = Path(path)
     if not path.is_file():
         raise ClipscaleError(f"{path}: no such file")
     suffix = path.suffix.lower()
     try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(path, lines=True)
-        if suffix == ".json":
-            try:
-                return pd.read_json(path, lines=True)
-            except ValueError:
-                return pd.read_json(path)
-        return pd.read_csv(path)
+        df = _read(path, suffix)
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise ClipscaleError(
             f"{path}: cannot read as a {suffix or 'csv'} table: {str(exc).splitlines()[0]}"
         ) from None
+    if df.empty:
+        raise ClipscaleError(f"{path}: the table has no rows; expected one row per run or checkpoint")
+    return df
+
+
+def _read(path: Path, suffix: str) -> pd.DataFrame:
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(path, lines=True)
+    if suffix == ".json":
+        try:
+            return pd.read_json(path, lines=True)
+        except ValueError:
+            return pd.read_json(path)
+    return pd.read_csv(path)
 
 
 def column(df: pd.DataFrame, expr: str, option: str) -> np.ndarray:
