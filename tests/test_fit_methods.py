@@ -120,3 +120,16 @@ def test_saved_fits_real_group_names_and_predict(tmp_path: Path, capsys: pytest.
     assert load_fit(tmp_path / "num.json", "4").params["A"] == pytest.approx(3.0)
     with pytest.raises(ClipscaleError, match="expected \\(group, FitResult"):
         saved_fit_document([("g", {"law": "power"})])
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "inf", "nan"])
+def test_predict_refuses_inputs_a_law_is_not_defined_at(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        value: str) -> None:
+    c = np.geomspace(1e6, 1e12, 10)
+    _, results = fit_table_results(pd.DataFrame({"C": c, "E": 3.0 * c**-0.1}), law="power", C="C", y="E")
+    save_fits(tmp_path / "fit.json", results)
+    assert main(["predict", str(tmp_path / "fit.json"), f"--C=1e6,{value}"]) == 2
+    expected = f"input C: every value must be a finite number > 0, got {float(value):g}"
+    assert capsys.readouterr().err == f"clipscale: error: {expected}\n"
+    with pytest.raises(ClipscaleError, match="input C: every value"):
+        results[0][1].predict(C=np.array([1e6, float(value)]))

@@ -11,7 +11,7 @@ import numpy as np
 from clipscale.errors import ClipscaleError
 from clipscale.fit.bootstrap import percentile_ci, run_bootstrap, undefined_counts
 from clipscale.fit.estimate import fit_prepared, r2_log, r2_target
-from clipscale.fit.laws import derived_quantities, get_law
+from clipscale.fit.laws import Law, derived_quantities, get_law
 from clipscale.fit.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
 from clipscale.fit.points import Prepared, frontier_subset, prepare, unidentified_params
 from clipscale.fit.validate import select_link
@@ -68,24 +68,33 @@ class FitResult:
     def predict(self, **inputs: Any) -> np.ndarray:
         """Predicted error at the given inputs (e.g. C=..., or N=..., D=..., or N=..., U=..., S=...)."""
         law = get_law(self.law)
-        missing = [k for k in law.inputs if inputs.get(k) is None]
-        if missing:
-            raise ClipscaleError(
-                f"law {self.law!r} needs inputs {', '.join(law.inputs)}; missing {', '.join(missing)}"
-            )
-        values = law.predict(self.params, {k: np.asarray(inputs[k], float) for k in law.inputs})
+        values = law.predict(self.params, self._inputs(law, inputs))
         return inverse(values, self.link)
 
     def predict_samples(self, **inputs: Any) -> np.ndarray:
         """Predictions under every bootstrap parameter sample: (B, n). Empty without bootstrap."""
         law = get_law(self.law)
-        x = {k: np.asarray(inputs[k], float) for k in law.inputs}
+        x = self._inputs(law, inputs)
         return np.array(
             [
                 inverse(law.predict(dict(zip(law.params, row, strict=True)), x), self.link)
                 for row in self.bootstrap_params
             ]
         )
+
+    def _inputs(self, law: Law, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The law's inputs as float arrays; a missing one, or one not finite and > 0, is an error."""
+        missing = [k for k in law.inputs if inputs.get(k) is None]
+        if missing:
+            raise ClipscaleError(
+                f"law {self.law!r} needs inputs {', '.join(law.inputs)}; missing {', '.join(missing)}"
+            )
+        x = {k: np.asarray(inputs[k], float) for k in law.inputs}
+        for k, v in x.items():
+            bad = v[~(np.isfinite(v) & (v > 0))]
+            if bad.size:
+                raise ClipscaleError(f"input {k}: every value must be a finite number > 0, got {bad[0]:g}")
+        return x
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-able dict (CIs as [lo, hi] lists)."""
