@@ -178,6 +178,10 @@ def read_toml(path: str | os.PathLike, *, what: str) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ClipscaleError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ClipscaleError(f"{path}: a directory; expected a {what} (TOML)") from None
+    except UnicodeDecodeError:
+        raise ClipscaleError(f"{path}: not UTF-8 text; expected a {what} (TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ClipscaleError(f"{path}: invalid TOML ({exc})") from None
 

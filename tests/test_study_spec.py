@@ -158,3 +158,21 @@ def test_study_file_is_data_only(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists()
     with pytest.raises(ClipscaleError, match="not found"):
         load_study(tmp_path / "missing.toml")
+    with pytest.raises(ClipscaleError, match="a directory; expected a study file"):
+        load_study(tmp_path)
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ClipscaleError, match="not UTF-8 text; expected a study file"):
+        load_study(tmp_path / "binary.toml")
+
+
+def test_an_unknown_model_names_the_study_file_and_grid_block(tmp_path: Path) -> None:
+    def registry_flops(model: str) -> tuple[float, float]:
+        if model == "tiny-S9":  # what the model registry says of a name it does not hold
+            raise ClipscaleError("unknown model 'tiny-S9'; valid models: tiny-S0, tiny-S1")
+        return fake_flops(model)
+
+    path = _write(tmp_path, BASE.replace('model = "tiny-S0"\n', 'model = ["tiny-S0", "tiny-S9"]\n'))
+    with pytest.raises(ClipscaleError) as info:
+        plan(load_study(path), flops=registry_flops)
+    assert str(info.value) == (f"{path.resolve()}: [[grid]] #2 model: unknown model 'tiny-S9'; "
+                               "valid models: tiny-S0, tiny-S1")

@@ -133,17 +133,24 @@ def run_id(*, model: str, dataset: dict[str, Any], data_size: int, samples_seen:
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model)}-{digest[:12]}"
 
 
+def _model_flops(flops: FlopsFn, model: str, *, where: str) -> tuple[float, float]:
+    try:
+        return flops(model)
+    except ClipscaleError as exc:
+        raise ClipscaleError(f"{where}: {exc}") from None
+
+
 def plan(spec: StudySpec, *, flops: FlopsFn | None = None) -> list[RunPlan]:
     """Every run of the study in grid order, duplicates (same id from several blocks) removed."""
     flops = flops or default_flops
     cache: dict[str, tuple[float, float]] = {}
     runs: dict[str, RunPlan] = {}
-    for block in spec.grid:
+    for number, block in enumerate(spec.grid, 1):
         budgets = [("samples", s) for s in block.samples_seen] + [("compute", c) for c in block.compute]
         for model, ds_name, data_size, (kind, budget), seed in itertools.product(
                 block.model, block.dataset, block.data_size, budgets, block.seed):
             if model not in cache:
-                cache[model] = flops(model)
+                cache[model] = _model_flops(flops, model, where=f"{spec.path}: [[grid]] #{number} model")
             gmacs, mparams = cache[model]
             cell = {"model": model, "dataset": ds_name, "data_size": data_size, "seed": seed}
             train = resolve_train(spec, cell)
