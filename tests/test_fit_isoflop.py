@@ -195,3 +195,22 @@ def test_a_table_with_no_rows_is_a_one_line_error(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     expected = f"{table}: the table has no rows; expected one row per run or checkpoint"
     assert err == f"clipscale: error: {expected}\n"
+
+
+@pytest.mark.parametrize("command", ["isoflop", "fit"])
+def test_a_figure_name_matplotlib_cannot_write_is_refused_before_fitting(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    table = tmp_path / "results.csv"
+    table.write_text("C,N,loss\n")  # would be an error too, but the figure's name is checked first
+    args = ["--C", "C", "--y", "loss", *(["--N", "N"] if command == "isoflop" else ["--loss"])]
+    assert main([command, str(table), *args, "--plot", str(tmp_path / "fig.bmp")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clipscale: error: --plot ") and "a figure is written as .png, .svg, .pdf" in err
+    assert not (tmp_path / "fig.bmp").exists()
+
+
+def test_isoflop_rows_without_a_group_are_an_error_not_dropped() -> None:
+    df = pd.DataFrame({"C": [1e18] * 3 + [1e19] * 3, "N": [1e7, 1e8, 1e9] * 2,
+                       "loss": [3, 2.5, 3, 2.8, 2.2, 2.6], "data": ["a", "a", None, "a", "a", "a"]})
+    with pytest.raises(ClipscaleError, match=r"--by 'data': 1 row\(s\) have no value, at position\(s\) 2;"):
+        isoflop(df, C="C", N="N", y="loss", by="data")

@@ -151,6 +151,14 @@ def test_fit_table_expressions_where_by_and_bad_columns() -> None:
         fit_table(df, law="power", C="`my C`", y="100 * acc")
     with pytest.raises(ClipscaleError, match="--where"):
         fit_table(df, law="power", C="`my C`", y="acc", error=True, where="grp == 'zzz'")
+    for option in ("where", "holdout"):  # a number is not a selection of rows
+        with pytest.raises(ClipscaleError, match=f"--{option} '`my C`': not a boolean expression"):
+            fit_table(df, law="power", C="`my C`", y="acc", error=True, **{option: "`my C`"})
+    gaps = df.assign(grp=df.grp.where(df.index % 5 > 0))  # 4 rows without a group
+    for option in ("by", "run"):  # pandas' groupby would drop those rows silently
+        missing = f"--{option} 'grp': 4 row\\(s\\) have no value, at position\\(s\\) 0, 5, 10, 15;"
+        with pytest.raises(ClipscaleError, match=missing):
+            fit_table(gaps, law="power", C="`my C`", y="acc", error=True, **{option: "grp"})
 
 
 def test_by_with_bootstrap_says_whether_two_groups_scale_differently() -> None:

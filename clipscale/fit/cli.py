@@ -123,9 +123,12 @@ def _register_isoflop(subparsers: Any) -> None:
 
 def _isoflop(args: argparse.Namespace) -> int:
     from clipscale.fit.isoflop import isoflop, plot_isoflop
+    from clipscale.fit.plot import check_figure_path
     from clipscale.fit.table import load_table
     from clipscale.io import dumps
 
+    if args.plot:
+        check_figure_path(args.plot)
     df = load_table(args.table)
     doc = isoflop(
         df,
@@ -164,9 +167,12 @@ def _isoflop(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from clipscale.fit.plot import check_figure_path
     from clipscale.fit.table import column, fit_table_results, load_table
     from clipscale.io import dumps
 
+    if args.plot:
+        check_figure_path(args.plot)
     df = load_table(args.table)
     doc, results = fit_table_results(
         df,

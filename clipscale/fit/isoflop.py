@@ -30,7 +30,7 @@ import pandas as pd
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit.bootstrap import CI_LEVEL
-from clipscale.fit.table import column, filter_rows
+from clipscale.fit.table import check_key_column, column, filter_rows
 
 MIN_SIZES = 3
 DEFAULT_GAP = 0.05
@@ -291,10 +291,7 @@ def isoflop(
 
     if by is None:
         return {**head, **one(df, seed)}
-    if by not in df.columns:
-        raise ClipscaleError(
-            f"--by {by!r}: no such column; columns are: {', '.join(map(str, df.columns[:20]))}"
-        )
+    check_key_column(df, by, "--by")
     groups = []
     for i, (key, rows) in enumerate(df.groupby(by, sort=True)):
         try:
@@ -307,7 +304,7 @@ def isoflop(
 def plot_isoflop(doc: dict[str, Any], df: pd.DataFrame, path: str | Path) -> None:
     """Figure of an `isoflop` document: per group, y against N per budget with its parabola and N*
     (edge budgets hollow), and N* against C with the fitted line. `df` is the table it was computed from."""
-    from clipscale.fit.plot import _pyplot
+    from clipscale.fit.plot import _pyplot, save_figure
 
     plt = _pyplot()
     groups = doc.get("groups", [{"group": None, **doc}])
@@ -320,7 +317,7 @@ def plot_isoflop(doc: dict[str, Any], df: pd.DataFrame, path: str | Path) -> Non
         if g["group"] is not None:
             ax_y.set_title(f"{doc['by']} = {g['group']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, Path(path), tight=False)
     plt.close(fig)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clipscale.errors import ClipscaleError
 from clipscale.fit.result import FitResult, fit_law
 from clipscale.io import atomic_write_bytes, atomic_write_text
 
@@ -66,11 +67,27 @@ def draw_band(
         ax.fill_between(x, lo, hi, color=color, alpha=alpha, linewidth=0)
 
 
-def save_figure(fig: Any, path: Path) -> None:
+FIGURE_FORMATS = (".png", ".svg", ".pdf")
+
+
+def check_figure_path(path: str | Path, option: str = "--plot") -> Path:
+    """Checked before any fitting, so a typo in the figure's name does not cost the fit."""
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_FORMATS:
+        raise ClipscaleError(
+            f"{option} {str(path)!r}: a figure is written as {', '.join(FIGURE_FORMATS)}; "
+            f"got {path.suffix or 'no extension'!r}"
+        )
+    return path
+
+
+def save_figure(fig: Any, path: Path, *, tight: bool = True) -> None:
+    """Written whole or not at all (atomic rename), in the format its extension names."""
     import io
 
+    path = check_figure_path(path, option="figure")
     buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", bbox_inches="tight", dpi=120)
+    fig.savefig(buf, format=path.suffix.lower().lstrip("."), bbox_inches="tight" if tight else None, dpi=120)
     atomic_write_bytes(path, buf.getvalue())
 
 

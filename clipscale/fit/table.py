@@ -83,16 +83,21 @@ def _evaluate(df: pd.DataFrame, expr: str, option: str) -> object:
         raise ClipscaleError(f"--{option} {expr!r}: {exc}") from None
 
 
-def filter_rows(df: pd.DataFrame, where: str | None) -> pd.DataFrame:
-    if not where:
-        return df
-    mask = _evaluate(df, where, "where")
+def row_mask(df: pd.DataFrame, expr: str, option: str) -> np.ndarray:
+    """A boolean expression over the rows (clipscale.fit.expr) as a mask; anything else is an error."""
+    mask = df[expr] if expr in df.columns else _evaluate(df, expr, option)
     if np.ndim(mask) == 0:
         mask = np.full(len(df), mask)
     mask = np.asarray(mask)
     if mask.shape != (len(df),) or mask.dtype != bool:
-        raise ClipscaleError(f"--where {where!r}: not a boolean expression over the rows")
-    out = df[mask]
+        raise ClipscaleError(f"--{option} {expr!r}: not a boolean expression over the rows (e.g. 'N > 100')")
+    return mask
+
+
+def filter_rows(df: pd.DataFrame, where: str | None) -> pd.DataFrame:
+    if not where:
+        return df
+    out = df[row_mask(df, where, "where")]
     if out.empty:
         raise ClipscaleError(f"--where {where!r} keeps no rows of {len(df)}")
     return out
@@ -202,12 +207,25 @@ def _check_options(
 
 
 def _check_columns(df: pd.DataFrame, *, by: str | None, run: str | None) -> None:
-    if by is not None and by not in df.columns:
+    for option, name in (("--by", by), ("--run", run)):
+        if name is not None:
+            check_key_column(df, name, option)
+
+
+def check_key_column(df: pd.DataFrame, name: str, option: str) -> None:
+    """A column rows are grouped by must exist and have a value in every row: pandas' groupby would
+    drop the rows without one, and with them part of the data, silently."""
+    if name not in df.columns:
         raise ClipscaleError(
-            f"--by {by!r}: no such column; columns are: {', '.join(map(str, df.columns[:20]))}"
+            f"{option} {name!r}: no such column; columns are: {', '.join(map(str, df.columns[:20]))}"
         )
-    if run is not None and run not in df.columns:
-        raise ClipscaleError(f"--run {run!r}: no such column")
+    missing = np.flatnonzero(df[name].isna().to_numpy())
+    if missing.size:
+        shown = ", ".join(map(str, missing[:8])) + (" ..." if missing.size > 8 else "")
+        raise ClipscaleError(
+            f"{option} {name!r}: {missing.size} row(s) have no value, at position(s) {shown}; fill them "
+            "in or leave them out with --where"
+        )
 
 
 def exponent_differences(fits: list[tuple[Any, FitResult]], level: float = 0.95) -> list[dict[str, Any]]:
@@ -296,7 +314,7 @@ def _fit_group(
             prepare(spec, yv, inputs, labels, loss=loss, frontier=frontier, fix=fix),
             delta=delta,
             link=link,
-            holdout_mask=column(g, holdout, "holdout").astype(bool) if holdout else None,
+            holdout_mask=row_mask(g, holdout, "holdout") if holdout else None,
             loo=loo,
             groups=groups,
         )
