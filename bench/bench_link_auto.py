@@ -13,8 +13,9 @@ chi-square); sigma * sqrt(2/pi) is the mean |error| that any predictor independe
 makes on that run, whatever the law (E|eps + eta| >= E|eps| for eta independent of eps, mean zero).
 
 Seen floor (`seen_holdout`, `seen_lam`): the joint law fitted to all 29 runs, H/14 and g/14 included, and
-its MAE on those two, the smallest over the Box-Cox grid of links. A fit that has not seen them can match
-it only by luck, so where it exceeds 0.5 the holdout aim is beyond the law, not beyond the estimator.
+its MAE on those two, the smallest over the Box-Cox grid of links. Where it exceeds 0.5, the two runs pull
+against the others even when they are fitted: a fit that has not seen them has nothing that pulls it
+within 0.5 of them.
 
 `--synthetic`: the cost of choosing. Runs of a known joint law (4 model sizes x 3 datasets x 3 samples
 seen, the parameters of tests/test_fit_link.py) with log-normal noise, the law holding either in E or in
