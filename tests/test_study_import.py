@@ -88,6 +88,19 @@ def test_clip_benchmark_folder_to_table_fit_reads(tmp_path: Path, caplog: pytest
     assert fit["n_points"] == 4 and fit["params"]["alpha"] < 0  # the four rows with known compute
 
 
+def test_a_folder_import_skips_and_counts_files_that_are_not_results(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    bench = write_clip_benchmark(tmp_path / "bench")
+    good = sorted(bench.rglob("*.json"))
+    torn = good[0].read_text()[:40]  # a result cut short by an interrupted benchmark
+    (bench / "torn.json").write_text(torn)
+    (bench / "notes.json").write_text(json.dumps({"comment": "not a result"}))
+    assert main(["import", str(bench), "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(table) == len(good)  # every real result imported
+    assert f"skipped 2 of {len(good) + 2} JSON file(s) that are not CLIP_benchmark results" in caplog.text
+
+
 def test_import_into_study_appears_in_results(tmp_path: Path) -> None:
     from clipscale.study import build_results_table, load_study
 
@@ -116,7 +129,11 @@ def test_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     (tmp_path / "bad" / "x.json").write_text(json.dumps({"model": "ViT-B-32", "metrics": {}}))
     assert main(["import", str(tmp_path / "bad"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "x.json: not a CLIP_benchmark result: no key 'dataset'" in err and err.count("\n") == 1
+    assert "bad: none of its 1 JSON file(s) is a CLIP_benchmark result" in err and err.count("\n") == 1
+    assert "x.json: not a CLIP_benchmark result: no key 'dataset'" in err
+    named = tmp_path / "bad" / "x.json"  # a file named on its own must be a result
+    assert main(["import", str(named), "--out", str(tmp_path / "o")]) == 2
+    assert "x.json: not a CLIP_benchmark result: no key 'dataset'" in capsys.readouterr().err
     assert main(["import", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such run folder" in capsys.readouterr().err
 

@@ -119,11 +119,30 @@ def _read_bench(path: Path) -> dict[str, Any]:
     return doc
 
 
-def import_clip_benchmark(files: list[Path], runs_dir: Path) -> list[str]:
-    """CLIP_benchmark result JSONs -> one run directory per (model, pretrained); returns run ids."""
-    groups: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = {}
+def _read_folder(folder: Path, files: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """The result JSONs of a folder; other or broken JSON files are skipped and counted (a warning),
+    so one torn file does not stop the import of the rest. None readable is an error."""
+    docs, skipped = [], []
     for file in files:
-        doc = _read_bench(file)
+        try:
+            docs.append((file, _read_bench(file)))
+        except ClipscaleError as exc:
+            skipped.append(str(exc))
+    if not docs:
+        raise ClipscaleError(f"{folder}: none of its {len(files)} JSON file(s) is a CLIP_benchmark result "
+                             f"(first: {skipped[0]})")
+    if skipped:
+        log.warning("%s: skipped %d of %d JSON file(s) that are not CLIP_benchmark results (first: %s)",
+                    folder, len(skipped), len(files), skipped[0])
+    return docs
+
+
+def import_clip_benchmark(files: list[Path], runs_dir: Path, *, folder: Path | None = None) -> list[str]:
+    """CLIP_benchmark result JSONs -> one run directory per (model, pretrained); returns run ids. Files
+    named one by one must all be results; those found in a `folder` are skipped (and counted) if not."""
+    read = _read_folder(folder, files) if folder is not None else [(f, _read_bench(f)) for f in files]
+    groups: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = {}
+    for file, doc in read:
         groups.setdefault((doc["model"], str(doc.get("pretrained") or "")), []).append((file, doc))
     ids = []
     for (model_arg, pretrained), docs in sorted(groups.items()):
@@ -161,7 +180,7 @@ def _import_one(source: Path, runs_dir: Path) -> list[str]:
         if not files:
             raise ClipscaleError(f"{source}: neither an open_clip_train run folder (params.txt, "
                                  "checkpoints/epoch_*.pt) nor a folder of CLIP_benchmark result JSONs")
-        return import_clip_benchmark(files, runs_dir)
+        return import_clip_benchmark(files, runs_dir, folder=source)
     if source.is_file() and source.suffix == ".json":
         return import_clip_benchmark([source], runs_dir)
     raise ClipscaleError(f"{source}: no such run folder or CLIP_benchmark result folder/file")
