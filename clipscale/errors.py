@@ -9,3 +9,8 @@ class ClipscaleError(Exception):
     """Bad input or an unrecoverable condition the user can fix; message is one line."""
 
     exit_code = 2
+
+
+class CheckpointError(ClipscaleError):
+    """One checkpoint file cannot be used (unreadable, refused as unsafe, or non-finite weights): a run
+    directory's other checkpoints are still evaluated."""

@@ -59,6 +59,28 @@ def test_trained_run_end_to_end_and_skip(tiny_trained_run: Path, synth_eval_sets
     assert len(list(read_jsonl(run / "results.jsonl"))) == len(records)
 
 
+def test_a_corrupt_checkpoint_of_a_run_is_skipped_and_the_others_evaluated(
+        tiny_trained_run: Path, synth_eval_sets: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained_run, run)
+    first, *rest = sorted((run / "checkpoints").glob("samples_*.pt"))
+    first.write_bytes(first.read_bytes()[:4096])  # cut short (disk fault, partial copy)
+    args = ["eval", str(run), "--suite", "synth", "--data-root", str(synth_eval_sets),
+            "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    line = captured.err.strip().splitlines()[-1]
+    head = f"clipscale: error: {run}: 1 of {1 + len(rest)} checkpoint(s) could not be evaluated"
+    assert line.startswith(head)
+    assert f"{first}: not a readable checkpoint" in line
+    stored = list(read_jsonl(run / "results.jsonl"))
+    assert {r["checkpoint"] for r in stored} == {f"checkpoints/{c.name}" for c in rest}
+    assert len(stored) == 5 * len(rest)  # 5 tasks of each good checkpoint
+    assert [json.loads(x) for x in captured.out.splitlines()] == list(read_jsonl(tmp_path / "o")) != []
+    assert main(args) == 2  # again: the done ones are not evaluated twice, the bad one is still named
+    assert len(list(read_jsonl(run / "results.jsonl"))) == len(stored)
+
+
 def test_cli_eval_checkpoint_and_errors(tiny_ckpt: Path, synth_eval_sets: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.jsonl"

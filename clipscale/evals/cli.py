@@ -40,9 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _handle_eval(args: argparse.Namespace) -> int:
     from clipscale.errors import ClipscaleError
-    from clipscale.evals.runner import evaluate_checkpoint, evaluate_run
+    from clipscale.evals.runner import PartialEvaluation, evaluate_checkpoint, evaluate_run
     from clipscale.evals.suite import load_suite
-    from clipscale.io import atomic_write_text, dumps
     from clipscale.models.registry import register_model_configs
 
     register_model_configs(args.model_config)
@@ -61,16 +60,26 @@ def _handle_eval(args: argparse.Namespace) -> int:
     if target.is_dir() and not is_model_dir:
         if args.samples_seen is not None:
             raise ClipscaleError("--samples-seen applies to one checkpoint; a run directory records its own")
-        records = evaluate_run(target, model=args.model, **common)
+        try:
+            records = evaluate_run(target, model=args.model, **common)
+        except PartialEvaluation as exc:  # what was evaluated is written out before the error
+            _write_records(exc.records, args.out)
+            raise
     elif target.is_file() or is_model_dir:
         records = evaluate_checkpoint(source, model=args.model, samples_seen=args.samples_seen, **common)
     else:
         raise ClipscaleError(f"{target}: no such checkpoint file or run directory")
+    _write_records(records, args.out)
+    return 0
+
+
+def _write_records(records: list[dict], out: str | None) -> None:
+    from clipscale.io import atomic_write_text, dumps
+
     lines = "".join(dumps(r) + "\n" for r in records)
     sys.stdout.write(lines)
-    if args.out:
-        atomic_write_text(args.out, lines)
-    return 0
+    if out:
+        atomic_write_text(out, lines)
 
 
 def _handle_collection(args: argparse.Namespace, common: dict) -> int:

@@ -12,6 +12,7 @@ decoded pixels shared by all checkpoints; image features are computed once per c
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -20,14 +21,24 @@ from typing import Any
 
 import torch
 
-from clipscale.errors import ClipscaleError
+from clipscale.errors import CheckpointError, ClipscaleError
 from clipscale.evals.datasets import EvalDataset
 from clipscale.evals.embed import Embedder, PixelCache, file_sha256
 from clipscale.evals.registry import make_evaluator
 from clipscale.evals.suite import Job, Suite, load_suite
 from clipscale.io import append_jsonl, read_jsonl
 
+log = logging.getLogger(__name__)
+
 RESULTS_FILE = "results.jsonl"
+
+
+class PartialEvaluation(CheckpointError):
+    """Some checkpoints of a run could not be used; `records` holds the evaluations of the others."""
+
+    def __init__(self, message: str, records: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.records = records
 DoneKey = tuple[str, str, str]  # (checkpoint_hash, dataset, task)
 
 
@@ -162,13 +173,20 @@ def evaluate_run(
     common = {"suite": suite, "device": device, "batch_size": batch_size, "cache_dir": cache_dir,
               "store": store, "model": model}
     if is_open_clip_train_run(run_dir) and not list((run_dir / "checkpoints").glob("samples_*.pt")):
-        return [r for ckpt in epoch_checkpoints(run_dir) for r in evaluate_checkpoint(
-            ckpt, **common, checkpoint_label=str(ckpt.relative_to(run_dir)))]
-    results = run_dir / RESULTS_FILE
-    done = done_keys(results)
+        checkpoints, kept = epoch_checkpoints(run_dir), "returned"
+    else:
+        results = run_dir / RESULTS_FILE
+        common.update(skip=done_keys(results), on_record=lambda r: append_jsonl(results, r))
+        checkpoints, kept = run_checkpoints(run_dir), f"in {results}"
     records: list[dict[str, Any]] = []
-    for ckpt in run_checkpoints(run_dir):
-        records += evaluate_checkpoint(
-            ckpt, **common, skip=done, on_record=lambda r: append_jsonl(results, r),
-            checkpoint_label=str(ckpt.relative_to(run_dir)))
+    unusable: list[str] = []
+    for ckpt in checkpoints:
+        try:
+            records += evaluate_checkpoint(ckpt, **common, checkpoint_label=str(ckpt.relative_to(run_dir)))
+        except CheckpointError as exc:  # one bad file: evaluate the others, then say so
+            log.warning("skipped: %s", exc)
+            unusable.append(str(exc))
+    if unusable:
+        raise PartialEvaluation(f"{run_dir}: {len(unusable)} of {len(checkpoints)} checkpoint(s) could not "
+                                f"be evaluated; the others were ({kept}); first: {unusable[0]}", records)
     return records

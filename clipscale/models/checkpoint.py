@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from clipscale.errors import ClipscaleError
+from clipscale.errors import CheckpointError, ClipscaleError
 from clipscale.models.registry import build_from_config
 from clipscale.models.tokenizer import Tokenizer, tokenizer_from_state
 
@@ -126,22 +126,22 @@ def load_weights_file(path: str | os.PathLike) -> Any:
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # truncated or not safetensors
-            raise ClipscaleError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
     if _is_torchscript(path):
-        raise ClipscaleError(f"{path}: refused: a TorchScript archive (it contains code), not a weights-only "
-                             "checkpoint; save its state_dict() and evaluate that")
+        raise CheckpointError(f"{path}: refused: a TorchScript archive (it contains code), not a "
+                              "weights-only checkpoint; save its state_dict() and evaluate that")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "allowed global" in text or "Unsupported global" in text:  # a pickle that would run code
-            raise ClipscaleError(f"{path}: refused: not a weights-only checkpoint") from None
+            raise CheckpointError(f"{path}: refused: not a weights-only checkpoint") from None
         # torch's text suggests weights_only=False: keep only the unpickler's own reason
         reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
         detail = reason[0] if "WeightsUnpickler error:" in text and reason else _first_line(exc)
-        raise ClipscaleError(f"{path}: not a readable checkpoint ({detail})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
     except Exception as exc:  # corrupt, truncated or not a torch file
-        raise ClipscaleError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
 
 
 # The metadata every clipscale checkpoint carries, with the type each key must have.

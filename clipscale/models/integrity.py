@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import torch
 
-from clipscale.errors import ClipscaleError
+from clipscale.errors import CheckpointError
 
 
 def _tensors(weights: torch.nn.Module | Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
@@ -36,7 +36,7 @@ def check_finite_weights(weights: torch.nn.Module | Mapping[str, torch.Tensor],
     bad = nonfinite_parameter_count(weights)
     if bad:
         first = next(iter(bad))
-        raise ClipscaleError(
+        raise CheckpointError(
             f"{source}: {sum(bad.values())} non-finite (nan/inf) weight values in {len(bad)} tensor(s), "
             f"first {first!r}; the checkpoint is unusable (train diverged before it was written)"
         )
