@@ -83,3 +83,21 @@ def test_collection_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["eval", "x.pt", "--collection", str(bad), "--suite", "synth", "--data-root", "."]) == 2
     assert "--collection takes no SOURCE" in capsys.readouterr().err
 
+
+
+def test_a_bad_entry_costs_only_itself(tmp_path: Path, synth_eval_sets: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_evals_runner import save_tiny
+
+    save_tiny(tmp_path / "good.pt")
+    (tmp_path / "torn.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:2048])
+    collection = tmp_path / "c.toml"
+    collection.write_text('[[entry]]\ncheckpoint = "torn.pt"\n[[entry]]\ncheckpoint = "good.pt"\n')
+    out = tmp_path / "table.csv"
+    assert main(["eval", "--collection", str(collection), "--suite", "synth",
+                 "--data-root", str(synth_eval_sets), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"clipscale: error: {collection}: 1 checkpoint(s) could not be evaluated")
+    assert "entry 'torn.pt': " in err and "not a readable checkpoint" in err
+    table = pd.read_csv(out)  # the good entry's evaluations are kept
+    assert set(table.run_id) == {"good.pt"} and len(table) == 5

@@ -63,7 +63,7 @@ def _handle_eval(args: argparse.Namespace) -> int:
         try:
             records = evaluate_run(target, model=args.model, **common)
         except PartialEvaluation as exc:  # what was evaluated is written out before the error
-            _write_records(exc.records, args.out)
+            _write_records(exc.result, args.out)
             raise
     elif target.is_file() or is_model_dir:
         records = evaluate_checkpoint(source, model=args.model, samples_seen=args.samples_seen, **common)
@@ -89,8 +89,14 @@ def _handle_collection(args: argparse.Namespace, common: dict) -> int:
     if args.source is not None or args.model is not None or args.samples_seen is not None:
         raise ClipscaleError("--collection takes no SOURCE, --model or --samples-seen "
                              "(set them per [[entry]])")
+    from clipscale.evals.runner import PartialEvaluation
+
     collection = load_collection(args.collection)
-    table = evaluate_collection(collection, **common)
     out = Path(args.out) if args.out else collection.path.with_suffix(".results.csv")
+    try:
+        table = evaluate_collection(collection, **common)
+    except PartialEvaluation as exc:  # the table of the entries that were evaluated, then the error
+        print(write_table(exc.result, out))
+        raise
     print(write_table(table, out))
     return 0

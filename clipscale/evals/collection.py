@@ -151,7 +151,7 @@ def evaluate_collection(collection: Collection, *, suite: Any, device: str = "cp
     """Evaluate every entry; one DataFrame (columns of `clipscale results`), one row per record."""
     import pandas as pd
 
-    from clipscale.evals.runner import DatasetStore, _as_suite, evaluate_checkpoint
+    from clipscale.evals.runner import DatasetStore, PartialEvaluation, _as_suite, evaluate_checkpoint
     from clipscale.models.registry import register_model_configs
     from clipscale.study.results import ID_COLUMNS
 
@@ -159,20 +159,31 @@ def evaluate_collection(collection: Collection, *, suite: Any, device: str = "cp
     suite = _as_suite(suite)
     store = DatasetStore()
     rows: list[dict[str, Any]] = []
+    failed: list[str] = []
     for entry in collection.entries:
         pairs = expand(entry)
         if entry.samples_seen is not None and len(pairs) > 1:
             raise ClipscaleError(f"{collection.path}: entry {entry.name!r}: samples_seen applies to one "
                                  f"checkpoint, this entry has {len(pairs)}")
-        records = [r for src, label in pairs for r in evaluate_checkpoint(
-            src, suite=suite, device=device, batch_size=batch_size, cache_dir=cache_dir, store=store,
-            checkpoint_label=label, model=entry.model, samples_seen=entry.samples_seen)]
+        records: list[dict[str, Any]] = []
+        for src, label in pairs:
+            try:  # one entry's bad checkpoint or model must not cost the others' evaluations
+                records += evaluate_checkpoint(
+                    src, suite=suite, device=device, batch_size=batch_size, cache_dir=cache_dir, store=store,
+                    checkpoint_label=label, model=entry.model, samples_seen=entry.samples_seen)
+            except ClipscaleError as exc:
+                log.warning("%s: entry %r: skipped %s: %s", collection.path, entry.name, label, exc)
+                failed.append(f"entry {entry.name!r}: {exc}")
         rows += tidy_rows(records, run_id=entry.name)
     if any(r["compute"] is None for r in rows):
         log.warning("%s: compute unknown for some rows (no samples seen): left null", collection.path)
     df = pd.DataFrame(rows, columns=None if rows else list(ID_COLUMNS))
     metrics = sorted(c for c in df.columns if c not in ID_COLUMNS)
-    return df[[*ID_COLUMNS, *metrics]]
+    df = df[[*ID_COLUMNS, *metrics]]
+    if failed:
+        raise PartialEvaluation(f"{collection.path}: {len(failed)} checkpoint(s) could not be evaluated, the "
+                                f"others were; first: {failed[0]}", df)
+    return df
 
 
 def write_table(df: Any, out: str | os.PathLike) -> Path:

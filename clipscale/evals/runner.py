@@ -34,11 +34,12 @@ RESULTS_FILE = "results.jsonl"
 
 
 class PartialEvaluation(CheckpointError):
-    """Some checkpoints of a run could not be used; `records` holds the evaluations of the others."""
+    """Some checkpoints could not be evaluated; `result` is what the call returns for the others (a run's
+    records, a collection's table), so a caller can keep it before reporting the error."""
 
-    def __init__(self, message: str, records: list[dict[str, Any]]) -> None:
+    def __init__(self, message: str, result: Any) -> None:
         super().__init__(message)
-        self.records = records
+        self.result = result
 DoneKey = tuple[str, str, str]  # (checkpoint_hash, dataset, task)
 
 
