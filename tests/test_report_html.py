@@ -127,3 +127,15 @@ def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1280)
     assert pixels[..., :3].std() > 0.05  # not a blank page: text and figures were drawn
+
+
+def test_a_fit_to_points_whose_error_does_not_vary_says_so_instead_of_r2_nan() -> None:
+    from clipscale.fit import fit_law
+    from clipscale.report.analysis import describe_fit
+
+    meta = {"dataset": "synth", "metric": "acc1", "distribution": "uniform", "group": "uniform"}
+    flat = fit_law("power", y=[0.9, 0.9, 0.9], C=[1.0, 10.0, 100.0]).to_dict()  # chance level at every size
+    saved = json.loads(json.dumps(flat).replace("NaN", "null"))  # as fits.json stores it
+    for f in (flat, saved):
+        text = describe_fit({**f, **meta})
+        assert "R² log n/a: the points' E do not vary" in text and "nan" not in text

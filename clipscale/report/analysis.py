@@ -88,5 +88,8 @@ def describe_fit(f: dict[str, Any]) -> str:
     values = ", ".join(f"{k} {v:.3g}" for k, v in p.items())
     alpha_ci = f"alpha 95% CI [{ci['alpha'][0]:.3f}, {ci['alpha'][1]:.3f}], " if "alpha" in ci else ""
     bound = f", at a bound: {', '.join(bound_params(f))}" if bound_params(f) else ""
-    return (f"{head}: {f['formula']} with {values} ({alpha_ci}R² log {f['r2_log']:.3f}, "
+    r2 = f.get("r2_log")
+    finite = r2 is not None and np.isfinite(r2)
+    r2_text = f"R² log {r2:.3f}" if finite else "R² log n/a: the points' E do not vary"
+    return (f"{head}: {f['formula']} with {values} ({alpha_ci}{r2_text}, "
             f"{points_text(f)}{bound}; --group {f['group']})")
