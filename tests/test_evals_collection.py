@@ -97,7 +97,8 @@ def test_a_bad_entry_costs_only_itself(tmp_path: Path, synth_eval_sets: Path,
     assert main(["eval", "--collection", str(collection), "--suite", "synth",
                  "--data-root", str(synth_eval_sets), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith(f"clipscale: error: {collection}: 1 checkpoint(s) could not be evaluated")
+    assert err.startswith(f"clipscale: error: {collection}: 1 of 2 checkpoint(s) could not be evaluated; "
+                          "the other 1 were evaluated (table written)")
     assert "entry 'torn.pt': " in err and "not a readable checkpoint" in err
     table = pd.read_csv(out)  # the good entry's evaluations are kept
     assert set(table.run_id) == {"good.pt"} and len(table) == 5

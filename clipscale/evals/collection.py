@@ -151,20 +151,29 @@ def evaluate_collection(collection: Collection, *, suite: Any, device: str = "cp
     """Evaluate every entry; one DataFrame (columns of `clipscale results`), one row per record."""
     import pandas as pd
 
-    from clipscale.evals.runner import DatasetStore, PartialEvaluation, _as_suite, evaluate_checkpoint
+    from clipscale.evals.runner import (
+        DatasetStore,
+        PartialEvaluation,
+        _as_suite,
+        evaluate_checkpoint,
+        partial_message,
+    )
     from clipscale.models.registry import register_model_configs
     from clipscale.study.results import ID_COLUMNS
 
     register_model_configs(collection.model_configs)
     suite = _as_suite(suite)
     store = DatasetStore()
-    rows: list[dict[str, Any]] = []
-    failed: list[str] = []
-    for entry in collection.entries:
+    expanded = []
+    for entry in collection.entries:  # every entry's checkpoints first: a typo fails before any evaluation
         pairs = expand(entry)
         if entry.samples_seen is not None and len(pairs) > 1:
             raise ClipscaleError(f"{collection.path}: entry {entry.name!r}: samples_seen applies to one "
                                  f"checkpoint, this entry has {len(pairs)}")
+        expanded.append((entry, pairs))
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for entry, pairs in expanded:
         records: list[dict[str, Any]] = []
         for src, label in pairs:
             try:  # one entry's bad checkpoint or model must not cost the others' evaluations
@@ -181,8 +190,8 @@ def evaluate_collection(collection: Collection, *, suite: Any, device: str = "cp
     metrics = sorted(c for c in df.columns if c not in ID_COLUMNS)
     df = df[[*ID_COLUMNS, *metrics]]
     if failed:
-        raise PartialEvaluation(f"{collection.path}: {len(failed)} checkpoint(s) could not be evaluated, the "
-                                f"others were; first: {failed[0]}", df)
+        total = sum(len(pairs) for _, pairs in expanded)
+        raise PartialEvaluation(partial_message(collection.path, failed, total, "table written"), df)
     return df
 
 

@@ -31,6 +31,7 @@ from clipscale.io import append_jsonl, read_jsonl
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
+DoneKey = tuple[str, str, str]  # (checkpoint_hash, dataset, task)
 
 
 class PartialEvaluation(CheckpointError):
@@ -40,7 +41,12 @@ class PartialEvaluation(CheckpointError):
     def __init__(self, message: str, result: Any) -> None:
         super().__init__(message)
         self.result = result
-DoneKey = tuple[str, str, str]  # (checkpoint_hash, dataset, task)
+
+
+def partial_message(where: object, failed: list[str], total: int, kept: str) -> str:
+    others = total - len(failed)
+    done = f"the other {others} were evaluated ({kept}); " if others else ""
+    return f"{where}: {len(failed)} of {total} checkpoint(s) could not be evaluated; {done}first: {failed[0]}"
 
 
 class DatasetStore:
@@ -174,11 +180,11 @@ def evaluate_run(
     common = {"suite": suite, "device": device, "batch_size": batch_size, "cache_dir": cache_dir,
               "store": store, "model": model}
     if is_open_clip_train_run(run_dir) and not list((run_dir / "checkpoints").glob("samples_*.pt")):
-        checkpoints, kept = epoch_checkpoints(run_dir), "returned"
+        checkpoints, kept = epoch_checkpoints(run_dir), "records printed"
     else:
         results = run_dir / RESULTS_FILE
         common.update(skip=done_keys(results), on_record=lambda r: append_jsonl(results, r))
-        checkpoints, kept = run_checkpoints(run_dir), f"in {results}"
+        checkpoints, kept = run_checkpoints(run_dir), f"records in {results}"
     records: list[dict[str, Any]] = []
     unusable: list[str] = []
     for ckpt in checkpoints:
@@ -188,6 +194,5 @@ def evaluate_run(
             log.warning("skipped: %s", exc)
             unusable.append(str(exc))
     if unusable:
-        raise PartialEvaluation(f"{run_dir}: {len(unusable)} of {len(checkpoints)} checkpoint(s) could not "
-                                f"be evaluated; the others were ({kept}); first: {unusable[0]}", records)
+        raise PartialEvaluation(partial_message(run_dir, unusable, len(checkpoints), kept), records)
     return records
