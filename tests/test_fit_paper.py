@@ -129,12 +129,33 @@ def test_joint_law_with_link_auto_meets_the_aim_on_aggregate_targets(
     args = ["reproduce", "cherti2023", "--data", str(PAPER), "--targets", "imagenet_robustness,vtab+"]
     assert main([*args, "--link", "auto", "--json"]) == 0
     j = {r["target"]: r for r in json.loads(capsys.readouterr().out)["joint"]}
-    for target, loo, holdout in (("imagenet_robustness", 0.825, 0.411), ("vtab+", 0.958, 0.107)):
+    for target, loo, holdout in (("imagenet_robustness", 0.825, 0.411), ("vtab+", 0.805, 0.107)):
         assert j[target]["loo_mae_pct"] <= 1.0 and j[target]["holdout_mae_pct"] <= 0.5
         assert j[target]["loo_mae_pct"] == pytest.approx(loo, rel=0.02)
         assert j[target]["holdout_mae_pct"] == pytest.approx(holdout, rel=0.02)
     on_e = joint_checks(target_rows(load_paper(PAPER)[0], "imagenet_robustness"), "imagenet_robustness")
     assert on_e["loo_mae_pct"] > 1.0 and on_e["holdout_mae_pct"] > 1.0
+
+
+def test_a_joint_fit_from_scratch_reaches_the_optimum_a_warm_start_reaches() -> None:
+    """vtab's 27 runs up to L/14 have their best optimum where the size-and-samples term is a tiny, steep
+    correction (beta ~ 1.6, gamma ~ 0.02), a region the main grid of starts never reaches; the law's extra
+    grid does, so a user's fit of those runs is the one the holdout check reports."""
+    from clipscale.fit.estimate import fit_prepared
+    from clipscale.fit.laws import get_law
+    from clipscale.fit.points import prepare
+    from clipscale.fit.reproduce import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
+    from clipscale.fit.validate import _starts
+
+    rows = target_rows(load_paper(PAPER)[0], "vtab")
+    ours = rows[rows.source == "openclip"].reset_index(drop=True)
+    held = ours.arch.isin(HOLDOUT_ARCHS).to_numpy()
+    prep = prepare(get_law("joint"), ours.E.to_numpy(), joint_inputs(ours))
+    train = prep.subset(~held)
+    warm = fit_prepared(train, delta=1e-3, starts=_starts(train, fit_prepared(prep, delta=1e-3), 1e-3))
+    cold = fit_law("joint", y=ours.E[~held].to_numpy(), huber_delta=1e-3, **joint_inputs(ours[~held]))
+    assert cold.objective == pytest.approx(warm.objective, rel=1e-6)
+    assert cold.params["beta"] > 1.0 and cold.params["gamma"] < 0.1
 
 
 def test_reproduce_out_writes_figures_and_every_table(tmp_path) -> None:

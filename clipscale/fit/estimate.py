@@ -88,8 +88,17 @@ def huber_objective(
 
 
 def grid_starts(prep: Prepared, delta: float, max_starts: int) -> np.ndarray:
-    """The `max_starts` best points of the law's grid by objective, screened in one batch."""
-    axes = prep.law.grid(prep.log_y)
+    """The `max_starts` best points of the law's grid by objective, screened in one batch, plus the
+    max_starts // 8 best of each region of its `extra_grid` (points the main grid's best crowd out)."""
+    starts = _best_of(prep, prep.law.grid(prep.log_y), delta, max_starts)
+    n_extra = max_starts // 8
+    if prep.law.extra_grid is None or n_extra == 0:
+        return starts
+    regions = [_best_of(prep, axes, delta, n_extra) for axes in prep.law.extra_grid(prep.log_y)]
+    return np.vstack([starts, *regions])
+
+
+def _best_of(prep: Prepared, axes: list[np.ndarray], delta: float, k: int) -> np.ndarray:
     grid = np.array(list(itertools.product(*axes)))
     if prep.fixed:  # the grid is written for centred inputs: move it to uncentred, then fix
         grid = uncentred_grid(prep, grid)
@@ -98,7 +107,7 @@ def grid_starts(prep: Prepared, delta: float, max_starts: int) -> np.ndarray:
     chunks = np.array_split(grid, -(-grid.shape[0] // 4096))
     obj = np.concatenate([_grid_objective(prep, g, delta) for g in chunks])
     order = np.argsort(obj, kind="stable")
-    return grid[order[:max_starts]]
+    return grid[order[:k]]
 
 
 def _grid_objective(prep: Prepared, grid: np.ndarray, delta: float) -> np.ndarray:

@@ -64,6 +64,9 @@ class Law:
     # The estimator the law was published with, where it applies (prep, delta) -> internal theta or None:
     # a grid search from scratch then starts there instead of the law's grid (see clipscale.fit.estimate).
     protocol: Callable[[Any, float], np.ndarray | None] | None = field(default=None, repr=False)
+    # Further grids of starts (regions), for good optima whose grid points score worse than the main
+    # grid's best and so would never be among its starts (clipscale.fit.estimate.grid_starts).
+    extra_grid: Callable[[np.ndarray], list[list[np.ndarray]]] | None = field(default=None, repr=False)
 
     @property
     def n_params(self) -> int:
@@ -246,6 +249,16 @@ def _joint_grid(logy: np.ndarray) -> list[np.ndarray]:
     return [coef, expo, expo, coef, signed, signed, np.array([0.3, 1.0, 2.0])]
 
 
+def _joint_extra_grid(logy: np.ndarray) -> list[list[np.ndarray]]:
+    """Optima where one term carries the error and the other is a small, steep correction (e.g. vtab on
+    the 27 runs up to L/14: A tiny at the centre, beta 1.6, gamma 0.02), which the main grid never reaches."""
+    lo, hi = float(logy.min()), float(logy.max())
+    coef, tiny = np.linspace(lo - 3.0, hi + 1.0, 6), np.array([lo - 7.0, lo - 5.0])
+    expo, steep = np.array([0.03, 0.1, 0.3, 1.0]), np.array([0.3, 1.0, 2.0])
+    flat, signed = np.array([0.01, 0.03, 0.1]), np.array([-0.2, 0.0, 0.2])
+    return [[tiny, steep, steep, coef, signed, signed, flat], [coef, expo, expo, tiny, signed, signed, steep]]
+
+
 def _joint_to(theta: np.ndarray, centre: dict[str, float]) -> dict[str, float]:
     a, alpha, beta, g, kappa, rho, gamma = (float(v) for v in theta[:7])
     return {
@@ -353,6 +366,7 @@ LAWS: dict[str, Law] = {
         _joint_to,
         _joint_from,
         linear_terms=True,
+        extra_grid=_joint_extra_grid,
     ),
     "data-constrained": Law(
         "data-constrained",
