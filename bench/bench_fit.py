@@ -34,7 +34,7 @@ def bench_joint(rows: pd.DataFrame, n: int) -> None:
         "U": rows.upstream_dataset.map(UNIQUE).to_numpy(),
         "S": rows.samples_seen.to_numpy(),
     }
-    _timed("joint fit (32 starts, --link error)", lambda: fit_law("joint", link="error", **kw))
+    _timed("joint fit (32 + 8 starts, --link error)", lambda: fit_law("joint", link="error", **kw))
     _timed("joint fit (--link auto: 9 links, forward checks)", lambda: fit_law("joint", link="auto", **kw))
     fit = _timed(f"joint fit + {n} bootstrap refits", lambda: fit_law("joint", bootstrap=n, seed=0, **kw))
     print(f"  {len(fit.bootstrap_params)} ok, {fit.bootstrap_failed} failed")

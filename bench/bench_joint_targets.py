@@ -98,6 +98,7 @@ def previous_joint() -> Law:
         grid=_previous_grid,
         to_params=_previous_to,
         from_params=_previous_from,
+        extra_grid=None,  # joint's extra regions are written for its own parameters
     )
 
 

@@ -138,6 +138,7 @@ def make_law(name: str, terms: list[list[str]]) -> Law:
         grid=grid,
         to_params=to_params,
         from_params=from_params,
+        extra_grid=None,  # joint's extra regions are written for its own parameters
     )
 
 
