@@ -14,7 +14,8 @@ from clipscale.fit import FitResult, fit_law, fit_table, list_laws
 from clipscale.fit._blas import single_threaded_blas
 from clipscale.fit.estimate import huber_objective
 from clipscale.fit.frontier import frontier_points
-from clipscale.fit.laws import derived_quantities, get_law, lse_and_jacobian, unique_seen
+from clipscale.fit.laws import derived_quantities, get_law, lse_and_jacobian
+from clipscale.fit.laws_joint import unique_seen
 from clipscale.fit.points import prepare
 
 
