@@ -10,7 +10,7 @@ import numpy as np
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit.bootstrap import percentile_ci, run_bootstrap, undefined_counts
-from clipscale.fit.estimate import fit_prepared, r2_log, r2_target
+from clipscale.fit.estimate import Optimum, fit_prepared, r2_log, r2_target
 from clipscale.fit.laws import Law, derived_quantities, get_law
 from clipscale.fit.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
 from clipscale.fit.points import Prepared, frontier_subset, prepare, unidentified_params
@@ -225,8 +225,16 @@ def fit_law(
             f"the {law} fit did not converge: none of {opt.n_starts} starts ended at a stationary point "
             f"and no two agreed (best loss {opt.objective:.3g}); check the data or try another law"
         )
+    result = _result(spec, prep, opt, points, choice, huber_delta=huber_delta)
+    if bootstrap:
+        _attach_bootstrap(result, prep, opt, n_boot=bootstrap, seed=seed, delta=huber_delta, groups=groups)
+    return result
+
+
+def _result(spec: Law, prep: Prepared, opt: Optimum, points: Prepared, choice: LinkChoice, *,
+            huber_delta: float) -> FitResult:
     result = FitResult(
-        law=law,
+        law=spec.name,
         params=opt.params,
         n_points=prep.n,
         objective=opt.objective,
@@ -248,13 +256,17 @@ def fit_law(
     )
     if prep.frontier != "none":  # what a figure marks as the frontier (cherti: bin centres and minima)
         result.frontier_points = {"C": points.select_c.tolist(), "y": points.error.tolist()}
-    if bootstrap:
-        boot = run_bootstrap(prep, opt, n_boot=bootstrap, seed=seed, delta=huber_delta, groups=groups)
-        result.ci = {k: v for k, v in percentile_ci(boot).items() if k not in prep.fix}
-        result.bootstrap_params = boot.samples[:, : spec.n_params].tolist()
-        result.bootstrap_failed = boot.n_failed
-        result.bootstrap_undefined = undefined_counts(boot)
     return result
+
+
+def _attach_bootstrap(result: FitResult, prep: Prepared, opt: Optimum, *, n_boot: int, seed: int,
+                      delta: float, groups: np.ndarray | None) -> None:
+    """Percentile CIs and the refits' parameters (what `predict` draws its CIs from)."""
+    boot = run_bootstrap(prep, opt, n_boot=n_boot, seed=seed, delta=delta, groups=groups)
+    result.ci = {k: v for k, v in percentile_ci(boot).items() if k not in prep.fix}
+    result.bootstrap_params = boot.samples[:, : prep.law.n_params].tolist()
+    result.bootstrap_failed = boot.n_failed
+    result.bootstrap_undefined = undefined_counts(boot)
 
 
 def _group_name(g: Any) -> Any:

@@ -175,23 +175,21 @@ def fit_table_results(
             raise ClipscaleError(f"--by {by!r} group {_plain(key)!r}: {exc}") from None
         fits.append({"group": None if key is None else _plain(key), **entry})
         results.append((fits[-1]["group"], result, g))
-    doc: dict[str, Any] = {
-        "law": law,
-        "formula": spec.formula,
-        "frontier": results[0][1].frontier if results else frontier,
-        "fixed": dict(fix or {}),
-        "y": y,
-        "error": error,
-        "loss": loss,
-        "by": by,
-        "where": where,
-        "fits": fits,
-    }
-    if by is not None:
+    head = {"law": law, "formula": spec.formula, "frontier": results[0][1].frontier if results else frontier,
+            "fixed": dict(fix or {}), "y": y, "error": error, "loss": loss, "by": by, "where": where}
+    return _document(spec, head, fits, results, bootstrap=bootstrap), results
+
+
+def _document(spec: Law, head: dict[str, Any], fits: list[dict[str, Any]],
+              results: list[tuple[Any, FitResult, pd.DataFrame]], *, bootstrap: int) -> dict[str, Any]:
+    """The `clipscale fit --json` document: the fits, and with --by their comparison (and, with a
+    bootstrap, the CIs of their exponents' differences)."""
+    doc: dict[str, Any] = {**head, "fits": fits}
+    if head["by"] is not None:
         doc["comparison"] = {p: {str(f["group"]): f["params"][p] for f in fits} for p in spec.params}
         if bootstrap:
             doc["differences"] = exponent_differences([(g, r) for g, r, _ in results])
-    return doc, results
+    return doc
 
 
 def _check_options(
