@@ -1,4 +1,4 @@
-"""`clipscale data synth` and `clipscale data synth-eval`: generate the built-in synthetic data.
+"""`clipscale data synth`, `synth-eval` (built-in synthetic data) and `emoji` (real emoji data).
 
 Standard library only at top level; the generator is imported inside the handlers.
 """
@@ -22,8 +22,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    data = subparsers.add_parser("data", help="generate the built-in synthetic data",
-                                 description="Generate the built-in synthetic captioned scenes.")
+    data = subparsers.add_parser("data", help="generate synthetic data or build the emoji data",
+                                 description="Generate the built-in synthetic captioned scenes, or build "
+                                             "the real emoji dataset from pinned npm packages.")
     verbs = data.add_subparsers(dest="data_verb", metavar="VERB")
     data.set_defaults(handler=functools.partial(_usage, data))
     synth = verbs.add_parser("synth", help="write training shards (webdataset, img2dataset layout)",
@@ -41,6 +42,27 @@ def register(subparsers: Any) -> None:
                                  "default: as many as --samples-per-task, 0 for none")
     _add_common(synth_eval)
     synth_eval.set_defaults(handler=_synth_eval)
+    _register_emoji(verbs)
+
+
+def _register_emoji(verbs: Any) -> None:
+    emoji = verbs.add_parser(
+        "emoji", help="build real captioned emoji data (training shards, eval sets, suite)",
+        description="Build DIR/train/<style>/*.tar, DIR/eval/<set>/, DIR/emoji_suite.toml, DIR/manifest.csv, "
+                    "DIR/LICENSES/ and DIR/meta.json from the npm packages emoji-datasource-google@16.0.0, "
+                    "emoji-datasource-twitter@16.0.0, openmoji@17.0.0 and emojibase-data@17.0.0. 80 %% of "
+                    "the concepts train, 20 %% are held out for evaluation; skin-tone variants are dropped.")
+    emoji.add_argument("--out", required=True, metavar="DIR",
+                       help="output directory (must not exist, or be empty)")
+    emoji.add_argument("--styles", default="google,twitter,openmoji", metavar="LIST",
+                       help="comma-separated art styles (default google,twitter,openmoji)")
+    emoji.add_argument("--image-size", type=int, default=32, metavar="PX",
+                       help="image side in pixels (default 32)")
+    emoji.add_argument("--packages", default=None, metavar="NODE_MODULES",
+                       help="a node_modules folder holding the four pinned packages; default: install them "
+                            "with npm into a cache folder ($XDG_CACHE_HOME/clipscale/npm/)")
+    emoji.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR")
+    emoji.set_defaults(handler=_emoji)
 
 
 def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -70,4 +92,18 @@ def _synth_eval(args: argparse.Namespace) -> int:
     tasks = ", ".join(meta["tasks"])
     print(f"wrote {len(meta['tasks'])} eval sets ({tasks}) of {meta['samples_per_task']:,} images each "
           f"to {args.out} ({meta['image_size']} px, seed {meta['seed']})")
+    return 0
+
+
+def _emoji(args: argparse.Namespace) -> int:
+    from clipscale.data.emoji import build_emoji_dataset
+
+    meta = build_emoji_dataset(args.out, styles=args.styles, image_size=args.image_size,
+                               packages=args.packages, overwrite=args.overwrite)
+    per_style = ", ".join(f"{s} {c['train']:,} train / {c['unseen']:,} unseen"
+                          for s, c in meta["samples"].items() if s in meta["styles"])
+    concepts = meta["concepts"]
+    print(f"wrote {concepts['total']:,} concepts ({concepts['train']:,} train, {concepts['unseen']:,} "
+          f"unseen) to {args.out}: {per_style} images ({meta['image_size']} px, skin-tone variants "
+          f"{meta['skin_tones']}); suite {args.out}/{meta['suite']}")
     return 0
