@@ -36,7 +36,7 @@ def svg_renderer_version() -> str:
         import resvg_py
     except ImportError:
         raise ClipscaleError("the openmoji style renders SVGs with resvg-py, which is not installed "
-                             "(pip install 'resvg-py>=0.5'), or leave openmoji out of --styles") from None
+                             "(pip install resvg-py==0.5.0), or leave openmoji out of --styles") from None
     return f"{RENDERER} {resvg_py.__version__} (resvg {resvg_py.__resvg_version__})"
 
 
