@@ -291,6 +291,9 @@ def test_errors_are_one_line(node_modules: Path, tmp_path: Path, capsys: pytest.
     assert "openmoji" in err and "17.0.0" in err
     import shutil
 
+    shutil.rmtree(node_modules / "emoji-datasource-twitter" / "img")
+    err = _one_line_error([*out, "--packages", str(node_modules), "--styles", "twitter"], capsys)
+    assert "emoji-datasource-twitter" in err and "no twitter image" in err
     shutil.rmtree(node_modules / "emoji-datasource-twitter")
     err = _one_line_error([*out, "--packages", str(node_modules), "--styles", "twitter"], capsys)
     assert "emoji-datasource-twitter" in err and "16.0.0" in err
@@ -350,3 +353,10 @@ def test_npm_installs_the_pins_into_the_cache_once(node_modules: Path, tmp_path:
     assert cache_dir().parent == tmp_path / "cache" / "clipscale" / "npm"
     assert (cache_dir() / "node_modules" / "openmoji" / "package.json").is_file()
     assert first == second and _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_help_names_the_pinned_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["data", "emoji", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{name}@{version}" in text.replace("- ", "-") for name, version in PINS.items())

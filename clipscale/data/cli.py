@@ -50,8 +50,8 @@ def _register_emoji(verbs: Any) -> None:
         "emoji", help="build real captioned emoji data (training shards, eval sets, suite)",
         description="Build DIR/train/<style>/*.tar, DIR/eval/<set>/, DIR/emoji_suite.toml, DIR/manifest.csv, "
                     "DIR/LICENSES/ and DIR/meta.json from the npm packages emoji-datasource-google@16.0.0, "
-                    "emoji-datasource-twitter@16.0.0, openmoji@17.0.0 and emojibase-data@17.0.0. 80 %% of "
-                    "the concepts train, 20 %% are held out for evaluation; skin-tone variants are dropped.")
+                    "emoji-datasource-twitter@16.0.0, openmoji@17.0.0 and emojibase-data@17.0.0. 80 % of "
+                    "the concepts train, 20 % are held out for evaluation; skin-tone variants are dropped.")
     emoji.add_argument("--out", required=True, metavar="DIR",
                        help="output directory (must not exist, or be empty)")
     emoji.add_argument("--styles", default="google,twitter,openmoji", metavar="LIST",

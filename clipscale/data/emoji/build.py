@@ -82,7 +82,11 @@ class StyleImages:
 
 def _render_style(style: str, packages: Packages, concepts: dict[str, Concept], skins: set[str],
                   size: int) -> StyleImages:
-    art = style_art(style, packages.dir(STYLE_PACKAGES[style]), concepts, skins)
+    package = packages.dir(STYLE_PACKAGES[style])
+    art = style_art(style, package, concepts, skins)
+    if not art.art:
+        raise ClipscaleError(f"{package}: no {style} image file matches an emojibase-data concept "
+                             f"({art.missing_files} listed files missing; is the package complete?)")
     out = StyleImages(counts=art.counts())
     unreadable = 0
     for code, item in art.art.items():
