@@ -147,7 +147,11 @@ def load_suite(path_or_name: str | os.PathLike, *, root: str | os.PathLike | Non
     """A suite file, or a built-in suite by name (its dataset paths resolve against `root`)."""
     path = Path(path_or_name)
     if path.is_file():
-        return parse_suite(path.read_text(encoding="utf-8"), source=str(path),
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ClipscaleError(f"{path}: suite file is not UTF-8 text") from None
+        return parse_suite(text, source=str(path),
                            base=Path(root) if root else path.parent)
     name = str(path_or_name)
     if name not in builtin_suites():
@@ -176,4 +180,25 @@ def check_suite(path_or_name: str | os.PathLike, *, root: str | os.PathLike | No
                                      f"not one of the generated eval sets ({', '.join(available)})")
         elif root is not None and not path.exists():
             raise ClipscaleError(f"{suite.source}: dataset {job.dataset.name!r}: {path} not found")
+        if job.evaluator == "zeroshot_classification":
+            _check_text_files(job.dataset, data_exists=root is not None and available is None)
     return suite
+
+
+def _check_text_files(ds: DatasetSpec, *, data_exists: bool) -> None:
+    """Templates (only `{c}`) and class names (UTF-8) of a zero-shot set: read now, before any training,
+    so a bad line never fails an evaluation after hours of training. The suite's own `templates`/
+    `classnames` files are always read; the dataset folder's when its data is here."""
+    from clipscale.evals.adapters import CLASSNAMES_FILE, TEMPLATES_FILE
+    from clipscale.evals.datasets import check_templates, read_lines
+
+    for given, default, what in ((ds.templates, TEMPLATES_FILE, "templates"),
+                                 (ds.classnames, CLASSNAMES_FILE, "class names")):
+        path = given if given is not None else ds.path / default
+        if given is None and not (data_exists and path.is_file()):
+            continue
+        if not path.is_file() and not data_exists:
+            continue  # a file under a data root that is generated later or lives elsewhere
+        lines = read_lines(path, what)
+        if what == "templates":
+            check_templates(path, lines)

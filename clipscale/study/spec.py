@@ -13,7 +13,7 @@ Layout (all sections but [study] and [[grid]] optional):
     [[rules]]   when = {model = "..."}, set = {lr = ...}: per-cell overrides, applied in order
     [[grid]]    model, dataset, data_size, samples_seen | compute, seed: a full factorial block;
                 the study is the union of its blocks (several blocks = a fractional grid)
-    [eval]      suite, data_root, batch_size, samples_per_task
+    [eval]      suite, data_root (both relative to the study file), batch_size, samples_per_task
     [fit]       metrics, laws (any of `clipscale fit`'s), frontier (none|cherti|pareto|hull), bootstrap,
                 predict_compute, constrained (exclude|include data-constrained runs in C-only fits),
                 fix = {PARAM = value} (held fixed in every law that has the parameter),
@@ -320,6 +320,19 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
     return fit
 
 
+def _parse_eval(doc: dict[str, Any], path: Path) -> EvalSpec:
+    """[eval]: a suite file and a data_root are relative to the study file (as shards and output_dir)."""
+    spec = _section(doc, "eval", EvalSpec, ("suite", "data_root", "batch_size", "samples_per_task"))
+    if spec.data_root is not None:
+        root = _typed("[eval] data_root", spec.data_root, str, "a path (a string)")
+        if not root:
+            raise _fail("[eval] data_root", "expected a non-empty path")
+        spec = _replace(spec, data_root=str(path.parent / Path(root).expanduser()))
+    if (path.parent / spec.suite).is_file():  # a suite file next to the study, else a built-in name
+        spec = _replace(spec, suite=str(path.parent / spec.suite))
+    return spec
+
+
 def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
     """Validate a parsed TOML document; `path` anchors relative paths (output_dir, shards)."""
     _check_keys("study file", doc, ("study", "datasets", "train", "rules", "grid", "eval", "fit",
@@ -343,9 +356,7 @@ def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
     executor = _section(doc, "executor", ExecutorSpec, ("jobs", "threads_per_job", "gpus_per_run"))
     _positive_int("[executor] jobs", executor.jobs)
     slurm = _section(doc, "slurm", SlurmSpec, tuple(SlurmSpec.__dataclass_fields__))
-    eval_spec = _section(doc, "eval", EvalSpec, ("suite", "data_root", "batch_size", "samples_per_task"))
-    if (path.parent / eval_spec.suite).is_file():  # a suite file next to the study, else a built-in name
-        eval_spec = _replace(eval_spec, suite=str(path.parent / eval_spec.suite))
+    eval_spec = _parse_eval(doc, path)
     train = _check_train("[train]", _typed("[train]", doc.get("train", {}), dict, "a table"))
     if "model_configs" in head:  # custom open_clip architectures: registered here and in every run
         configs = _list_of("[study] model_configs", head["model_configs"],
