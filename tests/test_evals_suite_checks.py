@@ -66,3 +66,50 @@ def test_train_with_a_bad_suite_fails_before_training(tmp_path: Path, capsys) ->
     err = capsys.readouterr().err
     assert code == 2 and "eval_suite" in err and "template on line 1" in err and len(err.splitlines()) == 1
     assert not (out / "checkpoints").exists()
+
+
+AGG_SUITE = """
+[[dataset]]
+name = "a"
+format = "wds"
+path = "a"
+task = "zeroshot_retrieval"
+[[dataset]]
+name = "b"
+format = "wds"
+path = "b"
+task = ["zeroshot_retrieval", "zeroshot_classification"]
+"""
+
+
+def test_aggregates_parse_in_both_forms(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(AGG_SUITE + '[[aggregate]]\nname = "avg"\nmetric = "image_retrieval_recall@5"\n'
+                    'of = ["a", {dataset = "b", metric = "acc1"}]\n')
+    (agg,) = load_suite(path).aggregates
+    assert agg.name == "avg" and agg.parts == (("a", "image_retrieval_recall@5"), ("b", "acc1"))
+
+
+@pytest.mark.parametrize(("entry", "words"), [
+    ('name = "avg"\nmetric = "acc1"\nof = ["a", "c"]', "dataset 'c' is not a [[dataset]]"),
+    ('name = "a"\nmetric = "acc1"\nof = ["a", "b"]', "already a dataset or aggregate"),
+    ('name = "avg"\nmetric = "acc1"\nof = []', "non-empty list"),
+    ('name = "avg"\nof = ["a"]', "'metric' must be"),
+    ('name = "avg"\nmetric = "acc1"\nof = ["a", "a"]', "twice"),
+    ('name = "avg"\nmetric = "acc1"\nof = ["a"]\nweights = [1]', "unknown key"),
+])
+def test_bad_aggregates_are_one_line_naming_file_and_entry(tmp_path: Path, entry: str, words: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(AGG_SUITE + "[[aggregate]]\n" + entry + "\n")
+    with pytest.raises(ClipscaleError) as err:
+        load_suite(path)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: aggregate[0]") and words in msg
+
+
+def test_a_duplicate_aggregate_name_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    one = '[[aggregate]]\nname = "avg"\nmetric = "acc1"\nof = ["a", "b"]\n'
+    path.write_text(AGG_SUITE + one + one)
+    with pytest.raises(ClipscaleError, match=r"aggregate\[1\] \('avg'\): name 'avg' is already"):
+        load_suite(path)

@@ -13,6 +13,19 @@ classnames = "names.txt"            # optional overrides; templates = "templates
 fewshot_k = [0, 1, 2, 5, 10, 25]    # 0 = all training data; one record per k
 ```
 
+Aggregates (the paper's vtab / imagenet_robustness averages) are rows of the results table like any
+dataset: `dataset` = the aggregate's name, `task` = "aggregate", and its `metric` column = the mean of
+the parts, for each (run, checkpoint) that has every part (a checkpoint missing one gets no row):
+
+```toml
+[[aggregate]]
+name = "robustness"                 # a new name: neither a [[dataset]] nor another aggregate
+metric = "acc1"                     # the results-table column the mean is written to
+of = ["cifar10", "cifar100"]        # each dataset's `metric`, or pairs naming another metric:
+# of = [{dataset = "emoji_google", metric = "image_retrieval_recall@5"}, {dataset = "x", metric = "acc1"}]
+```
+Every part's dataset must be a [[dataset]] of the same suite; errors name the suite file and entry.
+
 Built-in suites live in `clipscale/evals/suites/<name>.toml` and are loaded by name with a data root.
 """
 
@@ -67,11 +80,21 @@ class Job:
         return self.evaluator in TRAIN_TASKS
 
 
+@dataclass(frozen=True)
+class Aggregate:
+    """The mean of (dataset, metric) parts, written as results-table rows of dataset `name`."""
+
+    name: str
+    metric: str
+    parts: tuple[tuple[str, str], ...]  # (dataset, metric)
+
+
 @dataclass
 class Suite:
     name: str
     source: str
     jobs: list[Job]
+    aggregates: list[Aggregate] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.jobs:
@@ -140,7 +163,56 @@ def parse_suite(text: str, *, source: str, base: Path) -> Suite:
     if not isinstance(entries, list):
         raise ClipscaleError(f"{source}: 'dataset' must be an array of tables ([[dataset]])")
     jobs = [job for i, e in enumerate(entries) for job in _entry_jobs(e, base, f"{source}: dataset[{i}]")]
-    return Suite(name=str(data.get("name", Path(source).stem)), source=source, jobs=jobs)
+    suite = Suite(name=str(data.get("name", Path(source).stem)), source=source, jobs=jobs)
+    suite.aggregates = _aggregates(data.get("aggregate", []), source, {j.dataset.name for j in jobs})
+    return suite
+
+
+def _aggregates(entries: Any, source: str, datasets: set[str]) -> list[Aggregate]:
+    if not isinstance(entries, list):
+        raise ClipscaleError(f"{source}: 'aggregate' must be an array of tables ([[aggregate]])")
+    out: list[Aggregate] = []
+    for i, entry in enumerate(entries):
+        where = f"{source}: aggregate[{i}]"
+        if not isinstance(entry, dict):
+            raise ClipscaleError(f"{where}: expected a table with name, metric, of")
+        unknown = set(entry) - {"name", "metric", "of"}
+        if unknown:
+            raise ClipscaleError(f"{where}: unknown key(s) {sorted(unknown)}; valid: metric, name, of")
+        for key in ("name", "metric"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ClipscaleError(f"{where}: '{key}' must be a non-empty string")
+        name, metric = entry["name"], entry["metric"]
+        where = f"{where} ({name!r})"
+        if name in datasets or name in (a.name for a in out):
+            raise ClipscaleError(f"{where}: name {name!r} is already a dataset or aggregate of this suite")
+        parts = [_part(p, metric, where, datasets) for p in _listed(entry.get("of"), where)]
+        if len(set(parts)) != len(parts):
+            raise ClipscaleError(f"{where}: 'of' lists a (dataset, metric) pair twice")
+        out.append(Aggregate(name=name, metric=metric, parts=tuple(parts)))
+    return out
+
+
+def _listed(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise ClipscaleError(f"{where}: 'of' must be a non-empty list of dataset names or "
+                             "{dataset = ..., metric = ...} tables")
+    return value
+
+
+def _part(value: Any, metric: str, where: str, datasets: set[str]) -> tuple[str, str]:
+    if isinstance(value, str):
+        value = {"dataset": value}
+    if not isinstance(value, dict) or set(value) - {"dataset", "metric"} or "dataset" not in value:
+        raise ClipscaleError(f"{where}: each 'of' entry is a dataset name or {{dataset = ..., metric = ...}},"
+                             f" got {value!r}")
+    dataset, part_metric = value["dataset"], value.get("metric", metric)
+    if not isinstance(dataset, str) or not isinstance(part_metric, str) or not part_metric:
+        raise ClipscaleError(f"{where}: 'dataset' and 'metric' of an 'of' entry must be strings")
+    if dataset not in datasets:
+        raise ClipscaleError(f"{where}: dataset {dataset!r} is not a [[dataset]] of this suite "
+                             f"({', '.join(sorted(datasets))})")
+    return dataset, part_metric
 
 
 def load_suite(path_or_name: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Suite:
