@@ -154,7 +154,7 @@ def test_data_constrained_runs_are_left_out_alike(finished: Path) -> None:
     assert off["run_id"] == constrained and off["ratio"] == pytest.approx(1.5, rel=0.15)
     assert all(o["n_runs"] == 12 for o in doc["isoflop"])
     text = (finished / "out" / "report.html").read_text()
-    assert "1 data-constrained run(s)" in text and "left out of the fits" in text
+    assert "data-constrained: 1 of 25 runs left out" in text
 
 
 def test_isoflop_analysis_is_saved_and_shown(finished: Path) -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 import html
 from typing import Any
 
-from clipscale.report.analysis import bound_params, describe_fit, link_text, points_text
+from clipscale.report.analysis import bound_params, describe_fit, left_out_text, link_text, points_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1180px;color:#222;
@@ -176,14 +176,9 @@ def _status(runs: Any, fits: dict[str, Any]) -> str:
 
 def _constrained(fits: dict[str, Any]) -> str:
     st = fits.get("settings", {})
-    n = len(fits.get("constrained_runs", []))
-    rule = ("left out of the fits of laws of compute alone and of the isoFLOP analysis"
-            if st.get("constrained", "exclude") == "exclude" else "included in every fit")
-    setting = esc(st.get("constrained", "exclude"))
-    text = (f"<p>{n} data-constrained run(s) (more than {num(st.get('max_repeats', 10), 'g')} passes over "
-            f"their unique data) are {rule} (<code>[fit] constrained = \"{setting}\"</code>); "
-            "laws with a unique-data input (U) always see them. Frontier: "
-            f"<code>{esc(st.get('frontier', 'none'))}</code>.</p>")
+    left = fits.get("left_out") or {"max_passes": st.get("max_passes", 10),
+                                    "runs": len(fits.get("constrained_runs", [])), "of": "?"}
+    text = (f"<p>{esc(left_out_text(left))}. Frontier: <code>{esc(st.get('frontier', 'none'))}</code>.</p>")
     if fits.get("off_law"):
         text += "<h4>Data-constrained runs against the fitted law</h4>" + off_law_table(fits["off_law"])
     return text
@@ -211,7 +206,8 @@ def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
         "<p>No training metrics yet.</p>",
         "<h2>Error vs compute</h2>",
         "<p>Large markers: each run's final checkpoint; faint dots: intermediate checkpoints; "
-        "hollow squares: data-constrained runs (more than 10 passes over their data). "
+        "hollow squares: data-constrained runs (more than <code>[fit] max_passes</code> passes over their "
+        "data). "
         "Lines: fitted laws over the measured range, dashed: extrapolation, "
         "bands: 95% bootstrap intervals (resampling runs).</p>",
         _constrained(fits),

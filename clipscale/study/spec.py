@@ -15,7 +15,10 @@ Layout (all sections but [study] and [[grid]] optional):
                 the study is the union of its blocks (several blocks = a fractional grid)
     [eval]      suite, data_root (both relative to the study file), batch_size, samples_per_task
     [fit]       metrics, laws (any of `clipscale fit`'s), frontier (none|cherti|pareto|hull), bootstrap,
-                predict_compute, constrained (exclude|include data-constrained runs in C-only fits),
+                predict_compute, max_passes (runs with more passes over their unique data are left
+                out of laws of C alone and of the isoFLOP analysis; default 10, inf keeps all; the old
+                constrained = "exclude"|"include" still works), check_largest (default true: refit
+                each law without the largest compute group and report whether it predicts that group),
                 fix = {PARAM = value} (held fixed in every law that has the parameter),
                 link (auto|error|neglog|odds|boxcox:LAM: the scale a law of an error is fitted on)
     [executor]  jobs, threads_per_job, gpus_per_run
@@ -135,7 +138,12 @@ class FitSpec:
     bootstrap: int = 200
     predict_compute: tuple[float, ...] = ()
     frontier: str = "none"  # how points are thinned before fitting; law "frontier" is power + cherti
-    constrained: str = "exclude"  # data-constrained runs in fits of laws of C alone and in the isoFLOP part
+    # runs with more passes over their unique data (samples_seen / data_size) are left out of laws of C
+    # alone and of the isoFLOP analysis; inf keeps every run. `constrained` is its old spelling:
+    # "exclude" = the default 10, "include" = inf
+    max_passes: float = 10.0
+    constrained: str | None = None
+    check_largest: bool = True  # refit each law without the largest compute group and predict it
     fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
     link: str = "error"  # scale the law of an error is fitted on (`clipscale fit --link`)
 
@@ -302,9 +310,9 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
     for i, law in enumerate(fit.laws):
         if law not in laws:
             raise _fail(f"[fit] laws[{i}]", f"unknown law {law!r}; allowed: {', '.join(laws)}")
-    for key, allowed in (("frontier", FIT_FRONTIERS), ("constrained", FIT_CONSTRAINED)):
-        if getattr(fit, key) not in allowed:
-            raise _fail(f"[fit] {key}", f"expected one of {', '.join(allowed)}, got {getattr(fit, key)!r}")
+    if fit.frontier not in FIT_FRONTIERS:
+        raise _fail("[fit] frontier", f"expected one of {', '.join(FIT_FRONTIERS)}, got {fit.frontier!r}")
+    fit = _max_passes(fit, doc.get("fit", {}))
     _list_of("[fit] metrics", list(fit.metrics), lambda w, v: _typed(w, v, str, "a metric name"))
     _list_of("[fit] predict_compute", list(fit.predict_compute) or [1.0], _positive_number)
     if fit.bootstrap < 0:
@@ -331,6 +339,21 @@ def _parse_eval(doc: dict[str, Any], path: Path) -> EvalSpec:
     if (path.parent / spec.suite).is_file():  # a suite file next to the study, else a built-in name
         spec = _replace(spec, suite=str(path.parent / spec.suite))
     return spec
+
+
+def _max_passes(fit: FitSpec, table: dict[str, Any]) -> FitSpec:
+    """[fit] max_passes (> 0; inf: no limit), or its old alias constrained = "exclude" | "include"."""
+    if not fit.max_passes > 0:  # also refuses nan
+        raise _fail("[fit] max_passes", f"expected a number of passes > 0 (inf: no limit), "
+                    f"got {fit.max_passes!r}")
+    if fit.constrained is None:
+        return _replace(fit, max_passes=float(fit.max_passes))
+    if fit.constrained not in FIT_CONSTRAINED:
+        raise _fail("[fit] constrained", f"expected one of {', '.join(FIT_CONSTRAINED)}, "
+                    f"got {fit.constrained!r} (its new spelling: max_passes = N)")
+    if "max_passes" in table:
+        raise _fail("[fit] constrained", "set max_passes only (constrained is its old spelling)")
+    return _replace(fit, max_passes=float("inf") if fit.constrained == "include" else float(fit.max_passes))
 
 
 def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
