@@ -116,6 +116,27 @@ def isoflop_table(isoflop: list[dict[str, Any]]) -> str:
                     rows))
 
 
+def extrapolation_table(fits: list[dict[str, Any]]) -> str:
+    """Each law refitted without the largest compute group, against that group's measured error."""
+    rows = []
+    for f in fits:
+        if "extrapolation_check" not in f:
+            continue
+        c = f["extrapolation_check"]
+        head = [f"<code>{esc(f['group'])}</code>", esc(f["law"])]
+        if c is None:
+            why = esc(f.get("extrapolation_check_reason", ""))
+            rows.append([*head, "–", "–", "–", "–", "–", f'<span class="bad">not made: {why}</span>'])
+            continue
+        interval = f"[{num(c['ci_low'])}, {num(c['ci_high'])}]" if c.get("ci_low") is not None else "–"
+        verdict = c.get("verdict") or c.get("reason", "")
+        rows.append([*head, f"{num(c['group_compute'])} ({len(c['runs'])} runs)", str(c["n_runs"]),
+                     num(c["measured"]), num(c["predicted"]), interval,
+                     esc(verdict) if verdict == "held" else f'<span class="bad">{esc(verdict)}</span>'])
+    return table(["group", "law", "largest compute group C", "runs refitted", "measured error",
+                  "predicted", "95% prediction interval", "verdict"], rows) if rows else ""
+
+
 def off_law_table(rows: list[dict[str, Any]]) -> str:
     body = [[esc(r["model"]), f"<code>{esc(r['group'])}</code>", f"{r['data_size']:,}",
              num(r["repeats"], ".0f"), num(r["compute"]), num(r["error"]), num(r["law_error"]),
@@ -151,6 +172,12 @@ def _findings(sections: list[dict[str, Any]]) -> str:
 def _section(s: dict[str, Any]) -> str:
     parts = [f"<h3>{esc(s['dataset'])} — {esc(s['metric'])}</h3>", img(s["scaling_png"], "error vs compute"),
              fits_table(s["fits"]), "<h4>Predictions for larger budgets</h4>", predictions_table(s["fits"])]
+    check = extrapolation_table(s["fits"])
+    if check:
+        parts += ["<h4>Does the law predict the largest run?</h4>",
+                  "<p>Each law refitted without the largest compute group (the runs of the largest budget, "
+                  "within 0.05 dex) predicts that group; held: the measured error lies inside the 95% "
+                  "prediction interval (bootstrap of the refit plus its residual scatter).</p>", check]
     if s["differences"]:
         parts += ["<h4>Do the distributions scale differently?</h4>", differences_table(s["differences"])]
     if s["isoflop"]:

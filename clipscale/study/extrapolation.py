@@ -63,6 +63,7 @@ def check_largest(rows: Any, *, inputs: dict[str, str], n_params: int, on_fronti
     except Exception as exc:  # too few frontier points, no convergence: the check says why
         return _unavailable(f"the refit without the largest compute group failed: "
                             f"{type(exc).__name__}: {exc}".splitlines()[0])
+    runs = [str(r) for r in group.run_id]
     if on_frontier:
         group = group.loc[[group.error.idxmin()]]
     x = {k: group[c].to_numpy(float) for k, c in inputs.items()}
@@ -71,7 +72,8 @@ def check_largest(rows: Any, *, inputs: dict[str, str], n_params: int, on_fronti
     budget = group.compute_group.astype(float).fillna(group.compute.astype(float))
     check: dict[str, Any] = {
         "group_compute": float(budget.max()), "compute": [float(c) for c in group.compute],
-        "runs": [str(r) for r in group.run_id], "measured": measured, "predicted": predicted,
+        "runs": runs, "measured_runs": [str(r) for r in group.run_id], "measured": measured,
+        "predicted": predicted,
         "n_points": int(result.n_points), "n_runs": int(held.run_id.nunique()),
         "interval": "prediction", "level": LEVEL}
     samples = result.predict_samples(**x) if result.bootstrap_params else np.empty((0, len(group)))
