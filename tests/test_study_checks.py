@@ -244,3 +244,70 @@ def test_largest_group_of_a_samples_seen_grid_is_the_largest_run() -> None:
     assert list(largest_group(rows)) == [False, False, True, True, True]  # within 0.05 dex of 105
     rows["compute_group"] = [None, 64.0, 128.0, 128.0, None]  # a compute block's levels, samples-seen runs
     assert list(largest_group(rows)) == [False, False, True, True, False]
+
+
+def _shard(path: Path, n: int, *, incomplete: int = 0) -> None:
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for i in range(n + incomplete):
+            parts = {"png": b"\x89PNG not decoded", "txt": b"a caption"} if i < n else {"png": b"x"}
+            for ext, data in parts.items():
+                info = tarfile.TarInfo(f"{path.stem}_{i:05d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+SHARD_STUDY = """
+[study]
+name = "s"
+[datasets.real]
+shards = "shards/{00000..00001}.tar"
+[[grid]]
+model = "tiny-S0"
+dataset = "real"
+samples_seen = 2000
+"""
+
+
+def test_shard_data_size_defaults_to_the_samples_the_shards_hold(tmp_path: Path) -> None:
+    from clipscale.study.grid import plan
+    from tests.study_fakes import fake_flops
+
+    _shard(tmp_path / "shards" / "00000.tar", 30, incomplete=2)  # an image without caption: not a sample
+    _shard(tmp_path / "shards" / "00001.tar", 20)
+    study = load_study(_write(tmp_path, SHARD_STUDY))
+    assert study.datasets["real"].size == 50
+    (run,) = plan(study, flops=fake_flops)
+    assert run.data_size == 50
+    (tmp_path / "shards" / "00001_stats.json").write_text('{"successes": 25}')  # img2dataset's count wins
+    assert load_study(_write(tmp_path, SHARD_STUDY)).datasets["real"].size == 55
+
+
+def test_a_data_size_over_the_shards_is_one_line(tmp_path: Path) -> None:
+    _shard(tmp_path / "shards" / "00000.tar", 30)
+    _shard(tmp_path / "shards" / "00001.tar", 20)
+    path = _write(tmp_path, SHARD_STUDY.replace('dataset = "real"', 'dataset = "real"\ndata_size = [40, 60]'))
+    with pytest.raises(ClipscaleError) as err:
+        load_study(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and "data_size" in msg and "'real'" in msg and "50 samples" in msg
+    assert "\n" not in msg
+
+
+def test_shards_not_here_leave_data_size_as_given_and_the_dry_run_says_so(tmp_path: Path, capsys) -> None:
+    from unittest import mock
+
+    from clipscale.cli import main
+    from tests.study_fakes import fake_flops
+
+    text = SHARD_STUDY.replace('"shards/{00000..00001}.tar"', '"/cluster/data/{00000..00099}.tar"')
+    study = load_study(_write(tmp_path, text.replace('dataset = "real"', 'dataset = "real"\ndata_size = 10')))
+    assert study.datasets["real"].size is None and study.grid[0].data_size == (10,)
+    _write(tmp_path, text)
+    with mock.patch("clipscale.study.grid.default_flops", fake_flops):
+        assert main(["run", str(tmp_path / "study.toml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset real: shards /cluster/data/{00000..00099}.tar not found here" in out

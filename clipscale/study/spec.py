@@ -12,7 +12,9 @@ Layout (all sections but [study] and [[grid]] optional):
     [train]     shared training settings (batch_size, lr, warmup_fraction, schedule, ...)
     [[rules]]   when = {model = "..."}, set = {lr = ...}: per-cell overrides, applied in order
     [[grid]]    model, dataset, data_size, samples_seen | compute, seed: a full factorial block;
-                the study is the union of its blocks (several blocks = a fractional grid)
+                the study is the union of its blocks (several blocks = a fractional grid); data_size
+                defaults to each dataset's samples (synth `samples`; for shards, the complete samples
+                they hold, counted at load: `clipscale.data.shard_count`), and a larger one is an error
     [eval]      suite, data_root (both relative to the study file), batch_size, samples_per_task
     [fit]       metrics, laws (any of `clipscale fit`'s), frontier (none|cherti|pareto|hull), bootstrap,
                 predict_compute, max_passes (runs with more passes over their unique data are left
@@ -96,6 +98,7 @@ class DatasetSpec:
     seed: int = 0
     image_size: int = 32
     shards: str | None = None
+    size: int | None = None  # shards: the complete samples they hold (counted at load); None: not here
 
     def identity(self) -> dict[str, Any]:
         """What defines the data (part of every run id that uses it)."""
@@ -111,7 +114,7 @@ class GridBlock:
 
     model: tuple[str, ...]
     dataset: tuple[str, ...]
-    data_size: tuple[int, ...]
+    data_size: tuple[int, ...]  # () = each dataset's samples (synth: `samples`; shards: what they hold)
     samples_seen: tuple[int, ...] = ()
     compute: tuple[float, ...] = ()
     seed: tuple[int, ...] = (0,)
@@ -213,6 +216,33 @@ def _parse_dataset(name: str, table: dict[str, Any]) -> DatasetSpec:
                        image_size=_positive_int(f"{where} image_size", table.get("image_size", 32)))
 
 
+def _count_shards(ds: DatasetSpec) -> DatasetSpec:
+    """A shard dataset with `size` = the samples its shards hold; None where they are not here (a
+    cluster path planned on a laptop: data_size stays as given, or unknown = all)."""
+    if ds.shards is None:
+        return ds
+    from clipscale.data.shard_count import count_shard_samples
+
+    try:
+        return _replace(ds, size=count_shard_samples(ds.shards))
+    except ClipscaleError:
+        return ds
+
+
+def dataset_notes(spec: StudySpec) -> list[str]:
+    """One line per shard dataset for `--dry-run`: its sample count, or that its shards are not here."""
+    out = []
+    for name, ds in spec.datasets.items():
+        if ds.shards is None:
+            continue
+        if ds.size is None:
+            out.append(f"dataset {name}: shards {ds.shards} not found here: data_size not checked; where "
+                       "a [[grid]] block omits it, it is unknown here (all the shards hold)")
+        else:
+            out.append(f"dataset {name}: {ds.size} samples in its shards (data_size default and maximum)")
+    return out
+
+
 def _positive_number(where: str, value: Any) -> float:
     _typed(where, value, (int, float), "a positive number")
     if not value > 0:
@@ -223,7 +253,7 @@ def _positive_number(where: str, value: Any) -> float:
 def _parse_block(i: int, table: dict[str, Any], datasets: dict[str, DatasetSpec]) -> GridBlock:
     where = f"[[grid]] #{i + 1}"
     _check_keys(where, table, GRID_AXES)
-    for key in ("model", "dataset", "data_size"):
+    for key in ("model", "dataset"):
         if key not in table:
             raise _fail(where, f"missing key {key!r}")
     if ("samples_seen" in table) == ("compute" in table):
@@ -231,7 +261,8 @@ def _parse_block(i: int, table: dict[str, Any], datasets: dict[str, DatasetSpec]
     block = GridBlock(
         model=_list_of(f"{where} model", table["model"], lambda w, v: _typed(w, v, str, "a model name")),
         dataset=_list_of(f"{where} dataset", table["dataset"], lambda w, v: _typed(w, v, str, "a name")),
-        data_size=_list_of(f"{where} data_size", table["data_size"], _positive_int),
+        data_size=(_list_of(f"{where} data_size", table["data_size"], _positive_int)
+                   if "data_size" in table else ()),
         samples_seen=_list_of(f"{where} samples_seen", table["samples_seen"], _positive_int)
         if "samples_seen" in table else (),
         compute=(_list_of(f"{where} compute", table["compute"], _positive_number)
@@ -243,9 +274,12 @@ def _parse_block(i: int, table: dict[str, Any], datasets: dict[str, DatasetSpec]
             defined = ", ".join(datasets) or "none"
             raise _fail(f"{where} dataset", f"unknown dataset {name!r}; defined: {defined}")
         ds = datasets[name]
-        if ds.synth is not None and max(block.data_size) > ds.samples:
+        if ds.synth is not None and block.data_size and max(block.data_size) > ds.samples:
             raise _fail(f"{where} data_size",
                         f"{max(block.data_size)} > {ds.samples} samples of dataset {name!r}")
+        if ds.size is not None and block.data_size and max(block.data_size) > ds.size:
+            raise _fail(f"{where} data_size", f"{max(block.data_size)} > the {ds.size} samples the shards "
+                        f"of dataset {name!r} hold ({ds.shards})")
     return block
 
 
@@ -370,6 +404,7 @@ def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
                 for n, t in _typed("[datasets]", doc.get("datasets", {}), dict, "a table").items()}
     datasets = {n: d if d.shards is None or Path(d.shards).is_absolute()
                 else DatasetSpec(name=n, shards=str(path.parent / d.shards)) for n, d in datasets.items()}
+    datasets = {n: _count_shards(d) for n, d in datasets.items()}
     blocks = _typed("[[grid]]", doc.get("grid", []), list, "an array of tables ([[grid]])")
     if not blocks:
         raise _fail("study file", "no [[grid]] block: nothing to run")
