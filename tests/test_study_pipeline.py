@@ -154,7 +154,7 @@ def test_data_constrained_runs_are_left_out_alike(finished: Path) -> None:
     assert off["run_id"] == constrained and off["ratio"] == pytest.approx(1.5, rel=0.15)
     assert all(o["n_runs"] == 12 for o in doc["isoflop"])
     text = (finished / "out" / "report.html").read_text()
-    assert "1 data-constrained run(s)" in text and "left out of the fits" in text
+    assert "data-constrained: 1 of 25 runs left out" in text
 
 
 def test_isoflop_analysis_is_saved_and_shown(finished: Path) -> None:
@@ -243,3 +243,13 @@ def test_demo_summary_reads_the_fits(finished: Path) -> None:
     assert "[uniform] tiny-S1 on 300 samples x53: error" in text  # the repeated run against its law
     iso = next(line for line in lines if line.startswith("  synth_retrieval [zipf] "))  # isoFLOP line
     assert "C=40: " in iso or "isoFLOP analysis unavailable" in iso
+
+
+def test_every_law_is_checked_on_the_largest_compute_group(finished: Path) -> None:
+    doc = _fits(finished)
+    for f in doc["fits"]:
+        check = f["extrapolation_check"]
+        assert check["group_compute"] == 2560.0 and len(check["runs"]) == 3 and check["n_runs"] == 9
+        assert check["verdict"] in ("held", "missed") and check["ci_low"] < check["ci_high"]
+    text = (finished / "out" / "report.html").read_text()
+    assert "Does the law predict the largest run?" in text and "95% prediction interval" in text

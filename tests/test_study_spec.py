@@ -146,7 +146,7 @@ def test_fit_section_accepts_every_law_and_frontier(tmp_path: Path) -> None:
         text = BASE.replace("[[rules]]", f"[fit]\nlaws = [{laws}]\nfrontier = '{frontier}'\n\n[[rules]]", 1)
         spec = load_study(_write(tmp_path, text, f"s{i}.toml"))
         assert spec.fit.laws == tuple(list_laws()) and spec.fit.frontier == frontier
-        assert spec.fit.constrained == "exclude"  # data-constrained runs stay out of frontiers by default
+        assert spec.fit.max_passes == 10  # data-constrained runs stay out of frontiers by default
         assert spec.fit.link == "error"
     text = BASE.replace("[[rules]]", "[fit]\nlink = 'boxcox:-0.5'\n\n[[rules]]", 1)
     assert load_study(_write(tmp_path, text, "link.toml")).fit.link == "boxcox:-0.5"

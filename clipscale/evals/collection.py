@@ -159,7 +159,7 @@ def evaluate_collection(collection: Collection, *, suite: Any, device: str = "cp
         partial_message,
     )
     from clipscale.models.registry import register_model_configs
-    from clipscale.study.results import ID_COLUMNS
+    from clipscale.study.results import ID_COLUMNS, add_aggregates
 
     register_model_configs(collection.model_configs)
     suite = _as_suite(suite)
@@ -186,7 +186,7 @@ def evaluate_collection(collection: Collection, *, suite: Any, device: str = "cp
         rows += tidy_rows(records, run_id=entry.name)
     if any(r["compute"] is None for r in rows):
         log.warning("%s: compute unknown for some rows (no samples seen): left null", collection.path)
-    df = pd.DataFrame(rows, columns=None if rows else list(ID_COLUMNS))
+    df = add_aggregates(pd.DataFrame(rows, columns=None if rows else list(ID_COLUMNS)), suite.aggregates)
     metrics = sorted(c for c in df.columns if c not in ID_COLUMNS)
     df = df[[*ID_COLUMNS, *metrics]]
     if failed:

@@ -14,6 +14,7 @@ shares (non-empty, labels in range, captions per image) lives here, with errors 
 from __future__ import annotations
 
 import hashlib
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,7 +126,12 @@ def read_lines(path: Path, what: str) -> list[str]:
     """One entry per line (stripped, as CLIP_benchmark reads them); blank lines only at the end."""
     if not path.is_file():
         raise ClipscaleError(f"{path}: {what} file not found")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClipscaleError(f"{path}: {what} file is not UTF-8 text (byte {exc.start}: "
+                             f"{exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
+    lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
@@ -153,3 +159,29 @@ class ContentHasher:
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
+
+
+def template_problem(template: str) -> str | None:
+    """Why a zero-shot template is unusable, or None. CLIP_benchmark formats `template.format(c=name)`;
+    only the bare field `{c}` (at least once) is accepted: a `{}`, `{0}`, `{other}`, `{c!r}`, `{c:>9}` or
+    `{c.attr}` would fail or, worse, give every class the same prompt; `{{`/`}}` are literal braces."""
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return f"unbalanced braces ({exc}); write a literal brace as '{{{{' or '}}}}'"
+    for name, spec, conv in fields:
+        if name != "c" or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            return f"field {shown!r}: only '{{c}}' (the class name) is allowed"
+    if not fields:
+        return "no '{c}' field: every class would get the same prompt"
+    return None
+
+
+def check_templates(path: str | Path, templates: list[str]) -> None:
+    """One line naming the file and the first unusable template (see `template_problem`)."""
+    for i, t in enumerate(templates):
+        problem = template_problem(t)
+        if problem:
+            raise ClipscaleError(f"{path}: template on line {i + 1} {t!r}: {problem}")
+

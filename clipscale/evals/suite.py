@@ -13,6 +13,19 @@ classnames = "names.txt"            # optional overrides; templates = "templates
 fewshot_k = [0, 1, 2, 5, 10, 25]    # 0 = all training data; one record per k
 ```
 
+Aggregates (the paper's vtab / imagenet_robustness averages) are rows of the results table like any
+dataset: `dataset` = the aggregate's name, `task` = "aggregate", and its `metric` column = the mean of
+the parts, for each (run, checkpoint) that has every part (a checkpoint missing one gets no row):
+
+```toml
+[[aggregate]]
+name = "robustness"                 # a new name: neither a [[dataset]] nor another aggregate
+metric = "acc1"                     # the results-table column the mean is written to
+of = ["cifar10", "cifar100"]        # each dataset's `metric`, or pairs naming another metric:
+# of = [{dataset = "emoji_google", metric = "image_retrieval_recall@5"}, {dataset = "x", metric = "acc1"}]
+```
+Every part's dataset must be a [[dataset]] of the same suite; errors name the suite file and entry.
+
 Built-in suites live in `clipscale/evals/suites/<name>.toml` and are loaded by name with a data root.
 """
 
@@ -67,11 +80,21 @@ class Job:
         return self.evaluator in TRAIN_TASKS
 
 
+@dataclass(frozen=True)
+class Aggregate:
+    """The mean of (dataset, metric) parts, written as results-table rows of dataset `name`."""
+
+    name: str
+    metric: str
+    parts: tuple[tuple[str, str], ...]  # (dataset, metric)
+
+
 @dataclass
 class Suite:
     name: str
     source: str
     jobs: list[Job]
+    aggregates: list[Aggregate] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.jobs:
@@ -140,14 +163,67 @@ def parse_suite(text: str, *, source: str, base: Path) -> Suite:
     if not isinstance(entries, list):
         raise ClipscaleError(f"{source}: 'dataset' must be an array of tables ([[dataset]])")
     jobs = [job for i, e in enumerate(entries) for job in _entry_jobs(e, base, f"{source}: dataset[{i}]")]
-    return Suite(name=str(data.get("name", Path(source).stem)), source=source, jobs=jobs)
+    suite = Suite(name=str(data.get("name", Path(source).stem)), source=source, jobs=jobs)
+    suite.aggregates = _aggregates(data.get("aggregate", []), source, {j.dataset.name for j in jobs})
+    return suite
+
+
+def _aggregates(entries: Any, source: str, datasets: set[str]) -> list[Aggregate]:
+    if not isinstance(entries, list):
+        raise ClipscaleError(f"{source}: 'aggregate' must be an array of tables ([[aggregate]])")
+    out: list[Aggregate] = []
+    for i, entry in enumerate(entries):
+        where = f"{source}: aggregate[{i}]"
+        if not isinstance(entry, dict):
+            raise ClipscaleError(f"{where}: expected a table with name, metric, of")
+        unknown = set(entry) - {"name", "metric", "of"}
+        if unknown:
+            raise ClipscaleError(f"{where}: unknown key(s) {sorted(unknown)}; valid: metric, name, of")
+        for key in ("name", "metric"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ClipscaleError(f"{where}: '{key}' must be a non-empty string")
+        name, metric = entry["name"], entry["metric"]
+        where = f"{where} ({name!r})"
+        if name in datasets or name in (a.name for a in out):
+            raise ClipscaleError(f"{where}: name {name!r} is already a dataset or aggregate of this suite")
+        parts = [_part(p, metric, where, datasets) for p in _listed(entry.get("of"), where)]
+        if len(set(parts)) != len(parts):
+            raise ClipscaleError(f"{where}: 'of' lists a (dataset, metric) pair twice")
+        out.append(Aggregate(name=name, metric=metric, parts=tuple(parts)))
+    return out
+
+
+def _listed(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise ClipscaleError(f"{where}: 'of' must be a non-empty list of dataset names or "
+                             "{dataset = ..., metric = ...} tables")
+    return value
+
+
+def _part(value: Any, metric: str, where: str, datasets: set[str]) -> tuple[str, str]:
+    if isinstance(value, str):
+        value = {"dataset": value}
+    if not isinstance(value, dict) or set(value) - {"dataset", "metric"} or "dataset" not in value:
+        raise ClipscaleError(f"{where}: each 'of' entry is a dataset name or {{dataset = ..., metric = ...}},"
+                             f" got {value!r}")
+    dataset, part_metric = value["dataset"], value.get("metric", metric)
+    if not isinstance(dataset, str) or not isinstance(part_metric, str) or not part_metric:
+        raise ClipscaleError(f"{where}: 'dataset' and 'metric' of an 'of' entry must be strings")
+    if dataset not in datasets:
+        raise ClipscaleError(f"{where}: dataset {dataset!r} is not a [[dataset]] of this suite "
+                             f"({', '.join(sorted(datasets))})")
+    return dataset, part_metric
 
 
 def load_suite(path_or_name: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Suite:
     """A suite file, or a built-in suite by name (its dataset paths resolve against `root`)."""
     path = Path(path_or_name)
     if path.is_file():
-        return parse_suite(path.read_text(encoding="utf-8"), source=str(path),
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ClipscaleError(f"{path}: suite file is not UTF-8 text") from None
+        return parse_suite(text, source=str(path),
                            base=Path(root) if root else path.parent)
     name = str(path_or_name)
     if name not in builtin_suites():
@@ -176,4 +252,25 @@ def check_suite(path_or_name: str | os.PathLike, *, root: str | os.PathLike | No
                                      f"not one of the generated eval sets ({', '.join(available)})")
         elif root is not None and not path.exists():
             raise ClipscaleError(f"{suite.source}: dataset {job.dataset.name!r}: {path} not found")
+        if job.evaluator == "zeroshot_classification":
+            _check_text_files(job.dataset, data_exists=root is not None and available is None)
     return suite
+
+
+def _check_text_files(ds: DatasetSpec, *, data_exists: bool) -> None:
+    """Templates (only `{c}`) and class names (UTF-8) of a zero-shot set: read now, before any training,
+    so a bad line never fails an evaluation after hours of training. The suite's own `templates`/
+    `classnames` files are always read; the dataset folder's when its data is here."""
+    from clipscale.evals.adapters import CLASSNAMES_FILE, TEMPLATES_FILE
+    from clipscale.evals.datasets import check_templates, read_lines
+
+    for given, default, what in ((ds.templates, TEMPLATES_FILE, "templates"),
+                                 (ds.classnames, CLASSNAMES_FILE, "class names")):
+        path = given if given is not None else ds.path / default
+        if given is None and not (data_exists and path.is_file()):
+            continue
+        if not path.is_file() and not data_exists:
+            continue  # a file under a data root that is generated later or lives elsewhere
+        lines = read_lines(path, what)
+        if what == "templates":
+            check_templates(path, lines)

@@ -6,23 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
-from clipscale.errors import ClipscaleError
-from clipscale.evals.datasets import EvalDataset
+from clipscale.evals.datasets import EvalDataset, check_templates
 from clipscale.evals.embed import Embedder
 from clipscale.evals.metrics import (
     average_precision_per_class,
     classification_accuracies,
     mean_per_class_recall,
 )
-
-
-def _check_templates(dataset: EvalDataset, templates: list[str]) -> None:
-    for t in templates:
-        try:
-            t.format(c="x")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ClipscaleError(f"{dataset.source}: template {t!r} is not a format string with only "
-                                 f"'{{c}}' ({exc!r})") from None
 
 
 def zeroshot_logits(image_features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
@@ -36,7 +26,7 @@ class ZeroShotClassification:
 
     def evaluate(self, bundle: Embedder, dataset: EvalDataset) -> dict[str, float]:
         classnames, templates = dataset.require_zeroshot()
-        _check_templates(dataset, templates)
+        check_templates(dataset.source, templates)
         feats = bundle.image_features(dataset)
         classifier = bundle.class_matrix(classnames, templates)
         logits = zeroshot_logits(feats.features, classifier)

@@ -53,6 +53,13 @@ def _register_fit(subparsers: Any) -> None:
     p.add_argument("--where", help="pandas query selecting rows")
     p.add_argument("--by", help="fit one law per value of this column and compare")
     p.add_argument("--run", help="column identifying runs (bootstrap and --loo resample/leave out runs)")
+    p.add_argument(
+        "--max-passes",
+        type=float,
+        metavar="N",
+        help="leave out rows with more than N passes over their unique data (samples_seen / data_size), "
+        "as a study's [fit] max_passes does (default: keep every row; studies use 10)",
+    )
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N refits")
     p.add_argument(
         "--holdout", metavar="EXPR", help="boolean expression: rows held out of the fit and scored"
@@ -174,6 +181,7 @@ def _fit(args: argparse.Namespace) -> int:
     if args.plot:
         check_figure_path(args.plot)
     df = load_table(args.table)
+    df, passes_note = _passes(df, args.max_passes, args.where)
     doc, results = fit_table_results(
         df,
         law=args.law,
@@ -212,11 +220,46 @@ def _fit(args: argparse.Namespace) -> int:
             x = {k: column(rows, getattr(args, k), k) for k in keys}
             series.append((g, r, x, 1 - yv if args.error else yv))
         plot_table_fits(args.plot, series, x_label=args.C or "C", y_label="error" if args.error else args.y)
+    if passes_note:
+        doc["passes"] = passes_note
     if args.json:
         print(dumps(doc, indent=2))
     else:
         _print_fit_text(doc)
+        if passes_note:
+            print(f"note: {passes_note['text']}")
     return 0
+
+
+def _passes(df: Any, max_passes: float | None, where: str | None) -> tuple[Any, dict[str, Any] | None]:
+    """Rows over `max_passes` passes (samples_seen / data_size) left out; and what to tell the user: how
+    many were left out, or, without --max-passes, how many of the rows fitted repeat their data."""
+    from clipscale.errors import ClipscaleError
+    from clipscale.fit.table import filter_rows
+
+    has = {"samples_seen", "data_size"} <= set(df.columns)
+    if max_passes is not None and not has:
+        raise ClipscaleError("--max-passes needs the table's samples_seen and data_size columns (passes = "
+                             "samples_seen / data_size); this table lacks "
+                             f"{', '.join(sorted({'samples_seen', 'data_size'} - set(df.columns)))}")
+    if max_passes is not None and not max_passes > 0:
+        raise ClipscaleError(f"--max-passes {max_passes:g}: expected a number of passes > 0")
+    if not has:
+        return df, None
+    selected = filter_rows(df, where)
+    passes = (selected.samples_seen / selected.data_size).astype(float)
+    if max_passes is None:
+        repeated = passes > 1
+        if not repeated.any():
+            return df, None
+        return df, {"max_passes": None, "left_out_rows": 0, "repeating_rows": int(repeated.sum()),
+                    "text": f"{int(repeated.sum())} of {len(selected)} rows repeat their unique data (up to "
+                    f"{passes.max():.3g} passes); --max-passes N leaves out those over N (studies: 10)"}
+    over = passes > max_passes
+    note = {"max_passes": max_passes, "left_out_rows": int(over.sum()), "of_rows": len(selected),
+            "text": f"--max-passes {max_passes:g}: left out {int(over.sum())} of {len(selected)} rows with "
+            f"more than {max_passes:g} passes over their unique data (samples_seen / data_size)"}
+    return df.drop(index=selected.index[over.to_numpy()]), note
 
 
 def _fix(items: list[str]) -> dict[str, float]:

@@ -2,8 +2,9 @@
 
 Error is 1 − metric for accuracy-like metrics (the paper's E) and the value itself for losses. Laws
 are fitted on each run's final checkpoint (a mid-run checkpoint of a cosine schedule is not a run
-trained to that budget). A run that saw its data more than DATA_CONSTRAINED_REPEATS times is
-data-constrained: the fit stage (`clipscale.study.pipeline`) and the plots use this one definition.
+trained to that budget). A run that saw its data more than `[fit] max_passes` times (default
+DATA_CONSTRAINED_REPEATS) is data-constrained: the fit stage (`clipscale.study.pipeline`) and the plots
+use this one definition.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ def targets(df: Any, metrics: tuple[str, ...]) -> list[tuple[str, str]]:
     return out
 
 
-def final_points(df: Any, dataset: str, metric: str) -> Any:
-    """Final checkpoints of one target with `error`, `repeats` (passes over the data) and `constrained`."""
+def final_points(df: Any, dataset: str, metric: str, *, max_passes: float = DATA_CONSTRAINED_REPEATS) -> Any:
+    """Final checkpoints of one target with `error`, `repeats` (passes over the data) and `constrained`
+    (more than `max_passes` passes: `[fit] max_passes`)."""
     rows = df[(df.dataset == dataset) & df.final & df[metric].notna()].copy()
     rows["error"] = error_of(rows, metric)
     rows["repeats"] = rows.samples_seen / rows.data_size
-    rows["constrained"] = rows.repeats > DATA_CONSTRAINED_REPEATS
+    rows["constrained"] = rows.repeats > max_passes
     return rows[rows.error > 0]
 
 
@@ -93,3 +95,19 @@ def describe_fit(f: dict[str, Any]) -> str:
     r2_text = f"R² log {r2:.3f}" if finite else "R² log n/a: the points' E do not vary"
     return (f"{head}: {f['formula']} with {values} ({alpha_ci}{r2_text}, "
             f"{points_text(f)}{bound}; --group {f['group']})")
+
+
+def max_passes_text(limit: float | None) -> str:
+    """`10`, or `inf` for no limit (fits.json stores null)."""
+    return "inf" if limit is None or limit == float("inf") else f"{limit:g}"
+
+
+def left_out_text(left_out: dict[str, Any]) -> str:
+    """`data-constrained: 2 of 14 runs left out ...`: said always, also when 0 runs are."""
+    limit = max_passes_text(left_out.get("max_passes"))
+    if limit == "inf":
+        return (f"data-constrained: 0 of {left_out['of']} runs left out ([fit] max_passes = inf: every run "
+                "is in every fit)")
+    return (f"data-constrained: {left_out['runs']} of {left_out['of']} runs left out of the laws of compute "
+            f"and the isoFLOP analysis (more than {limit} passes over their unique data, samples_seen / "
+            f"data_size; [fit] max_passes = {limit}); laws with an input U of unique samples keep them")

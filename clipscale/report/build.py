@@ -49,7 +49,8 @@ def _of(items: list[dict[str, Any]], dataset: str, metric: str) -> list[dict[str
 
 
 def _target_section(df: Any, fits: dict[str, Any], dataset: str, metric: str) -> dict[str, Any]:
-    points = analysis.final_points(df, dataset, metric)
+    limit = fits.get("settings", {}).get("max_passes", analysis.DATA_CONSTRAINED_REPEATS)
+    points = analysis.final_points(df, dataset, metric, max_passes=float("inf") if limit is None else limit)
     every = df[(df.dataset == dataset) & df[metric].notna()].copy()
     every["error"] = analysis.error_of(every, metric)
     saved = _of(fits["fits"], dataset, metric)

@@ -7,7 +7,7 @@ import datetime as dt
 import html
 from typing import Any
 
-from clipscale.report.analysis import bound_params, describe_fit, link_text, points_text
+from clipscale.report.analysis import bound_params, describe_fit, left_out_text, link_text, points_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1180px;color:#222;
@@ -116,6 +116,27 @@ def isoflop_table(isoflop: list[dict[str, Any]]) -> str:
                     rows))
 
 
+def extrapolation_table(fits: list[dict[str, Any]]) -> str:
+    """Each law refitted without the largest compute group, against that group's measured error."""
+    rows = []
+    for f in fits:
+        if "extrapolation_check" not in f:
+            continue
+        c = f["extrapolation_check"]
+        head = [f"<code>{esc(f['group'])}</code>", esc(f["law"])]
+        if c is None:
+            why = esc(f.get("extrapolation_check_reason", ""))
+            rows.append([*head, "–", "–", "–", "–", "–", f'<span class="bad">not made: {why}</span>'])
+            continue
+        interval = f"[{num(c['ci_low'])}, {num(c['ci_high'])}]" if c.get("ci_low") is not None else "–"
+        verdict = c.get("verdict") or c.get("reason", "")
+        rows.append([*head, f"{num(c['group_compute'])} ({len(c['runs'])} runs)", str(c["n_runs"]),
+                     num(c["measured"]), num(c["predicted"]), interval,
+                     esc(verdict) if verdict == "held" else f'<span class="bad">{esc(verdict)}</span>'])
+    return table(["group", "law", "largest compute group C", "runs refitted", "measured error",
+                  "predicted", "95% prediction interval", "verdict"], rows) if rows else ""
+
+
 def off_law_table(rows: list[dict[str, Any]]) -> str:
     body = [[esc(r["model"]), f"<code>{esc(r['group'])}</code>", f"{r['data_size']:,}",
              num(r["repeats"], ".0f"), num(r["compute"]), num(r["error"]), num(r["law_error"]),
@@ -151,6 +172,12 @@ def _findings(sections: list[dict[str, Any]]) -> str:
 def _section(s: dict[str, Any]) -> str:
     parts = [f"<h3>{esc(s['dataset'])} — {esc(s['metric'])}</h3>", img(s["scaling_png"], "error vs compute"),
              fits_table(s["fits"]), "<h4>Predictions for larger budgets</h4>", predictions_table(s["fits"])]
+    check = extrapolation_table(s["fits"])
+    if check:
+        parts += ["<h4>Does the law predict the largest run?</h4>",
+                  "<p>Each law refitted without the largest compute group (the runs of the largest budget, "
+                  "within 0.05 dex) predicts that group; held: the measured error lies inside the 95% "
+                  "prediction interval (bootstrap of the refit plus its residual scatter).</p>", check]
     if s["differences"]:
         parts += ["<h4>Do the distributions scale differently?</h4>", differences_table(s["differences"])]
     if s["isoflop"]:
@@ -176,14 +203,9 @@ def _status(runs: Any, fits: dict[str, Any]) -> str:
 
 def _constrained(fits: dict[str, Any]) -> str:
     st = fits.get("settings", {})
-    n = len(fits.get("constrained_runs", []))
-    rule = ("left out of the fits of laws of compute alone and of the isoFLOP analysis"
-            if st.get("constrained", "exclude") == "exclude" else "included in every fit")
-    setting = esc(st.get("constrained", "exclude"))
-    text = (f"<p>{n} data-constrained run(s) (more than {num(st.get('max_repeats', 10), 'g')} passes over "
-            f"their unique data) are {rule} (<code>[fit] constrained = \"{setting}\"</code>); "
-            "laws with a unique-data input (U) always see them. Frontier: "
-            f"<code>{esc(st.get('frontier', 'none'))}</code>.</p>")
+    left = fits.get("left_out") or {"max_passes": st.get("max_passes", 10),
+                                    "runs": len(fits.get("constrained_runs", [])), "of": "?"}
+    text = (f"<p>{esc(left_out_text(left))}. Frontier: <code>{esc(st.get('frontier', 'none'))}</code>.</p>")
     if fits.get("off_law"):
         text += "<h4>Data-constrained runs against the fitted law</h4>" + off_law_table(fits["off_law"])
     return text
@@ -211,7 +233,8 @@ def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
         "<p>No training metrics yet.</p>",
         "<h2>Error vs compute</h2>",
         "<p>Large markers: each run's final checkpoint; faint dots: intermediate checkpoints; "
-        "hollow squares: data-constrained runs (more than 10 passes over their data). "
+        "hollow squares: data-constrained runs (more than <code>[fit] max_passes</code> passes over their "
+        "data). "
         "Lines: fitted laws over the measured range, dashed: extrapolation, "
         "bands: 95% bootstrap intervals (resampling runs).</p>",
         _constrained(fits),

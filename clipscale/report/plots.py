@@ -80,7 +80,7 @@ def scaling_figure(points: Any, curves: Any, fits: list[dict[str, Any]], *, titl
         ax.scatter(full.compute, full.error, color=color, s=40, label=f"{d}: final checkpoints")
         if len(cons):
             ax.scatter(cons.compute, cons.error, facecolors="none", edgecolors=color, s=60, marker="s",
-                       label=f"{d}: data-constrained (> 10 repeats)")
+                       label=f"{d}: data-constrained (over max_passes)")
         for f in fits:
             if f["distribution"] == d and "fit" in f and set(f["fit"].input_ranges) == {"C"}:
                 _draw_fit(ax, f, points[points.distribution == d].compute, color)

@@ -36,7 +36,7 @@ class RunPlan:
     model: str
     dataset: str
     distribution: str  # the synthetic distribution, or the dataset name for external shards
-    data_size: int
+    data_size: int | None  # None: all the samples of shards not present here (a dry run's cluster path)
     samples_seen: int
     seed: int
     gmacs: float
@@ -116,7 +116,7 @@ def stream_world_size(spec: StudySpec) -> int:
     return max(1, spec.executor.gpus_per_run)
 
 
-def run_id(*, model: str, dataset: dict[str, Any], data_size: int, samples_seen: int, seed: int,
+def run_id(*, model: str, dataset: dict[str, Any], data_size: int | None, samples_seen: int, seed: int,
            train: dict[str, Any], world_size: int = 1) -> str:
     """`<model>-<hash>`: sha256 of the canonical JSON of everything that determines the weights.
 
@@ -133,6 +133,10 @@ def run_id(*, model: str, dataset: dict[str, Any], data_size: int, samples_seen:
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model)}-{digest[:12]}"
 
 
+def _all_samples(ds: Any) -> int | None:
+    return ds.samples if ds.synth is not None else ds.size
+
+
 def _model_flops(flops: FlopsFn, model: str, *, where: str) -> tuple[float, float]:
     try:
         return flops(model)
@@ -147,8 +151,10 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None) -> list[RunPlan]:
     runs: dict[str, RunPlan] = {}
     for number, block in enumerate(spec.grid, 1):
         budgets = [("samples", s) for s in block.samples_seen] + [("compute", c) for c in block.compute]
-        for model, ds_name, data_size, (kind, budget), seed in itertools.product(
-                block.model, block.dataset, block.data_size, budgets, block.seed):
+        sizes = block.data_size or (None,)  # None: each dataset's own samples
+        for model, ds_name, size, (kind, budget), seed in itertools.product(
+                block.model, block.dataset, sizes, budgets, block.seed):
+            data_size = size if size is not None else _all_samples(spec.datasets[ds_name])
             if model not in cache:
                 cache[model] = _model_flops(flops, model, where=f"{spec.path}: [[grid]] #{number} model")
             gmacs, mparams = cache[model]
@@ -175,7 +181,8 @@ def format_plan(runs: list[RunPlan]) -> str:
     lines = [f"{'run_id':<28} {'model':<10} {'dataset':<10} {'data':>8} {'samples':>10} {'GMACs':>9} "
              f"{'compute':>10}"]
     for r in runs:
-        lines.append(f"{r.run_id:<28} {r.model:<10} {r.dataset:<10} {r.data_size:>8} {r.samples_seen:>10} "
+        data = "?" if r.data_size is None else r.data_size
+        lines.append(f"{r.run_id:<28} {r.model:<10} {r.dataset:<10} {data:>8} {r.samples_seen:>10} "
                      f"{r.gmacs:>9.4g} {r.compute:>10.4g}")
     total = sum(r.compute for r in runs)
     lines.append(f"{len(runs)} runs, total compute {total:.4g} GMACs "

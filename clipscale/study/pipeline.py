@@ -6,9 +6,10 @@ partial study too, and the report then says which runs are missing. All fitting 
 distribution, and fits.json is `clipscale fit --save`'s document with a readable, unique group name
 per fit, so `clipscale predict OUT/fits.json --group uniform --C 1e3` works on a study's output.
 
-Data-constrained runs (more than `DATA_CONSTRAINED_REPEATS` passes over their data) are one
-definition for the fits and the isoFLOP analysis: with `[fit] constrained = "exclude"` (default)
-they are left out of both, except for laws that model repetition (an input U of unique samples).
+Data-constrained runs (more than `[fit] max_passes` passes over their unique data, default 10) are
+one definition for the fits and the isoFLOP analysis: they are left out of both, except for laws that
+model repetition (an input U of unique samples); `max_passes = inf` keeps them. fits.json's
+`left_out` counts them, and the text output and the report always say how many (also 0 of N).
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def group_name(*, distribution: str, dataset: str, metric: str, law: str, headli
     return name if first_law else f"{name}/{law}"
 
 
-def _rows_for(points: Any, inputs: tuple[str, ...], constrained: str) -> Any:
-    if constrained == "include" or "U" in inputs:
-        return points
-    return points[~points.constrained]
+def _rows_for(points: Any, inputs: tuple[str, ...]) -> Any:
+    """A law's rows: without the data-constrained runs (`constrained`: over [fit] max_passes), unless
+    the law models repetition (an input U)."""
+    return points if "U" in inputs else points[~points.constrained]
 
 
 def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudySpec) -> Any:
@@ -100,7 +101,7 @@ def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: Study
     """One law on one target, per distribution: (saved-fit entries, failures, exponent differences)."""
     from clipscale.fit.laws import get_law
 
-    rows = _rows_for(points, get_law(law).inputs, study.fit.constrained)
+    rows = _rows_for(points, get_law(law).inputs)
     names = {d: group_name(distribution=d, dataset=dataset, metric=metric, law=law, headline=headline,
                            first_law=first_law) for d in rows.distribution.unique()}
     try:
@@ -124,16 +125,32 @@ def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: Study
         failed = []
     entries = [_entry(f, r, g, {"dataset": dataset, "metric": metric, "distribution": f["group"], "law": law},
                       study, names[f["group"]]) for f, r, g in per_group]
+    if study.fit.check_largest:
+        for entry, (_, _, g) in zip(entries, per_group, strict=True):
+            entry.update(_check_largest(g, law=law, metric=metric, study=study, frontier=entry["frontier"]))
     for d in differences:
         d.update(dataset=dataset, metric=metric, law=law)
     return entries, failed, differences
 
 
+def _check_largest(rows: Any, *, law: str, metric: str, study: StudySpec, frontier: str) -> dict[str, Any]:
+    """`extrapolation_check` of one fit entry (`clipscale.study.extrapolation`): the same fit call on the
+    rows below the largest compute group."""
+    from clipscale.fit.laws import get_law
+    from clipscale.study.extrapolation import check_largest
+
+    spec = get_law(law)
+    free = [p for p in spec.params if p not in study.fit.fix]
+    def refit(sub: Any) -> Any:
+        return _fit_call(sub, law=law, metric=metric, by=None, study=study)[1][0][1]
+
+    return check_largest(rows, inputs={k: INPUT_COLUMNS[k] for k in spec.inputs}, n_params=len(free),
+                         on_frontier=frontier != "none", refit=refit)
+
+
 def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) -> list[dict[str, Any]]:
     """Chinchilla approach 2 per distribution on the isoFLOP groups (`clipscale.fit.isoflop`)."""
-    rows = points[points.compute_group.notna()]
-    if study.fit.constrained == "exclude":
-        rows = rows[~rows.constrained]
+    rows = points[points.compute_group.notna() & ~points.constrained]
     out = []
     for distribution, sub in rows.groupby("distribution", sort=True):
         entry: dict[str, Any] = {"dataset": dataset, "metric": metric, "distribution": distribution,
@@ -197,19 +214,21 @@ def _off_law(points: Any, entries: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """The fits.json document: every [fit] law on every target, the isoFLOP analysis, what was left out."""
-    from clipscale.report.analysis import DATA_CONSTRAINED_REPEATS, final_points, targets
+    from clipscale.report.analysis import final_points, targets
 
+    limit = study.fit.max_passes
     doc: dict[str, Any] = {
         "format": SAVED_FORMAT, "by": "distribution", "study": study.name, "complete": not missing,
         "missing_runs": list(missing or []),
         "settings": {"metrics": list(study.fit.metrics), "laws": list(study.fit.laws),
-                     "frontier": study.fit.frontier, "constrained": study.fit.constrained,
-                     "fix": dict(study.fit.fix),
-                     "max_repeats": DATA_CONSTRAINED_REPEATS, "bootstrap": study.fit.bootstrap,
-                     "inputs": INPUT_COLUMNS},
+                     "frontier": study.fit.frontier, "max_passes": None if limit == float("inf") else limit,
+                     "fix": dict(study.fit.fix), "check_largest": study.fit.check_largest,
+                     "bootstrap": study.fit.bootstrap, "inputs": INPUT_COLUMNS},
         "fits": [], "failed": [], "differences": [], "isoflop": [], "constrained_runs": [], "off_law": []}
+    fitted_runs: set[str] = set()
     for i, (dataset, metric) in enumerate(targets(df, study.fit.metrics) if len(df) else []):
-        points = final_points(df, dataset, metric)
+        points = final_points(df, dataset, metric, max_passes=limit)
+        fitted_runs |= set(points.run_id)
         for j, law in enumerate(study.fit.laws):
             entries, failed, diffs = fit_target(points, dataset=dataset, metric=metric, law=law, study=study,
                                                 headline=i == 0, first_law=j == 0)
@@ -220,6 +239,8 @@ def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None
         doc["isoflop"] += isoflop_target(points, dataset=dataset, metric=metric, study=study)
         repeated = set(points[points.constrained].run_id)
         doc["constrained_runs"] = sorted(set(doc["constrained_runs"]) | repeated)
+    doc["left_out"] = {"max_passes": doc["settings"]["max_passes"], "runs": len(doc["constrained_runs"]),
+                       "of": len(fitted_runs), "run_ids": doc["constrained_runs"]}
     return doc
 
 
@@ -236,7 +257,8 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
     """Results table → fits.json → report.html. With `require_complete`, nothing is written while runs are
     missing (a study that stopped early must not leave a report that looks final)."""
     from clipscale.io import atomic_write_json
-    from clipscale.report.analysis import describe_fit
+    from clipscale.report.analysis import describe_fit, left_out_text
+    from clipscale.study.extrapolation import describe as describe_check
     from clipscale.study.grid import plan
     from clipscale.study.results import build_results_table, table_bytes
 
@@ -256,6 +278,11 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
     atomic_write_json(paths["fits"], doc)
     for f in doc["fits"] + doc["failed"]:
         log(f"  {describe_fit(f)}")
+    for f in doc["fits"]:
+        line = describe_check(f)
+        if line:
+            log(f"  {line}")
+    log(f"  {left_out_text(doc['left_out'])}")
     if report:
         from clipscale.report import write_report
 

@@ -3,7 +3,8 @@
 Run directories are the source of truth (run.json for the cell, results.jsonl for evaluations), so
 the table can always be regenerated, never drifts from what was measured, and a duplicated eval
 record (a crash between append and bookkeeping) collapses to one row. It is the input of
-`clipscale fit` and of the report.
+`clipscale fit` and of the report. The eval suite's [[aggregate]] entries add rows of their own
+(`add_aggregates`), so `[fit] metrics` and `clipscale fit --where "dataset == 'NAME'"` fit them.
 """
 
 from __future__ import annotations
@@ -72,11 +73,51 @@ def build_results_table(study: StudySpec, *, run_ids: list[str] | None = None) -
     rows = [row for rid in run_ids for row in run_rows(study.runs_dir / rid)]
     if not rows:
         return pd.DataFrame(columns=list(ID_COLUMNS))
-    df = pd.DataFrame(rows)
+    df = add_aggregates(pd.DataFrame(rows), suite_aggregates(study))
     metrics = sorted(c for c in df.columns if c not in ID_COLUMNS)
     df = df[[*ID_COLUMNS, *metrics]]
     return df.sort_values(["model", "distribution", "data_size", "run_samples_seen", "samples_seen",
                            "dataset", "task"], kind="stable").reset_index(drop=True)
+
+
+def suite_aggregates(study: StudySpec) -> list[Any]:
+    """The [[aggregate]] entries of the study's eval suite (parsed only: no data is read)."""
+    from clipscale.evals.suite import load_suite
+
+    return load_suite(study.eval.suite, root=study.eval_root()).aggregates
+
+
+AGGREGATE_TASK = "aggregate"
+
+
+def add_aggregates(df: Any, aggregates: list[Any]) -> Any:
+    """`df` plus one row per (run, checkpoint) and aggregate whose every (dataset, metric) part has a
+    value there: the ID columns of its first part's row, `dataset` = the aggregate's name, `task` =
+    "aggregate", and the aggregate's metric column = the parts' mean (nothing else)."""
+    import pandas as pd
+
+    if not aggregates or df.empty:
+        return df
+    key = df.run_id.astype(str) + "\0" + df.checkpoint.astype(str) + "\0" + df.samples_seen.astype(str)
+    extra = []
+    for agg in aggregates:
+        if any(metric not in df.columns for _, metric in agg.parts):
+            continue
+        values = []
+        for d, m in agg.parts:
+            has = (df.dataset == d) & df[m].notna()
+            part = df.loc[has, m].set_axis(key[has])
+            values.append(part[~part.index.duplicated(keep="last")])
+        both = pd.concat(values, axis=1, join="inner")  # checkpoints with every part
+        if both.empty:
+            continue
+        first = df[df.dataset == agg.parts[0][0]].set_axis(key[df.dataset == agg.parts[0][0]])
+        first = first[~first.index.duplicated(keep="last")]
+        rows = first.loc[both.index, [c for c in ID_COLUMNS if c in first.columns]].copy()
+        rows["dataset"], rows["task"] = agg.name, AGGREGATE_TASK
+        rows[agg.metric] = both.mean(axis=1).to_numpy(float)
+        extra.append(rows.reset_index(drop=True))
+    return pd.concat([df, *extra], ignore_index=True) if extra else df
 
 
 def _planned_ids(study: StudySpec) -> list[str]:

@@ -294,7 +294,11 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     runs = plan(study)
     check_eval(study)
     if dry_run:
+        from clipscale.study.spec import dataset_notes
+
         log(format_plan(runs))
+        for line in dataset_notes(study):
+            log(line)
         return {"planned": len(runs), "total_compute": sum(r.compute for r in runs), "outcomes": []}
     study.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(study.output_dir / "plan.json", {"study": study.name, "runs": [r.cell() for r in runs]})

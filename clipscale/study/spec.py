@@ -12,10 +12,15 @@ Layout (all sections but [study] and [[grid]] optional):
     [train]     shared training settings (batch_size, lr, warmup_fraction, schedule, ...)
     [[rules]]   when = {model = "..."}, set = {lr = ...}: per-cell overrides, applied in order
     [[grid]]    model, dataset, data_size, samples_seen | compute, seed: a full factorial block;
-                the study is the union of its blocks (several blocks = a fractional grid)
-    [eval]      suite, data_root, batch_size, samples_per_task
+                the study is the union of its blocks (several blocks = a fractional grid); data_size
+                defaults to each dataset's samples (synth `samples`; for shards, the complete samples
+                they hold, counted at load: `clipscale.data.shard_count`), and a larger one is an error
+    [eval]      suite, data_root (both relative to the study file), batch_size, samples_per_task
     [fit]       metrics, laws (any of `clipscale fit`'s), frontier (none|cherti|pareto|hull), bootstrap,
-                predict_compute, constrained (exclude|include data-constrained runs in C-only fits),
+                predict_compute, max_passes (runs with more passes over their unique data are left
+                out of laws of C alone and of the isoFLOP analysis; default 10, inf keeps all; the old
+                constrained = "exclude"|"include" still works), check_largest (default true: refit
+                each law without the largest compute group and report whether it predicts that group),
                 fix = {PARAM = value} (held fixed in every law that has the parameter),
                 link (auto|error|neglog|odds|boxcox:LAM: the scale a law of an error is fitted on)
     [executor]  jobs, threads_per_job, gpus_per_run
@@ -93,6 +98,7 @@ class DatasetSpec:
     seed: int = 0
     image_size: int = 32
     shards: str | None = None
+    size: int | None = None  # shards: the complete samples they hold (counted at load); None: not here
 
     def identity(self) -> dict[str, Any]:
         """What defines the data (part of every run id that uses it)."""
@@ -108,7 +114,7 @@ class GridBlock:
 
     model: tuple[str, ...]
     dataset: tuple[str, ...]
-    data_size: tuple[int, ...]
+    data_size: tuple[int, ...]  # () = each dataset's samples (synth: `samples`; shards: what they hold)
     samples_seen: tuple[int, ...] = ()
     compute: tuple[float, ...] = ()
     seed: tuple[int, ...] = (0,)
@@ -135,7 +141,12 @@ class FitSpec:
     bootstrap: int = 200
     predict_compute: tuple[float, ...] = ()
     frontier: str = "none"  # how points are thinned before fitting; law "frontier" is power + cherti
-    constrained: str = "exclude"  # data-constrained runs in fits of laws of C alone and in the isoFLOP part
+    # runs with more passes over their unique data (samples_seen / data_size) are left out of laws of C
+    # alone and of the isoFLOP analysis; inf keeps every run. `constrained` is its old spelling:
+    # "exclude" = the default 10, "include" = inf
+    max_passes: float = 10.0
+    constrained: str | None = None
+    check_largest: bool = True  # refit each law without the largest compute group and predict it
     fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
     link: str = "error"  # scale the law of an error is fitted on (`clipscale fit --link`)
 
@@ -205,6 +216,33 @@ def _parse_dataset(name: str, table: dict[str, Any]) -> DatasetSpec:
                        image_size=_positive_int(f"{where} image_size", table.get("image_size", 32)))
 
 
+def _count_shards(ds: DatasetSpec) -> DatasetSpec:
+    """A shard dataset with `size` = the samples its shards hold; None where they are not here (a
+    cluster path planned on a laptop: data_size stays as given, or unknown = all)."""
+    if ds.shards is None:
+        return ds
+    from clipscale.data.shard_count import count_shard_samples
+
+    try:
+        return _replace(ds, size=count_shard_samples(ds.shards))
+    except ClipscaleError:
+        return ds
+
+
+def dataset_notes(spec: StudySpec) -> list[str]:
+    """One line per shard dataset for `--dry-run`: its sample count, or that its shards are not here."""
+    out = []
+    for name, ds in spec.datasets.items():
+        if ds.shards is None:
+            continue
+        if ds.size is None:
+            out.append(f"dataset {name}: shards {ds.shards} not found here: data_size not checked; where "
+                       "a [[grid]] block omits it, it is unknown here (all the shards hold)")
+        else:
+            out.append(f"dataset {name}: {ds.size} samples in its shards (data_size default and maximum)")
+    return out
+
+
 def _positive_number(where: str, value: Any) -> float:
     _typed(where, value, (int, float), "a positive number")
     if not value > 0:
@@ -215,7 +253,7 @@ def _positive_number(where: str, value: Any) -> float:
 def _parse_block(i: int, table: dict[str, Any], datasets: dict[str, DatasetSpec]) -> GridBlock:
     where = f"[[grid]] #{i + 1}"
     _check_keys(where, table, GRID_AXES)
-    for key in ("model", "dataset", "data_size"):
+    for key in ("model", "dataset"):
         if key not in table:
             raise _fail(where, f"missing key {key!r}")
     if ("samples_seen" in table) == ("compute" in table):
@@ -223,7 +261,8 @@ def _parse_block(i: int, table: dict[str, Any], datasets: dict[str, DatasetSpec]
     block = GridBlock(
         model=_list_of(f"{where} model", table["model"], lambda w, v: _typed(w, v, str, "a model name")),
         dataset=_list_of(f"{where} dataset", table["dataset"], lambda w, v: _typed(w, v, str, "a name")),
-        data_size=_list_of(f"{where} data_size", table["data_size"], _positive_int),
+        data_size=(_list_of(f"{where} data_size", table["data_size"], _positive_int)
+                   if "data_size" in table else ()),
         samples_seen=_list_of(f"{where} samples_seen", table["samples_seen"], _positive_int)
         if "samples_seen" in table else (),
         compute=(_list_of(f"{where} compute", table["compute"], _positive_number)
@@ -235,9 +274,12 @@ def _parse_block(i: int, table: dict[str, Any], datasets: dict[str, DatasetSpec]
             defined = ", ".join(datasets) or "none"
             raise _fail(f"{where} dataset", f"unknown dataset {name!r}; defined: {defined}")
         ds = datasets[name]
-        if ds.synth is not None and max(block.data_size) > ds.samples:
+        if ds.synth is not None and block.data_size and max(block.data_size) > ds.samples:
             raise _fail(f"{where} data_size",
                         f"{max(block.data_size)} > {ds.samples} samples of dataset {name!r}")
+        if ds.size is not None and block.data_size and max(block.data_size) > ds.size:
+            raise _fail(f"{where} data_size", f"{max(block.data_size)} > the {ds.size} samples the shards "
+                        f"of dataset {name!r} hold ({ds.shards})")
     return block
 
 
@@ -302,9 +344,9 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
     for i, law in enumerate(fit.laws):
         if law not in laws:
             raise _fail(f"[fit] laws[{i}]", f"unknown law {law!r}; allowed: {', '.join(laws)}")
-    for key, allowed in (("frontier", FIT_FRONTIERS), ("constrained", FIT_CONSTRAINED)):
-        if getattr(fit, key) not in allowed:
-            raise _fail(f"[fit] {key}", f"expected one of {', '.join(allowed)}, got {getattr(fit, key)!r}")
+    if fit.frontier not in FIT_FRONTIERS:
+        raise _fail("[fit] frontier", f"expected one of {', '.join(FIT_FRONTIERS)}, got {fit.frontier!r}")
+    fit = _max_passes(fit, doc.get("fit", {}))
     _list_of("[fit] metrics", list(fit.metrics), lambda w, v: _typed(w, v, str, "a metric name"))
     _list_of("[fit] predict_compute", list(fit.predict_compute) or [1.0], _positive_number)
     if fit.bootstrap < 0:
@@ -318,6 +360,34 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
     for k, v in fit.fix.items():
         _typed(f"[fit] fix {k}", v, (int, float), "a number")
     return fit
+
+
+def _parse_eval(doc: dict[str, Any], path: Path) -> EvalSpec:
+    """[eval]: a suite file and a data_root are relative to the study file (as shards and output_dir)."""
+    spec = _section(doc, "eval", EvalSpec, ("suite", "data_root", "batch_size", "samples_per_task"))
+    if spec.data_root is not None:
+        root = _typed("[eval] data_root", spec.data_root, str, "a path (a string)")
+        if not root:
+            raise _fail("[eval] data_root", "expected a non-empty path")
+        spec = _replace(spec, data_root=str(path.parent / Path(root).expanduser()))
+    if (path.parent / spec.suite).is_file():  # a suite file next to the study, else a built-in name
+        spec = _replace(spec, suite=str(path.parent / spec.suite))
+    return spec
+
+
+def _max_passes(fit: FitSpec, table: dict[str, Any]) -> FitSpec:
+    """[fit] max_passes (> 0; inf: no limit), or its old alias constrained = "exclude" | "include"."""
+    if not fit.max_passes > 0:  # also refuses nan
+        raise _fail("[fit] max_passes", f"expected a number of passes > 0 (inf: no limit), "
+                    f"got {fit.max_passes!r}")
+    if fit.constrained is None:
+        return _replace(fit, max_passes=float(fit.max_passes))
+    if fit.constrained not in FIT_CONSTRAINED:
+        raise _fail("[fit] constrained", f"expected one of {', '.join(FIT_CONSTRAINED)}, "
+                    f"got {fit.constrained!r} (its new spelling: max_passes = N)")
+    if "max_passes" in table:
+        raise _fail("[fit] constrained", "set max_passes only (constrained is its old spelling)")
+    return _replace(fit, max_passes=float("inf") if fit.constrained == "include" else float(fit.max_passes))
 
 
 def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
@@ -334,6 +404,7 @@ def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
                 for n, t in _typed("[datasets]", doc.get("datasets", {}), dict, "a table").items()}
     datasets = {n: d if d.shards is None or Path(d.shards).is_absolute()
                 else DatasetSpec(name=n, shards=str(path.parent / d.shards)) for n, d in datasets.items()}
+    datasets = {n: _count_shards(d) for n, d in datasets.items()}
     blocks = _typed("[[grid]]", doc.get("grid", []), list, "an array of tables ([[grid]])")
     if not blocks:
         raise _fail("study file", "no [[grid]] block: nothing to run")
@@ -343,9 +414,7 @@ def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
     executor = _section(doc, "executor", ExecutorSpec, ("jobs", "threads_per_job", "gpus_per_run"))
     _positive_int("[executor] jobs", executor.jobs)
     slurm = _section(doc, "slurm", SlurmSpec, tuple(SlurmSpec.__dataclass_fields__))
-    eval_spec = _section(doc, "eval", EvalSpec, ("suite", "data_root", "batch_size", "samples_per_task"))
-    if (path.parent / eval_spec.suite).is_file():  # a suite file next to the study, else a built-in name
-        eval_spec = _replace(eval_spec, suite=str(path.parent / eval_spec.suite))
+    eval_spec = _parse_eval(doc, path)
     train = _check_train("[train]", _typed("[train]", doc.get("train", {}), dict, "a table"))
     if "model_configs" in head:  # custom open_clip architectures: registered here and in every run
         configs = _list_of("[study] model_configs", head["model_configs"],

@@ -116,6 +116,17 @@ def _remove_stale_tmp(run_dir: Path) -> None:
         remove_stale_tmp(directory)
 
 
+def _check_eval_suite(config: TrainConfig) -> None:
+    try:
+        from clipscale.evals.suite import check_suite
+    except ImportError:  # the eval stage is optional for training (evalhook.py says so per checkpoint)
+        return
+    try:
+        check_suite(config.eval_suite, root=config.eval_data_root)
+    except ClipscaleError as exc:
+        raise ClipscaleError(f"train config field 'eval_suite': {exc}") from None
+
+
 def build_session(config: TrainConfig) -> Session:
     from clipscale.models import create_model, get_tokenizer, image_size, model_config
     from clipscale.models.registry import register_model_configs
@@ -127,6 +138,8 @@ def build_session(config: TrainConfig) -> Session:
                              "use fp32 on CPU")
     _set_threads(config, env.device)
     register_model_configs(config.model_configs)  # --model-config / model_configs = [...]
+    if config.eval_suite:  # a bad suite (templates, class names, paths) fails now, not after training
+        _check_eval_suite(config)
     model_cfg = model_config(config.model)  # unknown model -> ClipscaleError listing valid names
     config = dataclasses.replace(config, lr=resolve_lr(config))
     run_dir = Path(config.output_dir)
