@@ -28,7 +28,7 @@ from clipscale.study import hooks as default_hooks
 from clipscale.study.executors import Stopped, signal_name
 from clipscale.study.grid import RunPlan, format_plan, plan, stream_world_size
 from clipscale.study.spec import DatasetSpec, StudySpec
-from clipscale.study.state import hold_lock, read_state, write_state
+from clipscale.study.state import effective_state, hold_lock, read_state, write_state
 
 EVAL_SEED = 1_000_003  # eval sets are drawn with a seed no training set uses
 
@@ -287,7 +287,8 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     """Train and evaluate every unfinished run of `study`; returns counts and one outcome per run.
 
     Also "signal" (the signal that stopped it, else None), "interrupted_runs" (resumable run ids) and
-    "failed_runs" (every run of the study left failed, retried or not).
+    "failed_runs" (every run of the study left failed, retried or not) and "unfinished_runs" (neither
+    finished nor failed: never started, interrupted, or held by another process).
     """
     from clipscale.study.schedule import make_executor, schedule
 
@@ -332,7 +333,7 @@ def _check_stream_world_size(study: StudySpec, runs: list[RunPlan], exe: Any, ex
 
 def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, Any]], stop: str | None,
                log: Callable[[str], None]) -> dict[str, Any]:
-    states = ("finished", "failed", "skipped", "locked", "interrupted")
+    states = ("finished", "failed", "skipped", "locked", "interrupted", "pending")
     counts = {s: sum(o["status"] == s for o in outcomes) for s in states}
     log(f"study {study.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     interrupted = [o["run_id"] for o in outcomes if o["status"] == "interrupted"]
@@ -340,5 +341,6 @@ def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, A
         log(f"study {study.name}: stopped by {stop}; {len(interrupted)} run(s) interrupted and resumable"
             + (f" ({', '.join(interrupted)})" if interrupted else "") + "; rerun `clipscale run` to resume")
     failed = [r.run_id for r in runs if read_state(r.run_dir)["state"] == "failed"]
+    unfinished = [r.run_id for r in runs if effective_state(r.run_dir) not in ("finished", "failed")]
     return {**counts, "planned": len(runs), "outcomes": outcomes, "signal": stop,
-            "interrupted_runs": interrupted, "failed_runs": failed}
+            "interrupted_runs": interrupted, "failed_runs": failed, "unfinished_runs": unfinished}
