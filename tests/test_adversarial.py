@@ -96,3 +96,57 @@ def test_kill_9_of_a_busy_worker_fails_that_run_alone(tmp_path: Path) -> None:
     assert "1 run(s) failed" in err
     result = run_study(load_study(path), jobs=2, hooks=FAKE_HOOKS, retry_failed=True, log=lambda s: None)
     assert result["finished"] == 1 and read_state(victim.run_dir)["state"] == "finished"
+
+
+def suite_evaluate(*, run_dir: Path, suite: str, data_root: str, device: str, batch_size: int) -> list[dict]:
+    """The fake evaluator, but over the suite's own datasets: one record per (checkpoint, dataset)."""
+    from clipscale.evals.suite import load_suite
+    from clipscale.io import append_jsonl
+
+    done = {(r["checkpoint"], r["dataset"]) for r in read_jsonl(run_dir / "results.jsonl")}
+    for job in load_suite(suite, root=data_root).jobs:
+        for ckpt in sorted((run_dir / "checkpoints").glob("samples_*.pt")):
+            if (str(ckpt), job.dataset.name) not in done:
+                append_jsonl(run_dir / "results.jsonl", {"checkpoint": str(ckpt), "dataset": job.dataset.name,
+                                                         "task": job.task, "metrics": {"x": 1.0}})
+                append_jsonl(run_dir / "fake_calls.jsonl", {"event": f"eval {job.dataset.name}", "pid": 0})
+    return []
+
+
+def _suite(names: list[str]) -> str:
+    return "".join(f'[[dataset]]\nname = "{n}"\nformat = "wds"\npath = "{n}"\ntask = "zeroshot_retrieval"\n'
+                   for n in names)
+
+
+def test_changed_suite_evaluates_new_and_edited_datasets_only(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    root = tmp_path / "evaldata"
+    for name in ("a", "b"):
+        (root / name / "test").mkdir(parents=True)
+        (root / name / "test" / "0.tar").write_bytes(b"x" * 10)
+    (tmp_path / "suite.toml").write_text(_suite(["a"]))
+    text = STUDY.replace("jobs = 2", "jobs = 1") + f'\n[eval]\nsuite = "suite.toml"\ndata_root = "{root}"\n'
+    study = load_study(_write_study(tmp_path, text))
+    hooks = replace(FAKE_HOOKS, evaluate=suite_evaluate)
+    quiet = {"hooks": hooks, "log": lambda s: None}
+    assert run_study(study, **quiet)["finished"] == 4
+    run = plan(study)[0]
+
+    def evals() -> list[str]:
+        events = [e["event"] for e in read_jsonl(run.run_dir / "fake_calls.jsonl")]
+        return [e for e in events if e.startswith("eval")]
+
+    assert evals() == ["eval a"] * 2
+    (tmp_path / "suite.toml").write_text(_suite(["a", "b"]))  # a dataset joins the suite
+    result = run_study(load_study(study.path), **quiet)
+    assert result["finished"] == 4 and evals() == ["eval a"] * 2 + ["eval b"] * 2
+    trains = [e for e in read_jsonl(run.run_dir / "fake_calls.jsonl") if e["event"] == "train"]
+    assert len(trains) == 1  # re-entered for evaluation only
+    (root / "b" / "test" / "0.tar").write_bytes(b"y" * 12)  # b's files are edited
+    assert run_study(load_study(study.path), **quiet)["finished"] == 4
+    assert evals() == ["eval a"] * 2 + ["eval b"] * 4
+    records = list(read_jsonl(run.run_dir / "results.jsonl"))
+    assert sorted(r["dataset"] for r in records) == ["a", "a", "b", "b"]  # b's old records set aside
+    assert run_study(load_study(study.path), **quiet)["finished"] == 0  # nothing changed: nothing runs
+    assert len(evals()) == 6

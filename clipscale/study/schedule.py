@@ -23,7 +23,15 @@ from clipscale.study.executors import (
 )
 from clipscale.study.executors import signal_name as _signal_name
 from clipscale.study.grid import RunPlan
-from clipscale.study.runner import Hooks, RunTask, eval_identity, execute_run, prepare_dataset, prepare_eval
+from clipscale.study.runner import (
+    Hooks,
+    RunTask,
+    eval_datasets,
+    eval_identity,
+    execute_run,
+    prepare_dataset,
+    prepare_eval,
+)
 from clipscale.study.spec import StudySpec
 from clipscale.study.state import effective_state, lock_holder, read_state, write_state
 
@@ -96,6 +104,8 @@ class _Loop:
         self.outcomes: list[dict[str, Any]] = []
         self.stop_signal: str | None = None
         self.prep: dict[str, Any] = {}
+        self.eval_datasets = eval_datasets(study)  # walked once per pass, not per run
+        self.eval_id = eval_identity(study, self.eval_datasets)
 
     def prepare(self) -> None:
         """Submit the eval sets' and each dataset's preparation (inline at jobs 1 and for SLURM)."""
@@ -148,7 +158,7 @@ class _Loop:
             task = RunTask(plan=run, train_data=train_data, eval_suite=self.study.eval.suite,
                            eval_root=eval_root, eval_batch_size=self.study.eval.batch_size,
                            retry_failed=self.retry_failed, nproc=_nproc(self.study, self.exe),
-                           hooks=self.hooks, eval_id=eval_identity(self.study))
+                           hooks=self.hooks, eval_id=self.eval_id, eval_datasets=self.eval_datasets)
             self.current = run
             self.active[self.exe.submit(execute_run, task)] = run
             self.current = None
