@@ -150,3 +150,22 @@ def test_changed_suite_evaluates_new_and_edited_datasets_only(tmp_path: Path) ->
     assert sorted(r["dataset"] for r in records) == ["a", "a", "b", "b"]  # b's old records set aside
     assert run_study(load_study(study.path), **quiet)["finished"] == 0  # nothing changed: nothing runs
     assert len(evals()) == 6
+
+
+def test_eval_of_a_locked_run_dir_refuses_in_one_line(tmp_path: Path, capsys) -> None:
+    from clipscale.cli import main
+    from clipscale.study.state import try_lock
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "samples_000000000100.pt").write_bytes(b"not evaluated while locked")
+    (tmp_path / "a" / "test").mkdir(parents=True)
+    (tmp_path / "suite.toml").write_text(_suite(["a"]))
+    held = try_lock(run)  # `clipscale run`, or a first `clipscale eval`, is appending to results.jsonl
+    try:
+        rc = main(["eval", str(run), "--suite", str(tmp_path / "suite.toml"), "--data-root", str(tmp_path)])
+    finally:
+        held.release()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "locked by pid" in err[0], err
+    assert not (run / "results.jsonl").exists()
