@@ -17,6 +17,7 @@ from unittest import mock
 
 import pytest
 
+from clipscale.errors import ClipscaleError
 from clipscale.io import read_jsonl
 from clipscale.study.grid import plan
 from clipscale.study.runner import run_study
@@ -113,6 +114,23 @@ def suite_evaluate(*, run_dir: Path, suite: str, data_root: str, device: str, ba
     return []
 
 
+def _wds_set(path: Path, kind: str | None, caption: str = "a red square") -> None:
+    """A one-sample CLIP_benchmark wds set (the image bytes are never decoded by these tests)."""
+    import io
+    import tarfile
+
+    (path / "test").mkdir(parents=True, exist_ok=True)
+    (path / "test" / "nshards.txt").write_text("1\n")
+    if kind is not None:
+        (path / "dataset_type.txt").write_text(kind + "\n")
+    with tarfile.open(path / "test" / "0.tar", "w") as tar:
+        label = ("s0.txt", caption.encode()) if kind == "retrieval" else ("s0.cls", b"0")
+        for name, data in (("s0.png", b"png"), label):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
 def _suite(names: list[str]) -> str:
     return "".join(f'[[dataset]]\nname = "{n}"\nformat = "wds"\npath = "{n}"\ntask = "zeroshot_retrieval"\n'
                    for n in names)
@@ -123,8 +141,7 @@ def test_changed_suite_evaluates_new_and_edited_datasets_only(tmp_path: Path) ->
 
     root = tmp_path / "evaldata"
     for name in ("a", "b"):
-        (root / name / "test").mkdir(parents=True)
-        (root / name / "test" / "0.tar").write_bytes(b"x" * 10)
+        _wds_set(root / name, "retrieval")
     (tmp_path / "suite.toml").write_text(_suite(["a"]))
     text = STUDY.replace("jobs = 2", "jobs = 1") + f'\n[eval]\nsuite = "suite.toml"\ndata_root = "{root}"\n'
     study = load_study(_write_study(tmp_path, text))
@@ -143,7 +160,7 @@ def test_changed_suite_evaluates_new_and_edited_datasets_only(tmp_path: Path) ->
     assert result["finished"] == 4 and evals() == ["eval a"] * 2 + ["eval b"] * 2
     trains = [e for e in read_jsonl(run.run_dir / "fake_calls.jsonl") if e["event"] == "train"]
     assert len(trains) == 1  # re-entered for evaluation only
-    (root / "b" / "test" / "0.tar").write_bytes(b"y" * 12)  # b's files are edited
+    _wds_set(root / "b", "retrieval", caption="edited")  # b's files are edited
     assert run_study(load_study(study.path), **quiet)["finished"] == 4
     assert evals() == ["eval a"] * 2 + ["eval b"] * 4
     records = list(read_jsonl(run.run_dir / "results.jsonl"))
@@ -159,7 +176,7 @@ def test_eval_of_a_locked_run_dir_refuses_in_one_line(tmp_path: Path, capsys) ->
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "samples_000000000100.pt").write_bytes(b"not evaluated while locked")
-    (tmp_path / "a" / "test").mkdir(parents=True)
+    _wds_set(tmp_path / "a", "retrieval")
     (tmp_path / "suite.toml").write_text(_suite(["a"]))
     held = try_lock(run)  # `clipscale run`, or a first `clipscale eval`, is appending to results.jsonl
     try:
@@ -169,3 +186,85 @@ def test_eval_of_a_locked_run_dir_refuses_in_one_line(tmp_path: Path, capsys) ->
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "locked by pid" in err[0], err
     assert not (run / "results.jsonl").exists()
+
+
+BASE = STUDY.replace("samples_seen = [500, 1000]\n", "")
+
+
+@pytest.mark.parametrize(("grid", "extra", "named"), [
+    ("compute = [inf]", "", "compute[0]"),
+    ("samples_seen = [500]", "[eval]\nbatch_size = 0", "[eval] batch_size"),
+    ("samples_seen = [500]", "[eval]\nsamples_per_task = -3", "[eval] samples_per_task"),
+    ("samples_seen = [500]", "[fit]\nlaws = []", "[fit] laws"),
+    ("samples_seen = [500]", "[fit]\npredict_compute = [nan]", "[fit] predict_compute"),
+    ("samples_seen = [500]", '[slurm]\nmem_gb = "lots"', "[slurm] mem_gb"),
+    ("samples_seen = [500]", "[slurm]\ntime_min = 0", "[slurm] time_min"),
+    ("samples_seen = [500]", "[slurm]\npartition = 3", "[slurm] partition"),
+])
+def test_bad_key_fails_at_load_naming_file_and_key(tmp_path: Path, grid: str, extra: str, named: str) -> None:
+    path = _write_study(tmp_path, BASE.replace("[executor]", f"{extra}\n[executor]") + grid + "\n")
+    with pytest.raises(ClipscaleError) as info:
+        load_study(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and named in message, message
+
+
+def test_threads_per_job_must_be_nonnegative(tmp_path: Path) -> None:
+    path = _write_study(tmp_path, BASE.replace("jobs = 2", "jobs = 2\nthreads_per_job = -1")
+                        + "samples_seen = [500]\n")
+    with pytest.raises(ClipscaleError, match=r"study.toml: \[executor\] threads_per_job"):
+        load_study(path)
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ("compute = [1e300]", "compute: 1e+300 plans"),
+    ("samples_seen = [1024]\n[[rules]]\nwhen = {model = \"tiny-s0\"}\nset = {lr = 1e-4}",
+     "[[rules]] #1 when = {'model': 'tiny-s0'}: matches no grid cell"),
+])
+def test_plan_refuses_impossible_cells(tmp_path: Path, change: str, named: str) -> None:
+    study = load_study(_write_study(tmp_path, BASE + change + "\n"))
+    with pytest.raises(ClipscaleError) as info:
+        run_study(study, dry_run=True, hooks=FAKE_HOOKS, log=lambda s: None)
+    assert str(study.path) in str(info.value) and named in str(info.value), str(info.value)
+
+
+def test_batch_larger_than_samples_seen_is_refused_before_training(tmp_path: Path) -> None:
+    study = load_study(_write_study(tmp_path, BASE.replace("batch_size = 100", "batch_size = 4096")
+                                    + "samples_seen = [1024]\n"))
+    with pytest.raises(ClipscaleError, match=r"samples_seen: 1024 samples seen is less than one batch "
+                                             r"\(\[train\] batch_size = 4096\)"):
+        run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
+    assert not study.runs_dir.exists()  # nothing trained
+
+
+def test_retrieval_task_on_a_classification_wds_set_fails_before_training(tmp_path: Path) -> None:
+    root = tmp_path / "evaldata"
+    _wds_set(root / "a", None)  # no dataset_type.txt: a classification set
+    (tmp_path / "suite.toml").write_text(_suite(["a"]))
+    text = BASE + f'samples_seen = [500]\n[eval]\nsuite = "suite.toml"\ndata_root = "{root}"\n'
+    study = load_study(_write_study(tmp_path, text))
+    with pytest.raises(ClipscaleError, match="task 'zeroshot_retrieval' needs a retrieval set"):
+        run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
+    (root / "a" / "dataset_type.txt").write_text("retrieval\n")  # declared, but the shard has .cls labels
+    with pytest.raises(ClipscaleError, match=r"first sample 's0' has no \.txt entry"):
+        run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
+    assert not study.runs_dir.exists()
+
+
+def test_dry_run_checks_each_distinct_setting_once_with_progress(tmp_path: Path, monkeypatch) -> None:
+    import clipscale.study.grid as grid
+
+    sizes = ", ".join(str(100 * (i + 1)) for i in range(40))
+    study = load_study(_write_study(tmp_path, BASE.replace("data_size = [4000]", f"data_size = [{sizes}]")
+                                    + "samples_seen = [500, 1000]\nseed = [0, 1, 2]\n"))
+    calls, lines = [], []
+    real = grid._validate_train
+    monkeypatch.setattr(grid, "_validate_train", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(grid, "PROGRESS_EVERY", 100)
+    runs = grid.plan(study, progress=lines.append)
+    assert len(runs) == 2 * 40 * 2 * 3
+    assert len(calls) == 4  # (model, samples seen) pairs, not 480 cells
+    assert lines[0] == "planning: 100 of 480 cells" and len(lines) == 4
+    monkeypatch.setattr(grid, "MAX_CELLS", 479)
+    with pytest.raises(ClipscaleError, match="expands to 480 cells"):
+        grid.plan(study)

@@ -348,7 +348,7 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     """
     from clipscale.study.schedule import make_executor, schedule
 
-    runs = plan(study)
+    runs = plan(study, progress=log)
     check_eval(study)
     if dry_run:
         log(format_plan(runs))
