@@ -209,7 +209,7 @@ def _parse_dataset(name: str, table: dict[str, Any]) -> DatasetSpec:
 def _positive_number(where: str, value: Any) -> float:
     _typed(where, value, (int, float), "a positive number")
     if not (value > 0 and math.isfinite(value)):
-        raise _fail(where, f"expected a positive finite number, got {value!r}")
+        raise _fail(where, f"expected a positive number, got {value!r}")
     return float(value)
 
 
@@ -318,7 +318,7 @@ def _section(doc: dict[str, Any], key: str, cls: type, allowed: tuple[str, ...])
             v = tuple(v) if isinstance(v, list) else (v,)
         elif isinstance(default, bool | int | float | str):
             _typed(f"[{key}] {k}", v, type(default) if not isinstance(default, float) else (int, float),
-                   "a string" if isinstance(default, str) else f"a {type(default).__name__}")
+                   f"a {type(default).__name__}")
         elif default is None:  # optional keys (`str | None`, `int | None`): typed as their annotation says
             kind = int if str(cls.__dataclass_fields__[k].type).startswith("int") else str
             _typed(f"[{key}] {k}", v, kind, "an integer" if kind is int else "a string")
