@@ -268,3 +268,26 @@ def test_dry_run_checks_each_distinct_setting_once_with_progress(tmp_path: Path,
     monkeypatch.setattr(grid, "MAX_CELLS", 479)
     with pytest.raises(ClipscaleError, match="expands to 480 cells"):
         grid.plan(study)
+
+
+def test_report_keeps_unknown_compute_rows_out_of_log_plots_and_never_looks_current_after_failure(
+        tmp_path: Path) -> None:
+    import pandas as pd
+
+    from clipscale.report import write_report
+    from clipscale.study.pipeline import finish_study
+    from clipscale.study.results import build_results_table
+
+    study = load_study(_write_study(tmp_path, STUDY.replace("jobs = 2", "jobs = 1")))
+    run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
+    finish_study(study, log=lambda s: None)
+    df = build_results_table(study)
+    imported = df.iloc[:2].copy()  # e.g. `clipscale import` of CLIP_benchmark JSONs: compute unknown
+    imported[["run_id", "samples_seen", "compute"]] = ["imported-x", None, None]
+    table = pd.concat([df, imported], ignore_index=True)
+    html = write_report(study, table=table).read_text()
+    assert "2 evaluation row(s) have unknown compute" in html and "imported-x" in html
+    report = study.output_dir / "report.html"
+    with pytest.raises(Exception):  # noqa: B017 - any failure while rebuilding
+        write_report(study, table=table, fits={"fits": None})
+    assert not report.exists() and (study.output_dir / "report.stale.html").is_file()
