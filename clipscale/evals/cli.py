@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -61,7 +63,8 @@ def _handle_eval(args: argparse.Namespace) -> int:
         if args.samples_seen is not None:
             raise ClipscaleError("--samples-seen applies to one checkpoint; a run directory records its own")
         try:
-            records = evaluate_run(target, model=args.model, **common)
+            with _run_lock(target):
+                records = evaluate_run(target, model=args.model, **common)
         except PartialEvaluation as exc:  # what was evaluated is written out before the error
             _write_records(exc.result, args.out)
             raise
@@ -71,6 +74,30 @@ def _handle_eval(args: argparse.Namespace) -> int:
         raise ClipscaleError(f"{target}: no such checkpoint file or run directory")
     _write_records(records, args.out)
     return 0
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold a clipscale run directory's lock while appending to its results.jsonl, so two evals (or an
+    eval and `clipscale run`) never append the same records; the second refuses in one line. Another
+    tool's run folder (open_clip_train logs/NAME/) is only read, never locked or written."""
+    from clipscale.errors import ClipscaleError
+    from clipscale.models.foreign import is_open_clip_train_run
+    from clipscale.study.state import lock_holder, try_lock
+
+    if is_open_clip_train_run(run_dir) and not list((run_dir / "checkpoints").glob("samples_*.pt")):
+        yield
+        return
+    lock = try_lock(run_dir)
+    if lock is None:
+        who = lock_holder(run_dir) or {}
+        raise ClipscaleError(f"{run_dir}: locked by pid {who.get('pid', '?')} on {who.get('host', '?')} "
+                             "(`clipscale run` or another `clipscale eval` is writing its results); "
+                             "try again when it ends")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _write_records(records: list[dict], out: str | None) -> None:

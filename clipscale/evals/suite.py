@@ -252,6 +252,8 @@ def check_suite(path_or_name: str | os.PathLike, *, root: str | os.PathLike | No
                                      f"not one of the generated eval sets ({', '.join(available)})")
         elif root is not None and not path.exists():
             raise ClipscaleError(f"{suite.source}: dataset {job.dataset.name!r}: {path} not found")
+        elif root is not None and job.dataset.format == "wds":
+            _check_wds_task(suite.source, job)
         if job.evaluator == "zeroshot_classification":
             _check_text_files(job.dataset, data_exists=root is not None and available is None)
     return suite
@@ -274,3 +276,40 @@ def _check_text_files(ds: DatasetSpec, *, data_exists: bool) -> None:
         lines = read_lines(path, what)
         if what == "templates":
             check_templates(path, lines)
+
+
+_TASK_KINDS = {"zeroshot_retrieval": ("retrieval",),
+               "zeroshot_classification": ("classification", "multilabel")}
+
+
+def _check_wds_task(source: str, job: Job) -> None:
+    """The set's type (dataset_type.txt, default classification) fits the declared task, and its first
+    shard's first sample has that type's label: a mismatch fails now, not after every run has trained."""
+    import tarfile
+
+    ds = job.dataset
+    type_file = ds.path / "dataset_type.txt"
+    kind = type_file.read_text(errors="replace").strip().lower() if type_file.is_file() else "classification"
+    wanted = _TASK_KINDS.get(job.evaluator)
+    where = f"{source}: dataset {ds.name!r}"
+    if wanted is not None and kind not in wanted:
+        said = (f"{type_file} says {kind!r}" if type_file.is_file()
+                else f"{type_file} is missing (so: classification)")
+        raise ClipscaleError(f"{where}: task {job.evaluator!r} needs a {' or '.join(wanted)} set but {said}")
+    shard = ds.path / ds.split / "0.tar"
+    if not shard.is_file():
+        raise ClipscaleError(f"{where}: {shard} not found (a CLIP_benchmark wds set has {ds.split}/0.tar)")
+    label = {"classification": "cls", "multilabel": "npy", "retrieval": "txt"}.get(kind)
+    try:
+        with tarfile.open(shard, mode="r:") as tar:
+            names = [m.name for _, m in zip(range(16), (m for m in tar if m.isfile()), strict=False)]
+    except (tarfile.TarError, OSError) as exc:
+        raise ClipscaleError(f"{where}: {shard}: not a readable tar shard ({exc})") from None
+    if not names:
+        raise ClipscaleError(f"{where}: {shard} has no samples")
+    first = names[0]
+    key = first.rsplit(".", 1)[0] if "." in first.rpartition("/")[2] else first
+    exts = {n[len(key) + 1:].lower() for n in names if n.startswith(key + ".")}
+    if label is not None and label not in exts:
+        raise ClipscaleError(f"{where}: {shard}: first sample {key!r} has no .{label} entry (dataset type "
+                             f"{kind}); set dataset_type.txt to the set's type")

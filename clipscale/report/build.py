@@ -8,6 +8,7 @@ functions, so the study package may import the report without an import cycle.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,11 @@ def write_report(study: Any, *, out: str | Path | None = None, fits: dict[str, A
     OUTPUT_DIR/fits.json) and results table (default: rebuilt from the run directories)."""
     from clipscale.study.results import build_results_table
 
+    path = Path(out) if out else study.output_dir / "report.html"
+    mark_stale(path)
     fits = read_fits(study) if fits is None else fits
     df = build_results_table(study) if table is None else table
+    known, notes = _known_compute(df)
     runs = runs_frame(study)
     figures = {}
     if len(runs):
@@ -94,9 +98,33 @@ def write_report(study: Any, *, out: str | Path | None = None, fits: dict[str, A
         curves = learning_curves(study, list(runs.run_id))
         if curves:
             figures["curves"] = plots.learning_curves_figure(curves, runs)
-    pairs = analysis.targets(df, study.fit.metrics) if len(df) else []
-    sections = [_target_section(df, fits, d, m) for d, m in pairs]
-    path = Path(out) if out else study.output_dir / "report.html"
+    pairs = analysis.targets(known, study.fit.metrics) if len(known) else []
+    sections = [_target_section(known, fits, d, m) for d, m in pairs]
     atomic_write_text(path, render(study=study, runs=runs, table=df, figures=figures, sections=sections,
-                                   fits=fits))
+                                   fits=fits, notes=notes))
     return path
+
+
+def mark_stale(path: Path) -> None:
+    """Move an existing report aside (REPORT.stale.html) before it is rebuilt: a rebuild that fails
+    must not leave the old report looking current."""
+    if path.is_file():
+        os.replace(path, path.with_name(f"{path.stem}.stale{path.suffix}"))
+
+
+def _known_compute(df: Any) -> tuple[Any, list[str]]:
+    """Rows with a known, positive compute (plotted on log axes), and a note on the others: rows of
+    imported models whose samples seen no source states stay in the table of every number."""
+    if not len(df) or "compute" not in df:
+        return df, []
+    import pandas as pd
+
+    compute = pd.to_numeric(df["compute"], errors="coerce")
+    ok = compute > 0
+    unknown = int((~ok).sum())
+    if not unknown:
+        return df, []
+    note = (f"{unknown} evaluation row(s) have unknown compute (samples seen not stated by their source, "
+            "e.g. imported CLIP_benchmark results): they are listed under Every number, left out of the "
+            "log-scale figures below.")
+    return df[ok], [note]

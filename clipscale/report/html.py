@@ -212,7 +212,8 @@ def _constrained(fits: dict[str, Any]) -> str:
 
 
 def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
-           sections: list[dict[str, Any]], fits: dict[str, Any]) -> str:
+           sections: list[dict[str, Any]], fits: dict[str, Any],
+           notes: list[str] | tuple[str, ...] = ()) -> str:
     states = runs.state.value_counts().to_dict() if len(runs) else {}
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     runs_html = runs.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}") if len(runs) else ""
@@ -238,6 +239,7 @@ def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
         "Lines: fitted laws over the measured range, dashed: extrapolation, "
         "bands: 95% bootstrap intervals (resampling runs).</p>",
         _constrained(fits),
+        *(f'<p class="note">{esc(n)}</p>' for n in notes),
         *(_section(s) for s in sections),
         "<h2>Every number</h2>", f'<div class="scroll">{table_html}</div>',
     ]

@@ -57,6 +57,12 @@ def run_exit_status(result: dict[str, Any]) -> int:
         print(f"clipscale: error: {len(failed)} run(s) failed ({listed}); see `clipscale status`, "
               "rerun with --retry-failed", file=sys.stderr)
         return 1
+    unfinished = result.get("unfinished_runs") or []
+    if unfinished:  # never started (a preparing worker died), or another executor holds them
+        listed = ", ".join(unfinished[:5]) + (", ..." if len(unfinished) > 5 else "")
+        print(f"clipscale: error: {len(unfinished)} run(s) not finished ({listed}); see `clipscale status`, "
+              "rerun `clipscale run` to run them", file=sys.stderr)
+        return 1
     return 0
 
 

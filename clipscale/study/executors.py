@@ -5,6 +5,7 @@ and `shutdown()`, so the runner's scheduling does not care where a run happens. 
 are pinned to their share of cores (affinity + torch threads) and GPUs (CUDA_VISIBLE_DEVICES), which
 on 2 cores lets two 1-thread runs go side by side instead of fighting over both cores.
 
+Each local task runs in its own process (`ProcessExecutor`), so a worker's death is its task's alone.
 Signals: local workers run in their own process group, so a terminal's Ctrl-C reaches only the
 executor, which relays SIGTERM to them (`abort`) and waits while their trainers checkpoint. They die
 with the executor (PR_SET_PDEATHSIG delivers SIGTERM): after `kill -9` of `clipscale run` each worker
@@ -13,14 +14,18 @@ checkpoints, records its run as interrupted and exits, never lingering as an orp
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import ctypes
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from clipscale.errors import ClipscaleError
@@ -63,6 +68,9 @@ class WorkerInterrupted(Exception):
     def __init__(self, signal_name: str) -> None:
         super().__init__(f"interrupted by {signal_name}")
         self.signal = signal_name
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:  # crosses a pipe: rebuild from the signal, not the text
+        return (WorkerInterrupted, (self.signal,))
 
 
 class WorkerStopping(Exception):
@@ -137,10 +145,8 @@ def call_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-def _init_worker(parent: int, slots: Any, threads: int, cores: list[int], gpus: list[str], pin: bool) -> None:
-    """Tie this worker to the executor, claim a slot and pin it to its cores/GPUs before torch is imported."""
-    _die_with_parent(parent)
-    slot = slots.get()
+def _pin(slot: int, threads: int, cores: list[int], gpus: list[str], pin: bool) -> None:
+    """Pin this process to its slot's cores/GPUs before torch is imported."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["CLIPSCALE_THREADS"] = str(threads)
     if gpus:
@@ -150,35 +156,162 @@ def _init_worker(parent: int, slots: Any, threads: int, cores: list[int], gpus: 
         os.sched_setaffinity(0, mine)
 
 
+def _task_main(conn: Any, parent: int, slot: int, threads: int, cores: list[int], gpus: list[str], pin: bool,
+               fn: Callable[..., Any], args: tuple) -> None:
+    """A task's own process: tie it to the executor, pin it, run the task, send back (ok, value)."""
+    _die_with_parent(parent)
+    _pin(slot, threads, cores, gpus, pin)
+    try:
+        message: tuple[bool, Any] = (True, call_in_worker(fn, *args))
+    except Exception as exc:
+        message = (False, exc)
+    except BaseException as exc:  # SystemExit and the like: still an outcome, as a plain error
+        message = (False, RuntimeError(f"{type(exc).__name__}: {exc}"))
+    try:
+        conn.send(message)
+    except Exception as exc:  # an unpicklable result or exception: its text still gets through
+        conn.send((False, RuntimeError(f"{type(message[1]).__name__}: {message[1]} ({exc})")))
+    conn.close()
+
+
+class WorkerDied(Exception):
+    """A task's process ended without an outcome (kill -9, OOM kill): that task's failure alone."""
+
+
+def _death_cause(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exit status {exitcode}"
+
+
+@dataclass
+class _Running:
+    proc: Any
+    conn: Any
+    future: cf.Future
+
+
 class ProcessExecutor:
-    """N worker processes (spawned, so each starts clean), each pinned to `threads` cores."""
+    """Up to N tasks at once, each in its own spawned process, pinned to its slot's `threads` cores.
+
+    One process per task (not a ProcessPoolExecutor): a pool that loses a worker marks every pending
+    and running task broken and cannot say whose worker died, so a kill -9 or OOM kill of one worker
+    failed runs that never started and could hang an idle pool. Here a process that dies without an
+    outcome fails its own future with `WorkerDied` naming the cause; other tasks go on, and queued ones
+    start in the freed slot. The price, a fresh interpreter per run (a few seconds of imports), is small
+    against a run's training.
+    """
 
     def __init__(self, jobs: int, *, threads: int = 0, gpus_per_run: int = 0, pin: bool = True) -> None:
-        cores = cpu_cores()
-        self.threads = threads or max(1, len(cores) // jobs)
-        ctx = mp.get_context("spawn")
-        slots = ctx.Queue()
-        for i in range(jobs):
-            slots.put(i)
+        self.cores = cpu_cores()
+        self.threads = threads or max(1, len(self.cores) // jobs)
         n_gpus = gpu_count()
         per_run = max(1, gpus_per_run)
-        groups = [",".join(str(g) for g in range(i * per_run, (i + 1) * per_run))
-                  for i in range(n_gpus // per_run)] if n_gpus else []
-        self._pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                            initargs=(os.getpid(), slots, self.threads, cores, groups, pin))
+        self.gpus = [",".join(str(g) for g in range(i * per_run, (i + 1) * per_run))
+                     for i in range(n_gpus // per_run)] if n_gpus else []
+        self.pin = pin
+        self._ctx = mp.get_context("spawn")
+        self._free = list(range(jobs))
+        self._queue: collections.deque[tuple[cf.Future, Callable[..., Any], tuple]] = collections.deque()
+        self._running: dict[int, _Running] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        self._thread = threading.Thread(target=self._supervise, name="clipscale-executor", daemon=True)
+        self._thread.start()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        return self._pool.submit(call_in_worker, fn, *args)
+        future: cf.Future = cf.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("executor is shut down")
+            self._queue.append((future, fn, args))
+        self._wake()
+        return future
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(None)
+
+    def _start_queued(self) -> None:
+        with self._lock:
+            while self._free and self._queue:
+                future, fn, args = self._queue.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue
+                slot = self._free.pop(0)
+                recv, send = self._ctx.Pipe(duplex=False)
+                proc = self._ctx.Process(target=_task_main, name=f"clipscale-worker-{slot}", daemon=False,
+                                         args=(send, os.getpid(), slot, self.threads, self.cores, self.gpus,
+                                               self.pin, fn, args))
+                try:
+                    proc.start()
+                except Exception as exc:
+                    self._free.append(slot)
+                    future.set_exception(exc)
+                    continue
+                finally:
+                    send.close()
+                self._running[slot] = _Running(proc=proc, conn=recv, future=future)
+
+    def _supervise(self) -> None:
+        """Start queued tasks in free slots; deliver each process's outcome, or its death, to its future."""
+        while True:
+            self._start_queued()
+            with self._lock:
+                if self._closed and not self._running and not self._queue:
+                    return
+                waitables = [self._wake_r] + [r.proc.sentinel for r in self._running.values()]
+            ready = mp_connection.wait(waitables, timeout=1.0)
+            if self._wake_r in ready:
+                with contextlib.suppress(EOFError, OSError):
+                    while self._wake_r.poll():
+                        self._wake_r.recv()
+            with self._lock:
+                ended = [(slot, r) for slot, r in self._running.items() if r.proc.sentinel in ready]
+            for slot, run in ended:
+                self._finish(slot, run)
+
+    def _finish(self, slot: int, run: _Running) -> None:
+        message = None
+        with contextlib.suppress(EOFError, OSError):
+            if run.conn.poll():
+                message = run.conn.recv()
+        run.conn.close()
+        run.proc.join()  # reaped before the future resolves: its pid no longer looks alive
+        with self._lock:
+            del self._running[slot]
+            self._free.append(slot)
+        if message is None:
+            cause = _death_cause(run.proc.exitcode)
+            message = (False, WorkerDied(f"worker process {run.proc.pid} died ({cause}) mid-task"))
+        if message[0]:
+            run.future.set_result(message[1])
+        else:
+            run.future.set_exception(message[1])
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Cancel queued tasks, wait for running ones."""
+        with self._lock:
+            self._closed = True
+            while self._queue:
+                self._queue.popleft()[0].cancel()
+        self._wake()
+        self._thread.join()
 
     def abort(self) -> None:
-        """Stopping: SIGTERM every worker (trainers checkpoint, idle ones take no new task), wait for them."""
-        for proc in list(getattr(self._pool, "_processes", {}).values()):  # no public API for this
-            with contextlib.suppress(ProcessLookupError):
+        """Stopping: SIGTERM every running task (trainers checkpoint), start no queued one, wait for them."""
+        with self._lock:
+            self._closed = True
+            while self._queue:
+                self._queue.popleft()[0].cancel()
+            procs = [r.proc for r in self._running.values()]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, OSError):
                 proc.terminate()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._wake()
+        self._thread.join()
 
 
 def make_local_executor(

@@ -80,12 +80,16 @@ def _matches(when: dict[str, Any], cell: dict[str, Any]) -> bool:
     return True
 
 
-def resolve_train(spec: StudySpec, cell: dict[str, Any]) -> dict[str, Any]:
-    """Shared [train] settings, then matching rules in file order; lr defaults to the ladder's."""
+def resolve_train(spec: StudySpec, cell: dict[str, Any], *, used: list[bool] | None = None) -> dict[str, Any]:
+    """Shared [train] settings, then matching rules in file order; lr defaults to the ladder's.
+
+    `used[i]` is set when rule i matches (plan() refuses rules that match no cell)."""
     train = dict(spec.train)
-    for rule in spec.rules:
+    for i, rule in enumerate(spec.rules):
         if _matches(rule.when, cell):
             train.update(rule.set)
+            if used is not None:
+                used[i] = True
     if "lr" not in train:
         lr = _ladder_lr(cell["model"])
         if lr is None:
@@ -144,27 +148,56 @@ def _model_flops(flops: FlopsFn, model: str, *, where: str) -> tuple[float, floa
         raise ClipscaleError(f"{where}: {exc}") from None
 
 
-def plan(spec: StudySpec, *, flops: FlopsFn | None = None) -> list[RunPlan]:
-    """Every run of the study in grid order, duplicates (same id from several blocks) removed."""
+MAX_SAMPLES_SEEN = 10**13  # 300x the paper's largest run (34B): a larger plan is a typo, not a study
+MAX_CELLS = 10**7  # beyond this a grid is not a study one can run; plan() refuses it before expanding
+PROGRESS_EVERY = 100_000  # cells between progress lines of a big grid
+
+
+def grid_cells(spec: StudySpec) -> int:
+    """How many cells the blocks expand to (duplicates included), without expanding them."""
+    return sum(len(b.model) * len(b.dataset) * len(b.data_size) * (len(b.samples_seen) + len(b.compute))
+               * len(b.seed) for b in spec.grid)
+
+
+def plan(spec: StudySpec, *, flops: FlopsFn | None = None,
+         progress: Callable[[str], None] | None = None) -> list[RunPlan]:
+    """Every run of the study in grid order, duplicates (same id from several blocks) removed.
+
+    Per-model FLOPs and each distinct (model, samples seen, settings) TrainConfig check are computed once,
+    so a 10^6-cell grid plans in seconds; `progress` gets a line every PROGRESS_EVERY cells.
+    """
     flops = flops or default_flops
+    total = grid_cells(spec)
+    if total > MAX_CELLS:
+        raise ClipscaleError(f"{spec.path}: [[grid]] expands to {total:,} cells, more than {MAX_CELLS:,}; "
+                             "split the study")
     cache: dict[str, tuple[float, float]] = {}
+    checked: dict[str, dict[str, Any]] = {}  # settings -> one shared train dict (memory of big grids)
+    used = [False] * len(spec.rules)
     runs: dict[str, RunPlan] = {}
+    done = 0
     for number, block in enumerate(spec.grid, 1):
+        where = f"{spec.path}: [[grid]] #{number}"
         budgets = [("samples", s) for s in block.samples_seen] + [("compute", c) for c in block.compute]
         sizes = block.data_size or (None,)  # None: each dataset's own samples
         for model, ds_name, size, (kind, budget), seed in itertools.product(
                 block.model, block.dataset, sizes, budgets, block.seed):
             data_size = size if size is not None else _all_samples(spec.datasets[ds_name])
             if model not in cache:
-                cache[model] = _model_flops(flops, model, where=f"{spec.path}: [[grid]] #{number} model")
+                cache[model] = _model_flops(flops, model, where=f"{where} model")
             gmacs, mparams = cache[model]
             cell = {"model": model, "dataset": ds_name, "data_size": data_size, "seed": seed}
-            train = resolve_train(spec, cell)
+            train = resolve_train(spec, cell, used=used)
             samples = (int(budget) if kind == "samples"
                        else _samples_for(budget, gmacs, train.get("batch_size")))
+            _check_samples(where, kind, budget, samples, train)
             if "warmup_fraction" in train:
                 train["warmup"] = round(train.pop("warmup_fraction") * samples)
-            _validate_train(model, samples, train)
+            settings = json.dumps([model, samples, train], sort_keys=True, default=str)
+            if settings not in checked:
+                _validate_train(model, samples, train)
+                checked[settings] = train
+            train = checked[settings]
             ds = spec.datasets[ds_name]
             rid = run_id(model=model, dataset=ds.identity(), data_size=data_size, samples_seen=samples,
                          seed=seed, train=train, world_size=stream_world_size(spec))
@@ -173,7 +206,32 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None) -> list[RunPlan]:
                 data_size=data_size, samples_seen=samples, seed=seed, gmacs=gmacs, mparams=mparams,
                 train=train, compute_group=budget if kind == "compute" else None,
                 run_dir=spec.runs_dir / rid))
+            done += 1
+            if progress is not None and done % PROGRESS_EVERY == 0:
+                progress(f"planning: {done:,} of {total:,} cells")
+    _check_rules_used(spec, used)
     return list(runs.values())
+
+
+def _check_samples(where: str, kind: str, budget: float, samples: int, train: dict[str, Any]) -> None:
+    """A run trains whole batches: a batch larger than its samples seen would train more than planned
+    (status and results would disagree); an astronomically large budget is a typo."""
+    key = "samples_seen" if kind == "samples" else "compute"
+    if samples > MAX_SAMPLES_SEEN:
+        raise ClipscaleError(f"{where} {key}: {budget:.4g} plans {samples:.3g} samples seen, more than "
+                             f"{MAX_SAMPLES_SEEN:.0e}")
+    batch = train.get("batch_size")
+    if isinstance(batch, int) and batch > samples:
+        raise ClipscaleError(f"{where} {key}: {samples} samples seen is less than one batch "
+                             f"([train] batch_size = {batch}); lower batch_size or raise samples_seen")
+
+
+def _check_rules_used(spec: StudySpec, used: list[bool]) -> None:
+    """A [[rules]] entry whose `when` matches no cell is a typo (a model or dataset misspelt)."""
+    for i, hit in enumerate(used):
+        if not hit:
+            raise ClipscaleError(f"{spec.path}: [[rules]] #{i + 1} when = {spec.rules[i].when}: matches no "
+                                 "grid cell (check the names against [[grid]])")
 
 
 def format_plan(runs: list[RunPlan]) -> str:

@@ -270,7 +270,10 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
             f"{study.path}` for a partial report")
         return {"complete": False, "missing": missing}
     from clipscale.io import atomic_write_bytes
+    from clipscale.report.build import mark_stale
 
+    if report:  # from here a failure must not leave the old report looking current
+        mark_stale(Path(out) if out else study.output_dir / "report.html")
     df = build_results_table(study)
     paths = {"results": study.output_dir / "results.csv", "fits": study.output_dir / "fits.json"}
     atomic_write_bytes(paths["results"], table_bytes(df, "csv"))

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from clipscale.errors import ClipscaleError
-from clipscale.io import atomic_write_json, fsync_dir, remove_stale_tmp
+from clipscale.io import atomic_write_json, atomic_write_text, dumps, fsync_dir, read_jsonl, remove_stale_tmp
 from clipscale.study import hooks as default_hooks
 from clipscale.study.executors import Stopped, signal_name
 from clipscale.study.grid import RunPlan, format_plan, plan, stream_world_size
 from clipscale.study.spec import DatasetSpec, StudySpec
-from clipscale.study.state import hold_lock, read_state, write_state
+from clipscale.study.state import effective_state, hold_lock, read_state, write_state
 
 EVAL_SEED = 1_000_003  # eval sets are drawn with a seed no training set uses
 
@@ -57,6 +57,7 @@ class RunTask:
     node_rank: int = 0
     master: str | None = None
     eval_id: str = ""  # identity of the eval settings; a finished run is re-evaluated when it changes
+    eval_datasets: dict[str, str] = field(default_factory=dict)  # per dataset: what changed, is redone
 
 
 class RunInterrupted(Exception):
@@ -125,7 +126,8 @@ def _skip_or_archive(task: RunTask, start: float) -> dict[str, Any] | None:
     if state["state"] == "finished" and not _finished_short(task.plan):
         if state.get("eval_id", task.eval_id) == task.eval_id:
             return _outcome(task, "skipped", start)
-        _archive_results(task.plan.run_dir, state.get("eval_id"))
+        _archive_results(task.plan.run_dir, state.get("eval_id"), state.get("eval_datasets"),
+                         task.eval_datasets)
     if state["state"] == "failed" and not task.retry_failed:
         return _outcome(task, "failed", start, state.get("error"))
     return None
@@ -171,22 +173,76 @@ def execute_run(task: RunTask) -> dict[str, Any]:
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             write_state(run_dir, "failed", error=error, seconds=round(time.time() - start, 2))
             return _outcome(task, "failed", start, error)
-        write_state(run_dir, "finished", seconds=round(time.time() - start, 2), eval_id=task.eval_id)
+        write_state(run_dir, "finished", seconds=round(time.time() - start, 2), eval_id=task.eval_id,
+                    eval_datasets=task.eval_datasets)
         return _outcome(task, "finished", start)
 
 
-def _archive_results(run_dir: Path, old_eval_id: str | None) -> None:
-    """Eval settings changed: keep the old records aside (never delete results) and evaluate anew."""
+def _archive_results(run_dir: Path, old_eval_id: str | None, old: dict[str, str] | None,
+                     new: dict[str, str]) -> None:
+    """Eval settings changed: set aside (never delete) the records of datasets that changed or left the
+    suite; evaluation then fills in what is missing (those and new datasets), nothing else."""
     results = run_dir / "results.jsonl"
-    if results.exists():
-        os.replace(results, run_dir / f"results.eval-{old_eval_id or 'old'}.jsonl")
+    if not results.exists():
+        return
+    aside = run_dir / f"results.eval-{old_eval_id or 'old'}.jsonl"
+    if not isinstance(old, dict):  # recorded by an older version: no per-dataset identity
+        os.replace(results, aside)
+        return
+    stale = {name for name, digest in old.items() if new.get(name) != digest}
+    keep, drop = [], []
+    for record in read_jsonl(results):
+        (drop if record.get("dataset") in stale else keep).append(record)
+    if drop:
+        atomic_write_text(aside, "".join(dumps(r) + "\n" for r in drop))
+        atomic_write_text(results, "".join(dumps(r) + "\n" for r in keep))
 
 
-def eval_identity(study: StudySpec) -> str:
-    """What defines the evaluation of a checkpoint: the suite and the data it reads."""
-    key = {"suite": study.eval.suite, "data_root": study.eval.data_root,
-           "samples_per_task": None if study.eval.data_root else study.eval.samples_per_task}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+def eval_datasets(study: StudySpec) -> dict[str, str]:
+    """A fingerprint per dataset of the suite: its suite entry (tasks, options, paths) and, for data
+    under [eval] data_root, every file's size and mtime (no reading: cheap on each rerun). Built-in
+    synthetic sets are identified by their generation settings (the generated folder's name)."""
+    from clipscale.evals.suite import load_suite
+
+    root = study.eval_root() if study.eval.data_root else _eval_identity_dir(study)[0]
+    entries: dict[str, dict[str, Any]] = {}
+    for job in load_suite(study.eval.suite, root=root).jobs:
+        ds = job.dataset
+        entry = entries.setdefault(ds.name, {"format": ds.format, "split": ds.split, "paths": [
+            str(p) for p in (ds.path, ds.classnames, ds.templates, ds.image_root)], "jobs": []})
+        entry["jobs"].append([job.task, job.evaluator, job.options])
+        if study.eval.data_root and "files" not in entry:
+            entry["files"] = [_files_fingerprint(p) for p in (ds.path, ds.classnames, ds.templates)]
+    if not study.eval.data_root:
+        for entry in entries.values():
+            entry["generated"] = {"samples_per_task": study.eval.samples_per_task, "root": root.name}
+    return {name: _digest(entry) for name, entry in sorted(entries.items())}
+
+
+def _files_fingerprint(path: Path | None) -> list[list[Any]]:
+    """(relative path, size, mtime_ns) of a file or of every file under a folder."""
+    if path is None or not path.exists():
+        return []
+    if path.is_file():
+        st = path.stat()
+        return [[path.name, st.st_size, st.st_mtime_ns]]
+    out = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            st = full.stat()
+            out.append([str(full.relative_to(path)), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def eval_identity(study: StudySpec, datasets: dict[str, str] | None = None) -> str:
+    """What defines the evaluation of a checkpoint: the suite's datasets, their entries and their files."""
+    return _digest({"suite": eval_datasets(study) if datasets is None else datasets})
 
 
 def _identity_dir(root: Path, name: str, identity: dict[str, Any]) -> Path:
@@ -287,11 +343,12 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     """Train and evaluate every unfinished run of `study`; returns counts and one outcome per run.
 
     Also "signal" (the signal that stopped it, else None), "interrupted_runs" (resumable run ids) and
-    "failed_runs" (every run of the study left failed, retried or not).
+    "failed_runs" (every run of the study left failed, retried or not) and "unfinished_runs" (neither
+    finished nor failed: never started, interrupted, or held by another process).
     """
     from clipscale.study.schedule import make_executor, schedule
 
-    runs = plan(study)
+    runs = plan(study, progress=log)
     check_eval(study)
     if dry_run:
         from clipscale.study.spec import dataset_notes
@@ -302,7 +359,8 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
         return {"planned": len(runs), "total_compute": sum(r.compute for r in runs), "outcomes": []}
     study.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(study.output_dir / "plan.json", {"study": study.name, "runs": [r.cell() for r in runs]})
-    todo = [r for r in runs if needs_work(r, retry_failed=retry_failed, eval_id=eval_identity(study))]
+    eval_id = eval_identity(study)
+    todo = [r for r in runs if needs_work(r, retry_failed=retry_failed, eval_id=eval_id)]
     failed_before = sum(read_state(r.run_dir)["state"] == "failed" for r in runs) if not retry_failed else 0
     log(f"study {study.name}: {len(runs)} runs, {len(runs) - len(todo) - failed_before} finished, "
         f"{failed_before} failed (use --retry-failed), {len(todo)} to run")
@@ -336,7 +394,7 @@ def _check_stream_world_size(study: StudySpec, runs: list[RunPlan], exe: Any, ex
 
 def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, Any]], stop: str | None,
                log: Callable[[str], None]) -> dict[str, Any]:
-    states = ("finished", "failed", "skipped", "locked", "interrupted")
+    states = ("finished", "failed", "skipped", "locked", "interrupted", "pending")
     counts = {s: sum(o["status"] == s for o in outcomes) for s in states}
     log(f"study {study.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     interrupted = [o["run_id"] for o in outcomes if o["status"] == "interrupted"]
@@ -344,5 +402,6 @@ def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, A
         log(f"study {study.name}: stopped by {stop}; {len(interrupted)} run(s) interrupted and resumable"
             + (f" ({', '.join(interrupted)})" if interrupted else "") + "; rerun `clipscale run` to resume")
     failed = [r.run_id for r in runs if read_state(r.run_dir)["state"] == "failed"]
+    unfinished = [r.run_id for r in runs if effective_state(r.run_dir) not in ("finished", "failed")]
     return {**counts, "planned": len(runs), "outcomes": outcomes, "signal": stop,
-            "interrupted_runs": interrupted, "failed_runs": failed}
+            "interrupted_runs": interrupted, "failed_runs": failed, "unfinished_runs": unfinished}

@@ -14,10 +14,24 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from clipscale.errors import ClipscaleError
-from clipscale.study.executors import EXECUTORS, WorkerInterrupted, WorkerStopping, make_local_executor
+from clipscale.study.executors import (
+    EXECUTORS,
+    WorkerDied,
+    WorkerInterrupted,
+    WorkerStopping,
+    make_local_executor,
+)
 from clipscale.study.executors import signal_name as _signal_name
 from clipscale.study.grid import RunPlan
-from clipscale.study.runner import Hooks, RunTask, eval_identity, execute_run, prepare_dataset, prepare_eval
+from clipscale.study.runner import (
+    Hooks,
+    RunTask,
+    eval_datasets,
+    eval_identity,
+    execute_run,
+    prepare_dataset,
+    prepare_eval,
+)
 from clipscale.study.spec import StudySpec
 from clipscale.study.state import effective_state, lock_holder, read_state, write_state
 
@@ -90,6 +104,8 @@ class _Loop:
         self.outcomes: list[dict[str, Any]] = []
         self.stop_signal: str | None = None
         self.prep: dict[str, Any] = {}
+        self.eval_datasets = eval_datasets(study)  # walked once per pass, not per run
+        self.eval_id = eval_identity(study, self.eval_datasets)
 
     def prepare(self) -> None:
         """Submit the eval sets' and each dataset's preparation (inline at jobs 1 and for SLURM)."""
@@ -133,13 +149,16 @@ class _Loop:
             except (WorkerInterrupted, WorkerStopping) as exc:  # a signal, not a failure of the data
                 self.stop_signal = getattr(exc, "signal", "SIGTERM")
                 continue
+            except WorkerDied as exc:  # the preparing process was killed: the run never started
+                self._record(run, _not_started(run, f"data preparation: {exc}"))
+                continue
             except Exception as exc:  # data generation failed: every run on that data fails
                 self._record(run, _mark_failed(run, f"data preparation: {_error_text(exc)}"))
                 continue
             task = RunTask(plan=run, train_data=train_data, eval_suite=self.study.eval.suite,
                            eval_root=eval_root, eval_batch_size=self.study.eval.batch_size,
                            retry_failed=self.retry_failed, nproc=_nproc(self.study, self.exe),
-                           hooks=self.hooks, eval_id=eval_identity(self.study))
+                           hooks=self.hooks, eval_id=self.eval_id, eval_datasets=self.eval_datasets)
             self.current = run
             self.active[self.exe.submit(execute_run, task)] = run
             self.current = None
@@ -155,7 +174,9 @@ class _Loop:
             return None
         except WorkerInterrupted as exc:  # a signal outside the trainer (evaluation, data loading)
             outcome = _from_disk(run, exc.signal) or _interrupted_outcome(run, exc.signal)
-        except Exception as exc:  # the worker itself died (OOM kill, node failure)
+        except WorkerDied as exc:  # its process was killed (kill -9, OOM): this run's failure alone
+            return _mark_failed(run, str(exc))
+        except Exception as exc:  # the worker itself failed (node failure, an unpicklable result)
             return _mark_failed(run, f"worker died: {_error_text(exc)}")
         if outcome["status"] == "interrupted" and not self.remote:  # SLURM requeues its own
             self.stop_signal = self.stop_signal or outcome.get("signal") or "SIGTERM"
@@ -194,6 +215,11 @@ class _Loop:
             except Exception:
                 pass  # the worker died or was interrupted: the run directory says what happened
         return _from_disk(run, signal_name)
+
+
+def _not_started(run: RunPlan, why: str) -> dict[str, Any]:
+    """A run that never started: left pending (no state written), so a plain rerun runs it."""
+    return {"run_id": run.run_id, "status": "pending", "error": why, "seconds": 0.0}
 
 
 def _interrupted_outcome(run: RunPlan, signal_name: str) -> dict[str, Any]:

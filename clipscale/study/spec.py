@@ -29,6 +29,7 @@ Layout (all sections but [study] and [[grid]] optional):
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -245,9 +246,38 @@ def dataset_notes(spec: StudySpec) -> list[str]:
 
 def _positive_number(where: str, value: Any) -> float:
     _typed(where, value, (int, float), "a positive number")
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise _fail(where, f"expected a positive number, got {value!r}")
     return float(value)
+
+
+def _check_eval_spec(spec: EvalSpec) -> None:
+    _positive_int("[eval] batch_size", spec.batch_size)
+    _positive_int("[eval] samples_per_task", spec.samples_per_task)
+
+
+def _check_executor(spec: ExecutorSpec) -> None:
+    _positive_int("[executor] jobs", spec.jobs)
+    for key in ("threads_per_job", "gpus_per_run"):
+        value = getattr(spec, key)
+        if value < 0:
+            raise _fail(f"[executor] {key}", f"expected an integer >= 0 (0: automatic), got {value!r}")
+
+
+def _check_slurm(spec: SlurmSpec) -> None:
+    """Every [slurm] key typed and in range, so a cluster never receives `mem_gb = "lots"`."""
+    for key in ("nodes", "cpus_per_task", "time_min"):
+        _positive_int(f"[slurm] {key}", getattr(spec, key))
+    for key in ("gpus_per_node", "max_requeue"):
+        value = _typed(f"[slurm] {key}", getattr(spec, key), int, "an integer >= 0")
+        if value < 0:
+            raise _fail(f"[slurm] {key}", f"expected an integer >= 0, got {value!r}")
+    if spec.mem_gb is not None:
+        _positive_int("[slurm] mem_gb", spec.mem_gb)
+    for key in ("partition", "account", "qos", "constraint"):
+        value = getattr(spec, key)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise _fail(f"[slurm] {key}", f"expected a non-empty string, got {value!r}")
 
 
 def _parse_block(i: int, table: dict[str, Any], datasets: dict[str, DatasetSpec]) -> GridBlock:
@@ -331,6 +361,9 @@ def _section(doc: dict[str, Any], key: str, cls: type, allowed: tuple[str, ...])
         elif isinstance(default, bool | int | float | str):
             _typed(f"[{key}] {k}", v, type(default) if not isinstance(default, float) else (int, float),
                    f"a {type(default).__name__}")
+        elif default is None:  # optional keys (`str | None`, `int | None`): typed as their annotation says
+            kind = int if str(cls.__dataclass_fields__[k].type).startswith("int") else str
+            _typed(f"[{key}] {k}", v, kind, "an integer" if kind is int else "a string")
         kwargs[k] = v
     return cls(**kwargs)
 
@@ -341,6 +374,8 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
 
     fit = _section(doc, "fit", FitSpec, tuple(FitSpec.__dataclass_fields__))
     laws = list_laws()
+    if not fit.laws:
+        raise _fail("[fit] laws", f"expected at least one law; allowed: {', '.join(laws)}")
     for i, law in enumerate(fit.laws):
         if law not in laws:
             raise _fail(f"[fit] laws[{i}]", f"unknown law {law!r}; allowed: {', '.join(laws)}")
@@ -412,9 +447,11 @@ def parse_study(doc: dict[str, Any], *, path: Path) -> StudySpec:
                  for i, b in enumerate(blocks))
     fit = _parse_fit(doc)
     executor = _section(doc, "executor", ExecutorSpec, ("jobs", "threads_per_job", "gpus_per_run"))
-    _positive_int("[executor] jobs", executor.jobs)
+    _check_executor(executor)
     slurm = _section(doc, "slurm", SlurmSpec, tuple(SlurmSpec.__dataclass_fields__))
+    _check_slurm(slurm)
     eval_spec = _parse_eval(doc, path)
+    _check_eval_spec(eval_spec)
     train = _check_train("[train]", _typed("[train]", doc.get("train", {}), dict, "a table"))
     if "model_configs" in head:  # custom open_clip architectures: registered here and in every run
         configs = _list_of("[study] model_configs", head["model_configs"],
