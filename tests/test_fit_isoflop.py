@@ -12,7 +12,7 @@ from scipy import stats
 
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
-from clipscale.fit.isoflop import budget_index, isoflop, parabola_optimum, plot_isoflop
+from clipscale.fit.analyses.isoflop import budget_index, isoflop, parabola_optimum, plot_isoflop
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

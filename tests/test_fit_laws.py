@@ -11,12 +11,12 @@ import pytest
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
 from clipscale.fit import FitResult, fit_law, fit_table, list_laws
-from clipscale.fit._blas import single_threaded_blas
-from clipscale.fit.estimate import huber_objective
-from clipscale.fit.frontier import frontier_points
+from clipscale.fit.analyses.frontier import frontier_points
+from clipscale.fit.estimation._blas import single_threaded_blas
+from clipscale.fit.estimation.estimate import huber_objective
+from clipscale.fit.estimation.points import prepare
 from clipscale.fit.laws import derived_quantities, get_law, lse_and_jacobian
-from clipscale.fit.laws_joint import unique_seen
-from clipscale.fit.points import prepare
+from clipscale.fit.laws.joint import unique_seen
 
 
 def test_registry_lists_laws_and_rejects_unknown() -> None:

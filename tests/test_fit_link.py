@@ -12,8 +12,8 @@ import pytest
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
 from clipscale.fit import fit_law, fit_table
+from clipscale.fit.estimation.link import IDENTITY, inverse, parse_link, transform
 from clipscale.fit.laws import get_law
-from clipscale.fit.link import IDENTITY, inverse, parse_link, transform
 
 JOINT = {"A": 3.7, "alpha": 0.13, "beta": 0.09, "G": 3e9, "kappa": 0.12, "rho": 0.15, "gamma": 1.4}
 SIZES = [7.4, 20.6, 87.7, 191.0]

@@ -83,7 +83,7 @@ def test_report_is_self_contained_html_with_embedded_figures(report) -> None:
     parsed.close()
     images = [v for tag, k, v in parsed.attrs if tag == "img" and k == "src"]
     # grid + learning curves + one scaling figure and one isoFLOP figure for the one target
-    isoflop = importlib.util.find_spec("clipscale.fit.isoflop") is not None  # helper 12a's module
+    isoflop = importlib.util.find_spec("clipscale.fit.analyses.isoflop") is not None  # helper 12a's module
     assert len(images) == (4 if isoflop else 3)
     assert isoflop or "isoFLOP analysis unavailable: " in text
     if isoflop:  # the fake metric depends on compute only: no budget has its optimum inside the ladder

@@ -160,7 +160,7 @@ def test_data_constrained_runs_are_left_out_alike(finished: Path) -> None:
 def test_isoflop_analysis_is_saved_and_shown(finished: Path) -> None:
     doc = _fits(finished)
     if any("unavailable" in o.get("error", "") for o in doc["isoflop"]):
-        pytest.skip("clipscale.fit.isoflop (helper 12a) is not in this tree")
+        pytest.skip("clipscale.fit.analyses.isoflop (helper 12a) is not in this tree")
     uni = next(o for o in doc["isoflop"] if o["distribution"] == "uniform")
     edges = [b["edge"] for b in sorted(uni["budgets"], key=lambda b: b["C"])]
     assert edges == [True, True, False, False]  # at C = 40 and 160 the smallest model is the best run

@@ -122,7 +122,7 @@ def _register_isoflop(subparsers: Any) -> None:
 
 
 def _isoflop(args: argparse.Namespace) -> int:
-    from clipscale.fit.isoflop import isoflop, plot_isoflop
+    from clipscale.fit.analyses.isoflop import isoflop, plot_isoflop
     from clipscale.fit.plot import check_figure_path
     from clipscale.fit.table import load_table
     from clipscale.io import dumps
@@ -338,7 +338,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from clipscale.fit.reproduce import reproduce_cherti2023
+    from clipscale.fit.reproduction.reproduce import reproduce_cherti2023
     from clipscale.io import dumps
 
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None

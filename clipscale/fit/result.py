@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.bootstrap import percentile_ci, run_bootstrap, undefined_counts
-from clipscale.fit.estimate import Optimum, fit_prepared, r2_log, r2_target
+from clipscale.fit.estimation.bootstrap import percentile_ci, run_bootstrap, undefined_counts
+from clipscale.fit.estimation.estimate import Optimum, fit_prepared, r2_log, r2_target
+from clipscale.fit.estimation.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
+from clipscale.fit.estimation.points import Prepared, frontier_subset, prepare, unidentified_params
+from clipscale.fit.estimation.validate import select_link
 from clipscale.fit.laws import Law, derived_quantities, get_law
-from clipscale.fit.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
-from clipscale.fit.points import Prepared, frontier_subset, prepare, unidentified_params
-from clipscale.fit.validate import select_link
 
 FIT_FORMAT = "clipscale-fit/1"
 SAVED_FORMAT = "clipscale-fits/1"
@@ -39,14 +39,14 @@ class FitResult:
     bootstrap_failed: int = 0
     bootstrap_undefined: dict[str, int] = field(default_factory=dict)  # derived name -> resamples without it
     input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # fitted (min, max) per input
-    frontier: str = "none"  # which points the law was fitted to (clipscale.fit.frontier)
+    frontier: str = "none"  # which points the law was fitted to (clipscale.fit.analyses.frontier)
     fixed: dict[str, float] = field(default_factory=dict)  # parameters held at given values (--fix)
     at_bound: list[str] = field(default_factory=list)  # free parameters that ended at a bound of their range
     r2: float = float("nan")  # R^2 of E itself (e.g. the loss), on the points fitted
     n_fitted: int = 0  # points the law went through: the frontier's, or all n_points
     frontier_points: dict[str, list[float]] = field(default_factory=dict)  # {"C": [...], "y": [...]}
     notes: list[str] = field(default_factory=list)  # caveats of the estimate (e.g. a lower minimum elsewhere)
-    link: float = IDENTITY  # the law is of g_link(E) (clipscale.fit.link); predict() returns E
+    link: float = IDENTITY  # the law is of g_link(E) (clipscale.fit.estimation.link); predict() returns E
     link_choice: dict[str, Any] = field(default_factory=dict)  # how the link was chosen (LinkChoice)
 
     def extrapolation(self, **inputs: Any) -> dict[str, float]:
@@ -202,10 +202,10 @@ def fit_law(
 ) -> FitResult:
     """Fit `law` to errors `y` in (0, 1] (any positive value with loss=True, e.g. a cross-entropy);
     `groups` labels the run of each point for the bootstrap; `labels` names inputs in error messages.
-    `frontier` picks the points the law is fitted to (`clipscale.fit.frontier`; needs C, an input of the
+    `frontier` picks the points the law is fitted to (`fit.analyses.frontier`; needs C, an input of the
     law or not); `fix` holds parameters (public names) at given values. Bootstrap resamples draw runs
     from all points and take the frontier again. `link` is the scale the law is fitted on
-    (clipscale.fit.link: auto, error, neglog, odds, boxcox:LAM, or a lambda); the bootstrap keeps it."""
+    (fit.estimation.link: auto, error, neglog, odds, boxcox:LAM, or a lambda); the bootstrap keeps it."""
     spec = get_law(law)
     lam = parse_link(link)
     if not huber_delta > 0:

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.frontier import check_frontier
+from clipscale.fit.analyses.frontier import check_frontier
+from clipscale.fit.estimation.link import parse_link
+from clipscale.fit.estimation.points import prepare
+from clipscale.fit.estimation.validate import validate_fit
 from clipscale.fit.laws import Law, get_law
-from clipscale.fit.link import parse_link
-from clipscale.fit.points import prepare
 from clipscale.fit.result import FitResult, fit_law
-from clipscale.fit.validate import validate_fit
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
@@ -140,7 +140,7 @@ def fit_table_results(
     `run` names a column identifying training runs (bootstrap resamples runs, `loo` leaves runs out);
     without it every row is its own run. `holdout` is a boolean expression for held-out rows.
     `frontier` (none, cherti, pareto, hull) picks the points the law is fitted to, over the compute `C`;
-    `fix` holds parameters at given values; `link` is the scale the law is fitted on (clipscale.fit.link;
+    `fix` holds parameters at given values; `link` is the scale the law is fitted on (fit.estimation.link;
     `auto` is chosen again inside every validation fold). Validation errors are in the target's units:
     accuracy points with `error` (and for errors in (0, 1]), loss units and relative % with `loss`.
     """

@@ -130,7 +130,7 @@ def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: Study
 
 
 def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) -> list[dict[str, Any]]:
-    """Chinchilla approach 2 per distribution on the isoFLOP groups (`clipscale.fit.isoflop`)."""
+    """Chinchilla approach 2 per distribution on the isoFLOP groups (`clipscale.fit.analyses.isoflop`)."""
     rows = points[points.compute_group.notna()]
     if study.fit.constrained == "exclude":
         rows = rows[~rows.constrained]
@@ -151,7 +151,7 @@ def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) 
 
 def _isoflop(rows: Any, *, bootstrap: int) -> dict[str, Any]:
     """`fit.isoflop.isoflop` on a study's isoFLOP groups; where the data allow no CI, `ci_note` says why."""
-    from clipscale.fit.isoflop import isoflop
+    from clipscale.fit.analyses.isoflop import isoflop
 
     kwargs = {"C": "compute_group", "N": "params", "y": "error", "seed": 0}
     doc = isoflop(rows, bootstrap=bootstrap, **kwargs)
@@ -165,7 +165,7 @@ def _budgets_alone(rows: Any) -> list[dict[str, Any]]:
     import numpy as np
 
     try:
-        from clipscale.fit.isoflop import MIN_SIZES, parabola_optimum
+        from clipscale.fit.analyses.isoflop import MIN_SIZES, parabola_optimum
     except ImportError:
         return []
     out = []

@@ -294,8 +294,8 @@ def _section(doc: dict[str, Any], key: str, cls: type, allowed: tuple[str, ...])
 
 
 def _parse_fit(doc: dict[str, Any]) -> FitSpec:
+    from clipscale.fit.estimation.link import parse_link
     from clipscale.fit.laws import list_laws  # numpy only; spec stays importable without pandas
-    from clipscale.fit.link import parse_link
 
     fit = _section(doc, "fit", FitSpec, tuple(FitSpec.__dataclass_fields__))
     laws = list_laws()

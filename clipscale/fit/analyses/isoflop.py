@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.bootstrap import CI_LEVEL
+from clipscale.fit.estimation.bootstrap import CI_LEVEL
 from clipscale.fit.table import check_key_column, column, filter_rows
 
 MIN_SIZES = 3

@@ -1,6 +1,6 @@
 """The points a law is fitted to: validated inputs and target, the scale the law is fitted on, which
 parameters are fixed, and which frontier of the points is taken (`Prepared`, built by `prepare`); and
-which parameters such points cannot determine. clipscale.fit.estimate fits a law to them.
+which parameters such points cannot determine. clipscale.fit.estimation.estimate fits a law to them.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from functools import cached_property
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.constraints import check_fix
-from clipscale.fit.frontier import check_frontier, cherti_bins, frontier_rows
+from clipscale.fit.analyses.frontier import check_frontier, cherti_bins, frontier_rows
+from clipscale.fit.estimation.link import IDENTITY, inverse, link_name, transform
 from clipscale.fit.laws import Law
-from clipscale.fit.link import IDENTITY, inverse, link_name, transform
+from clipscale.fit.laws.constraints import check_fix
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Prepared:
     With fixed parameters the inputs are not centred (centre 0), so that every internal parameter is a
     function of one public parameter and fixing one is a bound lo = hi; `grid_centre` keeps the medians
     the law's grid of starts is written for. `link` is the scale the law is fitted on
-    (clipscale.fit.link): `y` is then g_link(E), `error` E itself."""
+    (clipscale.fit.estimation.link): `y` is then g_link(E), `error` E itself."""
 
     law: Law
     y: np.ndarray
@@ -51,7 +51,7 @@ class Prepared:
         return inverse(values, self.link)
 
     def with_link(self, lam: float) -> Prepared:
-        """The same points with the law fitted to g_lam(E) (clipscale.fit.link)."""
+        """The same points with the law fitted to g_lam(E) (clipscale.fit.estimation.link)."""
         e = self.error
         if lam == IDENTITY:
             return replace(self, y=e, observed=None, link=IDENTITY)

@@ -19,11 +19,11 @@ import numpy as np
 from scipy.optimize import minimize
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit._blas import single_threaded_blas
-from clipscale.fit.constraints import bounds_array, params_at_bound, uncentred_grid
+from clipscale.fit.estimation._blas import single_threaded_blas
+from clipscale.fit.estimation.bounds import bounds_array, params_at_bound, uncentred_grid
+from clipscale.fit.estimation.link import IDENTITY
+from clipscale.fit.estimation.points import Prepared, frontier_subset
 from clipscale.fit.laws import logsumexp, lse_and_jacobian
-from clipscale.fit.link import IDENTITY
-from clipscale.fit.points import Prepared, frontier_subset
 
 AT_BEST_RTOL = 1e-5
 
