@@ -223,6 +223,9 @@ def test_frontier_and_fix_reach_the_fit(tmp_path: Path) -> None:
     held = dataclasses.replace(study, fit=dataclasses.replace(study.fit, fix={"alpha": -0.3, "E_inf": 0.1}))
     doc = fit_stage(held, build_results_table(study))  # E_inf is not a parameter of power: not passed
     assert [f["params"]["alpha"] for f in doc["fits"]] == [-0.3, -0.3] and not doc["failed"]
+    squares = dataclasses.replace(study, fit=dataclasses.replace(study.fit, objective="squares"))
+    doc = fit_stage(squares, build_results_table(study))  # [fit] objective reaches every fit
+    assert [f["objective_kind"] for f in doc["fits"]] == ["squares", "squares"] and not doc["failed"]
 
 
 def test_report_does_not_import_the_study_package() -> None:

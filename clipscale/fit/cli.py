@@ -30,6 +30,25 @@ def _register_fit(subparsers: Any) -> None:
         "bins, decreasing minima), hull (lower convex hull in log-log); needs --C",
     )
     p.add_argument(
+        "--frontier-bins",
+        type=int,
+        metavar="N",
+        help="pareto/cherti: N bin edges from the smallest to the largest C (N - 1 bins); Nezhurina et "
+        "al. take N = int(log2(C_max / 1500)), C in GFLOPs",
+    )
+    p.add_argument(
+        "--fit-where",
+        metavar="EXPR",
+        help="boolean expression: which rows are fitted, applied after the frontier",
+    )
+    p.add_argument(
+        "--objective",
+        default="huber-log",
+        choices=["huber-log", "squares-log", "squares"],
+        help="huber-log: Huber (--huber-delta) on log residuals (default); squares-log: least squares on "
+        "log residuals; squares: least squares on y itself (as scipy curve_fit)",
+    )
+    p.add_argument(
         "--fix", nargs="+", metavar="KEY=VALUE", default=[], help="hold parameters fixed, e.g. alpha=0.35"
     )
     p.add_argument(
@@ -108,6 +127,13 @@ def _register_isoflop(subparsers: Any) -> None:
     p.add_argument("--where", help="boolean expression selecting rows")
     p.add_argument("--k", type=float, default=1.0, help="C = k·N·D (6 for LLM FLOPs; 1 for CLIP GMACs)")
     p.add_argument("--gap", type=float, default=0.05, help="log10 C gap (dex) that separates budgets")
+    p.add_argument(
+        "--window",
+        default=None,
+        metavar="K",
+        help="fit each budget's parabola to the K sizes nearest its best run (K >= 3; 'all': every size; "
+        "default 7)",
+    )
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N resamples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -142,6 +168,7 @@ def _isoflop(args: argparse.Namespace) -> int:
         k=args.k,
         error=args.error,
         gap=args.gap,
+        **_window(args.window),
     )
     if args.plot:
         plot_isoflop(doc, df, args.plot)
@@ -153,17 +180,38 @@ def _isoflop(args: argparse.Namespace) -> int:
         ci = lambda v: f" [{v[0]:.4g}, {v[1]:.4g}]" if v else ""  # noqa: E731
         print(
             f"{head}N* ∝ C^{g['a']:.4g}{ci(g['a_ci'])}  D* ∝ C^{g['b']:.4g}{ci(g['b_ci'])}  "
-            f"({g['n_budgets_used']} of {len(g['budgets'])} budgets; D = C/({args.k:g}·N))"
+            f"({g['n_budgets_used']} of {len(g['budgets'])} budgets; D = C/({args.k:g}·N); "
+            f"parabola window: {_window_text(doc['window'])})"
         )
         if g.get("ci_note"):
             print(f"  {g['ci_note']}")
         for b in g["budgets"]:
             if b["n_sizes"] >= 3:
                 flag = "  edge: excluded" if b["edge"] else ""
+                if not b["edge"] and b["window_used"] != min(b["n_sizes"], doc["window"] or b["n_sizes"]):
+                    flag += f"  (no vertex in the window: fitted {b['window_used']} sizes around the best)"
                 print(
                     f"  C={b['C']:.4g}: N*={b['N_opt']:.4g} y*={b['y_opt']:.4g} ({b['n_sizes']} sizes){flag}"
                 )
     return 0
+
+
+def _window(text: str | None) -> dict[str, Any]:
+    """--window K (an integer), 'all' (every size, None), or not given (the library's default)."""
+    from clipscale.errors import ClipscaleError
+
+    if text is None:
+        return {}
+    if text == "all":
+        return {"window": None}
+    try:
+        return {"window": int(text)}
+    except ValueError:
+        raise ClipscaleError(f"--window {text!r}: expected an integer >= 3 or 'all'") from None
+
+
+def _window_text(window: int | None) -> str:
+    return "every size" if window is None else f"{window} sizes nearest the best run"
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -196,6 +244,9 @@ def _fit(args: argparse.Namespace) -> int:
         frontier=args.frontier,
         fix=_fix(args.fix),
         link=args.link,
+        objective=args.objective,
+        frontier_bins=args.frontier_bins,
+        fit_where=args.fit_where,
     )
     if args.save:
         from clipscale.fit.result import save_fits

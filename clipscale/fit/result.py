@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from clipscale.errors import ClipscaleError
 from clipscale.fit.estimation.bootstrap import percentile_ci, run_bootstrap, undefined_counts
 from clipscale.fit.estimation.estimate import Optimum, fit_prepared, r2_log, r2_target
 from clipscale.fit.estimation.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
+from clipscale.fit.estimation.objective import DEFAULT_OBJECTIVE
 from clipscale.fit.estimation.points import Prepared, frontier_subset, prepare, unidentified_params
 from clipscale.fit.estimation.validate import select_link
 from clipscale.fit.laws import Law, derived_quantities, get_law
@@ -48,6 +49,7 @@ class FitResult:
     notes: list[str] = field(default_factory=list)  # caveats of the estimate (e.g. a lower minimum elsewhere)
     link: float = IDENTITY  # the law is of g_link(E) (clipscale.fit.estimation.link); predict() returns E
     link_choice: dict[str, Any] = field(default_factory=dict)  # how the link was chosen (LinkChoice)
+    objective_kind: str = DEFAULT_OBJECTIVE  # what was minimised (clipscale.fit.estimation.objective)
 
     def extrapolation(self, **inputs: Any) -> dict[str, float]:
         """Per input outside the fitted range: how far out the farthest value lies, as a factor (> 1)."""
@@ -123,6 +125,7 @@ class FitResult:
             "frontier_points": {k: list(v) for k, v in self.frontier_points.items()},
             "notes": list(self.notes),
             "link": {"lambda": self.link, "name": link_name(self.link), **self.link_choice},
+            "objective_kind": self.objective_kind,
             "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
         }
 
@@ -152,13 +155,18 @@ class FitResult:
                 at_bound=[str(v) for v in d.get("at_bound", [])],
                 r2=float(d["r2"]) if d.get("r2") is not None else float("nan"),
                 n_fitted=int(d.get("n_fitted", d.get("n_points", 0))),
-                frontier_points={k: [float(x) for x in v] for k, v in d.get("frontier_points", {}).items()},
+                frontier_points=_frontier_points(d.get("frontier_points", {})),
                 notes=[str(v) for v in d.get("notes", [])],
                 link=float(d.get("link", {}).get("lambda", IDENTITY)),
                 link_choice={k: v for k, v in d.get("link", {}).items() if k not in ("lambda", "name")},
+                objective_kind=str(d.get("objective_kind", DEFAULT_OBJECTIVE)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
+
+
+def _frontier_points(d: dict[str, Any]) -> dict[str, list[Any]]:
+    return {k: [bool(x) if k == "fitted" else float(x) for x in v] for k, v in d.items()}
 
 
 def _refuse_unidentified(prep: Prepared, labels: dict[str, str]) -> None:
@@ -199,13 +207,19 @@ def fit_law(
     frontier: str = "none",
     fix: dict[str, float] | None = None,
     link: str | float | None = "error",
+    objective: str = DEFAULT_OBJECTIVE,
+    frontier_bins: int | None = None,
+    fit_mask: np.ndarray | None = None,
 ) -> FitResult:
     """Fit `law` to errors `y` in (0, 1] (any positive value with loss=True, e.g. a cross-entropy);
     `groups` labels the run of each point for the bootstrap; `labels` names inputs in error messages.
     `frontier` picks the points the law is fitted to (`fit.analyses.frontier`; needs C, an input of the
     law or not); `fix` holds parameters (public names) at given values. Bootstrap resamples draw runs
     from all points and take the frontier again. `link` is the scale the law is fitted on
-    (fit.estimation.link: auto, error, neglog, odds, boxcox:LAM, or a lambda); the bootstrap keeps it."""
+    (fit.estimation.link: auto, error, neglog, odds, boxcox:LAM, or a lambda); the bootstrap keeps it.
+    `objective` is what is minimised (fit.estimation.objective), by every refit too; `frontier_bins` the
+    bin edges of a pareto / cherti frontier; `fit_mask` the points that may be fitted (--fit-where),
+    applied after the frontier is taken over all of them."""
     spec = get_law(law)
     lam = parse_link(link)
     if not huber_delta > 0:
@@ -213,8 +227,13 @@ def fit_law(
     if bootstrap < 0:
         raise ClipscaleError(f"bootstrap must be >= 0, got {bootstrap}")
     prep = prepare(
-        spec, y, {"C": C, "N": N, "D": D, "U": U, "S": S}, labels, loss=loss, frontier=frontier, fix=fix
+        spec, y, {"C": C, "N": N, "D": D, "U": U, "S": S}, labels, loss=loss, frontier=frontier, fix=fix,
+        objective=objective, frontier_bins=frontier_bins, fit_mask=fit_mask,
     )
+    if prep.frontier == "none" and prep.fit_mask is not None:  # no frontier: --fit-where is a filter
+        mask = prep.fit_mask
+        prep = replace(prep.subset(mask), fit_mask=None)
+        groups = None if groups is None else np.asarray(groups)[mask]
     _refuse_unidentified(prep, labels or {})
     choice = LinkChoice(lam) if lam is not None else select_link(prep, delta=huber_delta)
     prep = prep.with_link(choice.lam)
@@ -254,8 +273,15 @@ def _result(spec: Law, prep: Prepared, opt: Optimum, points: Prepared, choice: L
         link=choice.lam,
         link_choice={k: v for k, v in choice.to_dict().items() if k not in ("lambda", "name")},
     )
+    result.objective_kind = prep.objective
     if prep.frontier != "none":  # what a figure marks as the frontier (cherti: bin centres and minima)
-        result.frontier_points = {"C": points.select_c.tolist(), "y": points.error.tolist()}
+        every = frontier_subset(prep, masked=False)
+        fitted = set(points.select_c.tolist())
+        result.frontier_points = {
+            "C": every.select_c.tolist(),
+            "y": every.error.tolist(),
+            "fitted": [c in fitted for c in every.select_c.tolist()],
+        }
     return result
 
 

@@ -67,7 +67,8 @@ def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudyS
         kwargs["fix"] = fix
     return fit_table_results(rows, law=law, y=metric, error=not is_loss(metric), loss=is_loss(metric),
                              by=by, where=None, bootstrap=study.fit.bootstrap, holdout=None, loo=False,
-                             seed=0, run="run_id", huber_delta=1e-3, link=study.fit.link, **kwargs)
+                             seed=0, run="run_id", huber_delta=1e-3, link=study.fit.link,
+                             objective=study.fit.objective, **kwargs)
 
 
 def _predictions(result: Any, budgets: list[float]) -> list[dict[str, Any]]:

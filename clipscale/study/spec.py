@@ -128,6 +128,9 @@ class EvalSpec:
     samples_per_task: int = 1000
 
 
+FIT_OBJECTIVES = ("huber-log", "squares-log", "squares")  # clipscale.fit.estimation.objective.OBJECTIVES
+
+
 @dataclass(frozen=True)
 class FitSpec:
     metrics: tuple[str, ...] = DEFAULT_METRICS
@@ -138,6 +141,7 @@ class FitSpec:
     constrained: str = "exclude"  # data-constrained runs in fits of laws of C alone and in the isoFLOP part
     fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
     link: str = "error"  # scale the law of an error is fitted on (`clipscale fit --link`)
+    objective: str = "huber-log"  # what the fits minimise (`clipscale fit --objective`)
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,8 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
         parse_link(fit.link)
     except ClipscaleError as exc:
         raise _fail("[fit] link", str(exc).replace("--link ", "")) from None
+    if fit.objective not in FIT_OBJECTIVES:
+        raise _fail("[fit] objective", f"expected one of {', '.join(FIT_OBJECTIVES)}, got {fit.objective!r}")
     _typed("[fit] fix", fit.fix, dict, "a table of parameter = number")
     for k, v in fit.fix.items():
         _typed(f"[fit] fix {k}", v, (int, float), "a number")
