@@ -110,7 +110,8 @@ def test_cli_link_is_reported_saved_and_used_by_predict(
     assert "link: neglog (lambda 0; auto: forward MAE in points when predicting N = 87.7, 191:" in out
     saved = json.loads((tmp_path / "f.json").read_text())["fits"][0]
     assert saved["link"]["lambda"] == 0.0 and saved["link"]["by"] == "auto"
-    assert main(["predict", str(tmp_path / "f.json"), "--N", "532.9", "--U", "2e9", "--S", "6.8e10"]) == 0
+    at = ["--N", "532.9", "--U", "2e9", "--S", "6.8e10", "--json"]
+    assert main(["predict", str(tmp_path / "f.json"), *at]) == 0
     pred = json.loads(capsys.readouterr().out)["prediction"]
     truth = _neglog_errors({"N": np.array([532.9]), "U": np.array([2e9]), "S": np.array([6.8e10])})[0]
     assert pred["predicted_error"][0] == pytest.approx(truth, abs=1e-4)

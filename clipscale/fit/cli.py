@@ -384,8 +384,39 @@ def _predict(args: argparse.Namespace) -> int:
         from clipscale.errors import ClipscaleError
 
         raise ClipscaleError(f"give the inputs {', '.join('--' + k for k in law.inputs)} and/or --budget")
-    print(dumps(out, indent=2 if args.json else None))
+    if args.json:
+        print(dumps(out, indent=2))
+    else:
+        _print_prediction_text(out)
     return 0
+
+
+EXTRAPOLATION_WARN = 10.0  # beyond this factor past the fitted range a prediction gets a warning
+
+
+def _print_prediction_text(out: dict[str, Any]) -> None:
+    """Predicted error per input row (with its CI), how far beyond the fitted range, and the allocation."""
+    print(f"law {out['law']}: " + ", ".join(f"{k}={v:.6g}" for k, v in out["params"].items()))
+    pred = out.get("prediction")
+    if pred:
+        names = list(pred["inputs"])
+        for i, e in enumerate(pred["predicted_error"]):
+            where = ", ".join(f"{k}={pred['inputs'][k][i]:.4g}" for k in names)
+            ci = ""
+            if pred.get("ci_low") is not None:
+                ci = f"  95% CI [{pred['ci_low'][i]:.4g}, {pred['ci_high'][i]:.4g}]"
+            elif pred.get("ci_note"):
+                ci = f"  (no CI: {pred['ci_note']})"
+            print(f"  {where}: predicted error {e:.4g}{ci}")
+        for k, factor in pred.get("extrapolation", {}).items():
+            print(f"  {k}: extrapolates {factor:.3g}x beyond the fitted range")
+            if factor > EXTRAPOLATION_WARN:
+                print(f"  warning: {k} is more than {EXTRAPOLATION_WARN:g}x beyond the largest fitted value; "
+                      "the law is untested there")
+    alloc = out.get("allocation")
+    if alloc:
+        print("  allocation: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in alloc.items() if not isinstance(v, (list, dict))))
 
 
 def _reproduce(args: argparse.Namespace) -> int:
