@@ -152,3 +152,36 @@ def test_frontier_bins_is_checked() -> None:
         fit_table(df, law="power", y="E", C="C", frontier="hull", frontier_bins=8)
     with pytest.raises(ClipscaleError, match="--frontier-bins"):
         fit_table(df, law="power", y="E", C="C", frontier="pareto", frontier_bins=1)
+
+
+# ------------------------------------------------------------------------------- identifiability, CIs
+def test_dof_warning_suppresses_r2_and_the_ci() -> None:
+    """A 4-parameter law through 5 points (< parameters + 2): a dof warning, no R², no CI as a number."""
+    c = np.geomspace(1e8, 1e12, 5)
+    fit = fit_law("offset", y=offset(c, *TRUE.values()), C=c, bootstrap=20, seed=0)
+    assert "warning" in fit.dof and fit.dof == {**fit.dof, "n_fitted": 5, "n_free": 4}
+    assert np.isnan(fit.r2) and np.isnan(fit.r2_log)
+    assert fit.ci == {} and fit.ci_unavailable and fit.to_dict()["r2"] != fit.to_dict()["r2"]
+    enough = fit_law("offset", y=E, C=C)
+    assert "warning" not in enough.dof and enough.r2 > 0.99
+
+
+def test_duplicate_rows_are_named() -> None:
+    y, c = np.r_[E, E[3]], np.r_[C, C[3]]
+    fit = fit_law("offset", y=y, C=c)
+    assert len(fit.warnings) == 1 and "positions 3, 40" in fit.warnings[0]
+    assert fit_law("offset", y=E, C=C).warnings == []
+
+
+def test_bootstrap_reports_median_failures_and_too_few_refits() -> None:
+    """The refits' median beside the estimate; a CI from fewer than 2/3 successful refits is unavailable
+    (two runs of one C each: half the resamples draw one run twice, hold one C, and the refit fails)."""
+    rng = np.random.default_rng(5)
+    y = E * np.exp(rng.normal(0.0, 0.005, E.size))
+    fit = fit_law("offset", y=y, C=C, bootstrap=30, seed=0)
+    assert set(fit.bootstrap_median) >= {"alpha", "E_inf"} and fit.ci and fit.ci_unavailable is None
+    assert fit.bootstrap_median["alpha"] == pytest.approx(fit.params["alpha"], abs=0.02)
+    few = fit_law("power", y=[0.5, 0.49, 0.4, 0.41], C=[1, 1, 10, 10], groups=np.array([0, 0, 1, 1]),
+                  bootstrap=60, seed=0)
+    assert few.bootstrap_failed > 20 and few.ci == {} and "fewer than 2/3" in few.ci_unavailable
+    assert few.to_dict()["bootstrap_failed"] == few.bootstrap_failed and few.bootstrap_params == []

@@ -295,16 +295,27 @@ def _print_fit_text(doc: dict[str, Any]) -> None:
         fitted = (
             f" ({f['n_fitted']} on the frontier)" if f.get("n_fitted", f["n_points"]) != f["n_points"] else ""
         )
+        r2 = "r2 not meaningful" if f.get("dof", {}).get("warning") else (
+            f"r2_log={f['r2_log']:.4f} r2={f['r2']:.4f}")
         print(
-            f"{head}n={f['n_points']}{fitted} objective={f['objective']:.4g} r2_log={f['r2_log']:.4f} "
-            f"r2={f['r2']:.4f} starts at best {f['n_starts_at_best']}/{f['n_starts']}"
+            f"{head}n={f['n_points']}{fitted} objective={f['objective']:.4g} ({f.get('objective_kind')}) "
+            f"{r2} starts at best {f['n_starts_at_best']}/{f['n_starts']}"
         )
+        for w in [f.get("dof", {}).get("warning"), *f.get("warnings", [])]:
+            if w:
+                print(f"  warning: {w}")
+        if f.get("ci_unavailable"):
+            print(f"  no CI: {f['ci_unavailable']}")
+        if f.get("bootstrap_failed"):
+            print(f"  {f['bootstrap_failed']} bootstrap refits failed")
         for k, v in {**f["params"], **f["derived"]}.items():
             ci = f["ci"].get(k)
             missing = f.get("bootstrap_undefined", {}).get(k)
             note = f" (undefined in {missing} resamples)" if missing else ""
             note += " (fixed)" if k in f.get("fixed", {}) else ""
             note += " AT BOUND" if k in f.get("at_bound", []) else ""
+            med = f.get("bootstrap_median", {}).get(k)
+            note += f"  (bootstrap median {med:.6g})" if med is not None else ""
             print(f"  {k:>16} = {v:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else "") + note)
         if f.get("at_bound"):
             print(

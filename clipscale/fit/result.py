@@ -50,6 +50,10 @@ class FitResult:
     link: float = IDENTITY  # the law is of g_link(E) (clipscale.fit.estimation.link); predict() returns E
     link_choice: dict[str, Any] = field(default_factory=dict)  # how the link was chosen (LinkChoice)
     objective_kind: str = DEFAULT_OBJECTIVE  # what was minimised (clipscale.fit.estimation.objective)
+    dof: dict[str, Any] = field(default_factory=dict)  # points fitted, free parameters, warning if < p + 2
+    warnings: list[str] = field(default_factory=list)  # e.g. exact duplicate rows
+    bootstrap_median: dict[str, float] = field(default_factory=dict)  # refits' median, beside params
+    ci_unavailable: str | None = None  # why there is no CI although a bootstrap was asked for
 
     def extrapolation(self, **inputs: Any) -> dict[str, float]:
         """Per input outside the fitted range: how far out the farthest value lies, as a factor (> 1)."""
@@ -126,6 +130,10 @@ class FitResult:
             "notes": list(self.notes),
             "link": {"lambda": self.link, "name": link_name(self.link), **self.link_choice},
             "objective_kind": self.objective_kind,
+            "dof": dict(self.dof),
+            "warnings": list(self.warnings),
+            "bootstrap_median": dict(self.bootstrap_median),
+            "ci_unavailable": self.ci_unavailable,
             "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
         }
 
@@ -160,6 +168,10 @@ class FitResult:
                 link=float(d.get("link", {}).get("lambda", IDENTITY)),
                 link_choice={k: v for k, v in d.get("link", {}).items() if k not in ("lambda", "name")},
                 objective_kind=str(d.get("objective_kind", DEFAULT_OBJECTIVE)),
+                dof=dict(d.get("dof") or {}),
+                warnings=[str(v) for v in d.get("warnings", [])],
+                bootstrap_median={k: float(v) for k, v in (d.get("bootstrap_median") or {}).items()},
+                ci_unavailable=d.get("ci_unavailable"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
@@ -274,6 +286,14 @@ def _result(spec: Law, prep: Prepared, opt: Optimum, points: Prepared, choice: L
         link_choice={k: v for k, v in choice.to_dict().items() if k not in ("lambda", "name")},
     )
     result.objective_kind = prep.objective
+    result.dof = {"n_fitted": points.n, "n_free": prep.n_free}
+    if points.n < prep.n_free + MIN_DOF:
+        result.dof["warning"] = (
+            f"{points.n} points for {prep.n_free} free parameters (fewer than parameters + {MIN_DOF}): the "
+            "law can pass through every point, so R² says nothing and the parameters are barely determined"
+        )
+        result.r2 = result.r2_log = float("nan")
+    result.warnings = duplicate_warnings(prep)
     if prep.frontier != "none":  # what a figure marks as the frontier (cherti: bin centres and minima)
         every = frontier_subset(prep, masked=False)
         fitted = set(points.select_c.tolist())
@@ -285,13 +305,46 @@ def _result(spec: Law, prep: Prepared, opt: Optimum, points: Prepared, choice: L
     return result
 
 
+MIN_DOF = 2  # a fit needs at least parameters + 2 points for R² and CIs to mean something
+MIN_OK_FRACTION = 2 / 3  # a CI from fewer successful refits than this is reported as unavailable
+
+
+def duplicate_warnings(prep: Prepared) -> list[str]:
+    """One warning naming the exact duplicate rows (same inputs and target): each counts twice."""
+    cols = np.column_stack([prep.error, *prep.raw.values()])
+    _, first, counts = np.unique(cols, axis=0, return_index=True, return_counts=True)
+    dup = [int(i) for i, c in zip(first, counts, strict=True) if c > 1]
+    if not dup:
+        return []
+    rows = [np.flatnonzero(np.all(cols == cols[i], axis=1)).tolist() for i in sorted(dup)]
+    shown = "; ".join(", ".join(map(str, r)) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+    return [f"{sum(map(len, rows)) - len(rows)} exact duplicate row(s) (same inputs and target), fitted as "
+            f"separate points: positions {shown}"]
+
+
 def _attach_bootstrap(result: FitResult, prep: Prepared, opt: Optimum, *, n_boot: int, seed: int,
                       delta: float, groups: np.ndarray | None) -> None:
-    """Percentile CIs and the refits' parameters (what `predict` draws its CIs from)."""
-    boot = run_bootstrap(prep, opt, n_boot=n_boot, seed=seed, delta=delta, groups=groups)
+    """Percentile CIs, the refits' median and parameters (what `predict` draws its CIs from); no CI (with
+    the reason) from fewer than 2/3 successful refits or fewer points than parameters + 2."""
+    try:
+        boot = run_bootstrap(prep, opt, n_boot=n_boot, seed=seed, delta=delta, groups=groups)
+    except ClipscaleError:
+        result.bootstrap_failed = n_boot
+        result.ci_unavailable = f"every one of {n_boot} bootstrap refits failed"
+        return
+    result.bootstrap_failed = boot.n_failed
+    n_ok = boot.samples.shape[0]
+    if n_ok < MIN_OK_FRACTION * n_boot:
+        result.ci_unavailable = f"only {n_ok} of {n_boot} bootstrap refits succeeded (fewer than 2/3)"
+    elif "warning" in result.dof:
+        result.ci_unavailable = f"fewer points than parameters + {MIN_DOF}"
+    med = np.nanmedian(boot.samples, axis=0)
+    result.bootstrap_median = {k: float(v) for k, v in zip(boot.names, med, strict=True)
+                               if k not in prep.fix and np.isfinite(v)}
+    if result.ci_unavailable:
+        return
     result.ci = {k: v for k, v in percentile_ci(boot).items() if k not in prep.fix}
     result.bootstrap_params = boot.samples[:, : prep.law.n_params].tolist()
-    result.bootstrap_failed = boot.n_failed
     result.bootstrap_undefined = undefined_counts(boot)
 
 
