@@ -263,7 +263,8 @@ def test_predict_allocation_on_a_chinchilla_fit(tmp_path, capsys) -> None:
     alloc = json.loads(capsys.readouterr().out)["allocation"]
     g = (0.34 * 406.4 / (0.28 * 410.7)) ** (1 / 0.62)  # Hoffmann et al. eq. 4 closed form
     assert alloc["N"] == pytest.approx(g * (5.76e23 / 6) ** (0.28 / 0.62), rel=1e-3)
-    assert main(["predict", str(path), "--budget", "5.76e23", "--k", "6", "--ladder", "1e9,7e10,3e11"]) == 0
+    ladder = ["--ladder", "1e9,7e10,3e11", "--json"]
+    assert main(["predict", str(path), "--budget", "5.76e23", "--k", "6", *ladder]) == 0
     assert json.loads(capsys.readouterr().out)["allocation"]["N"] == 7e10
 
 

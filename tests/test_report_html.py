@@ -108,8 +108,11 @@ def test_report_numbers_match_fits_json(report) -> None:
     power = next(f for f in fits["fits"] if f["law"] == "power" and f["distribution"] == "uniform")
     assert power["params"]["alpha"] == pytest.approx(-0.2, abs=1e-6)
     assert power["params"]["A"] == pytest.approx(0.9, rel=1e-5)
-    lo, hi = frontier["ci"]["alpha"]
-    assert lo <= frontier["params"]["alpha"] <= hi
+    if frontier["dof"].get("warning"):  # the cherti frontier's few points: no CI as a number (issue 20)
+        assert frontier["ci"] == {} and frontier["ci_unavailable"]
+    else:
+        lo, hi = frontier["ci"]["alpha"]
+        assert lo <= frontier["params"]["alpha"] <= hi
     assert len(frontier["predictions"]) == 2
     text = path.read_text()
     assert f"{frontier['params']['alpha']:.3f}" in text
