@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from clipscale.fit import fit_law
-from clipscale.fit.isoflop import isoflop
-from clipscale.fit.reproduce import UNIQUE, load_paper, target_rows
+from clipscale.fit.analyses.isoflop import isoflop
+from clipscale.fit.reproduction.paper import UNIQUE, load_paper, target_rows
 
 
 def _timed(label: str, run: Callable[[], object]) -> object:

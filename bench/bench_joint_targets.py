@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.estimate import fit_prepared, grid_starts
+from clipscale.fit.estimation.estimate import fit_prepared, grid_starts
+from clipscale.fit.estimation.points import prepare
+from clipscale.fit.estimation.validate import holdout, leave_one_run_out
 from clipscale.fit.laws import Inputs, Law, get_law
-from clipscale.fit.laws_joint import unique_seen
-from clipscale.fit.points import prepare
-from clipscale.fit.reproduce import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
-from clipscale.fit.validate import holdout, leave_one_run_out
+from clipscale.fit.laws.joint import unique_seen
+from clipscale.fit.reproduction.paper import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
 
 DESIGN_TARGETS = ("imagenet1k", "mscoco_captions")
 

@@ -2,7 +2,7 @@
 
 For each `downstream_dataset`: leave-one-run-out and fit-up-to-L/14-predict-H/14+g/14 MAE (accuracy points)
 of the `joint` law over the 29 OpenCLIP runs, fitted to E (`--link error`, the earlier default) and with
-`--link auto` (clipscale.fit.link; the link chosen again inside every fold, so the figures are those of the
+`--link auto` (fit.estimation.link; the link chosen again inside every fold, so the figures are those of the
 whole procedure), plus the link auto picks on all 29 runs and on the holdout's training runs.
 
 Noise floor: no two runs of the table repeat a configuration, so run-to-run noise is estimated from the
@@ -39,11 +39,11 @@ from scipy import stats
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit import fit_law
+from clipscale.fit.estimation.link import LAMBDAS, link_name
+from clipscale.fit.estimation.points import prepare
+from clipscale.fit.estimation.validate import validate_fit
 from clipscale.fit.laws import get_law
-from clipscale.fit.link import LAMBDAS, link_name
-from clipscale.fit.points import prepare
-from clipscale.fit.reproduce import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
-from clipscale.fit.validate import validate_fit
+from clipscale.fit.reproduction.paper import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "paper")
 AGGREGATES = ("imagenet_robustness", "vtab", "vtab+")

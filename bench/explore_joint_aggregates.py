@@ -23,11 +23,11 @@ import os
 import numpy as np
 import pandas as pd
 
-from clipscale.fit.estimate import fit_prepared, grid_starts
+from clipscale.fit.estimation.estimate import fit_prepared, grid_starts
+from clipscale.fit.estimation.points import prepare
+from clipscale.fit.estimation.validate import holdout, leave_one_run_out
 from clipscale.fit.laws import get_law
-from clipscale.fit.points import prepare
-from clipscale.fit.reproduce import HOLDOUT_ARCHS, UNIQUE, load_paper, target_rows
-from clipscale.fit.validate import holdout, leave_one_run_out
+from clipscale.fit.reproduction.paper import HOLDOUT_ARCHS, UNIQUE, load_paper, target_rows
 
 TARGETS = "imagenet1k,mscoco_captions,imagenet_robustness,vtab,vtab+"
 AGGREGATES = ("vtab", "vtab+", "imagenet_robustness")

@@ -1,7 +1,7 @@
 """The search behind the `joint` law (docs/scaling-laws.md, "How it was found"), rerunnable.
 
 Every candidate is a log-sum-exp of terms linear in log-features, estimated with the project's own
-estimator (Huber on log residuals, L-BFGS-B, `clipscale.fit.estimate`) and checked as `clipscale
+estimator (Huber on log residuals, L-BFGS-B, `clipscale.fit.estimation.estimate`) and checked as `clipscale
 reproduce` checks the adopted law: leave-one-run-out and fit-up-to-L/14-predict-H/14+g/14 MAE in accuracy
 points over the 29 OpenCLIP runs. A term is the features it has a free exponent on; `[]` is a constant;
 a feature written "*B" is a factor B^e shared by every term (one exponent). Exponents are free in
@@ -24,11 +24,11 @@ import os
 import numpy as np
 import pandas as pd
 
-from clipscale.fit.estimate import fit_prepared
+from clipscale.fit.estimation.estimate import fit_prepared
+from clipscale.fit.estimation.points import prepare
+from clipscale.fit.estimation.validate import holdout, leave_one_run_out
 from clipscale.fit.laws import Law, get_law
-from clipscale.fit.points import prepare
-from clipscale.fit.reproduce import HOLDOUT_ARCHS, UNIQUE, load_paper, target_rows
-from clipscale.fit.validate import holdout, leave_one_run_out
+from clipscale.fit.reproduction.paper import HOLDOUT_ARCHS, UNIQUE, load_paper, target_rows
 
 FORMS: dict[str, list[list[str]]] = {
     "previous: A/N^a + B/S^b + G N^k/U^g": [["N"], ["S"], ["U", "N"]],

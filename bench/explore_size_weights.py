@@ -4,7 +4,7 @@ A law fitted to predict larger models might lean on the larger of the runs it ha
 weighted by (N / N_max)^p (N = GMACs; weights scaled to mean 1), p = 0 being the project's unweighted fit.
 Per target and p: leave-one-run-out and fit-up-to-L/14-predict-H/14+g/14 MAE in accuracy points over the
 29 OpenCLIP runs, the errors unweighted, every refit warm-started from the weighted fit of all runs plus
-one grid start (as clipscale.fit.validate does), on the scale `--link` names (clipscale.fit.link).
+one grid start (as fit.estimation.validate does), on the scale `--link` names (fit.estimation.link).
 
 Run: .venv/bin/python bench/explore_size_weights.py [--link error|neglog|boxcox:LAM] [--powers 0,0.5,1]
      [--targets a,b] (~20 s per target and power on one core)
@@ -17,12 +17,12 @@ import os
 
 import numpy as np
 
-from clipscale.fit.estimate import Optimum, fit_prepared
+from clipscale.fit.estimation.estimate import Optimum, fit_prepared
+from clipscale.fit.estimation.link import link_name, parse_link
+from clipscale.fit.estimation.points import Prepared, prepare
+from clipscale.fit.estimation.validate import _errors, _starts
 from clipscale.fit.laws import get_law
-from clipscale.fit.link import link_name, parse_link
-from clipscale.fit.points import Prepared, prepare
-from clipscale.fit.reproduce import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
-from clipscale.fit.validate import _errors, _starts
+from clipscale.fit.reproduction.paper import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "paper")
 TARGETS = "imagenet1k,mscoco_captions,flickr30k,imagenet_robustness,vtab,vtab+"

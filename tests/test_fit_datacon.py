@@ -12,10 +12,10 @@ import pytest
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
 from clipscale.fit import fit_law
-from clipscale.fit.estimate import fit_lse, huber_objective
+from clipscale.fit.estimation.estimate import fit_lse, huber_objective
+from clipscale.fit.estimation.points import prepare
 from clipscale.fit.laws import get_law
-from clipscale.fit.laws_nonlinear import datacon_published_fit
-from clipscale.fit.points import prepare
+from clipscale.fit.laws.nonlinear import datacon_published_fit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "external" / "datablations"
 # Published (README of ../shared/external/datablations): the five Chinchilla-style coefficients.

@@ -10,7 +10,7 @@ import pytest
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit import fit_law, fit_table
-from clipscale.fit.frontier import hull_rows, pareto_rows
+from clipscale.fit.analyses.frontier import hull_rows, pareto_rows
 from clipscale.fit.laws import get_law
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper"

@@ -12,7 +12,7 @@ from scipy import stats
 
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
-from clipscale.fit.isoflop import budget_index, isoflop, parabola_optimum, plot_isoflop
+from clipscale.fit.analyses.isoflop import budget_index, isoflop, parabola_optimum, plot_isoflop
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -214,3 +214,44 @@ def test_isoflop_rows_without_a_group_are_an_error_not_dropped() -> None:
                        "loss": [3, 2.5, 3, 2.8, 2.2, 2.6], "data": ["a", "a", None, "a", "a", "a"]})
     with pytest.raises(ClipscaleError, match=r"--by 'data': 1 row\(s\) have no value, at position\(s\) 2;"):
         isoflop(df, C="C", N="N", y="loss", by="data")
+
+
+def _chinchilla_isoflops(ladder: np.ndarray) -> pd.DataFrame:
+    """Noiseless L = E + A/N^alpha + B/D^beta on C = 6ND (Hoffmann et al.'s coefficients): N* ∝ C^a with
+    a = beta / (alpha + beta) exactly; one wide ladder at every budget, so the minimum is off-centre."""
+    rows = []
+    for c in 10.0 ** np.arange(18.0, 21.51, 0.5):
+        for n in ladder:
+            d = c / (6 * n)
+            rows.append({"C": c, "N": n, "L": 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28})
+    return pd.DataFrame(rows)
+
+
+def test_window_fits_the_sizes_near_the_minimum() -> None:
+    """A parabola through every size of a wide ladder is biased (0.05 on a here); through the K sizes
+    nearest the best run it recovers a = 0.28 / 0.62 to 1e-3 (bench/bench_isoflop_window.py)."""
+    df = _chinchilla_isoflops(2.0 ** np.arange(24, 37.01, 0.5))
+    true_a = 0.28 / 0.62
+    for k in (3, 5, 7):
+        doc = isoflop(df, C="C", N="N", y="L", k=6.0, window=k)
+        assert doc["a"] == pytest.approx(true_a, abs=1e-3) and doc["window"] == k
+        assert all(b["window_used"] == k for b in doc["budgets"])
+    every = isoflop(df, C="C", N="N", y="L", k=6.0, window=None)
+    assert abs(every["a"] - true_a) > 0.03
+    assert isoflop(df, C="C", N="N", y="L", k=6.0)["window"] == 7  # the default
+    with pytest.raises(ClipscaleError, match="--window"):
+        isoflop(df, C="C", N="N", y="L", window=2)
+
+
+def test_edge_only_at_the_ends_of_the_ladder() -> None:
+    """Best run at the second-smallest size: an interior optimum (not edge), whatever the far sizes do."""
+    n = 2.0 ** np.arange(20, 30)
+    rows = []
+    for i, c in enumerate((1e16, 1e17, 1e18)):
+        best = n[1 + 3 * i]  # the second-smallest size at the first budget
+        for x in n:
+            u = np.log(x / best)
+            rows.append({"C": c, "N": x, "L": 2.0 + 0.05 * u**2 + 0.001 * u**4})
+    doc = isoflop(pd.DataFrame(rows), C="C", N="N", y="L", window=3)
+    assert [b["edge"] for b in doc["budgets"]] == [False, False, False]
+    assert doc["budgets"][0]["N_opt"] == pytest.approx(n[1], rel=1e-6)

@@ -11,12 +11,12 @@ import pytest
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
 from clipscale.fit import FitResult, fit_law, fit_table, list_laws
-from clipscale.fit._blas import single_threaded_blas
-from clipscale.fit.estimate import huber_objective
-from clipscale.fit.frontier import frontier_points
+from clipscale.fit.analyses.frontier import frontier_points
+from clipscale.fit.estimation._blas import single_threaded_blas
+from clipscale.fit.estimation.estimate import huber_objective
+from clipscale.fit.estimation.points import prepare
 from clipscale.fit.laws import derived_quantities, get_law, lse_and_jacobian
-from clipscale.fit.laws_joint import unique_seen
-from clipscale.fit.points import prepare
+from clipscale.fit.laws.joint import unique_seen
 
 
 def test_registry_lists_laws_and_rejects_unknown() -> None:
@@ -263,7 +263,8 @@ def test_predict_allocation_on_a_chinchilla_fit(tmp_path, capsys) -> None:
     alloc = json.loads(capsys.readouterr().out)["allocation"]
     g = (0.34 * 406.4 / (0.28 * 410.7)) ** (1 / 0.62)  # Hoffmann et al. eq. 4 closed form
     assert alloc["N"] == pytest.approx(g * (5.76e23 / 6) ** (0.28 / 0.62), rel=1e-3)
-    assert main(["predict", str(path), "--budget", "5.76e23", "--k", "6", "--ladder", "1e9,7e10,3e11"]) == 0
+    ladder = ["--ladder", "1e9,7e10,3e11", "--json"]
+    assert main(["predict", str(path), "--budget", "5.76e23", "--k", "6", *ladder]) == 0
     assert json.loads(capsys.readouterr().out)["allocation"]["N"] == 7e10
 
 

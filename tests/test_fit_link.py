@@ -12,8 +12,8 @@ import pytest
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
 from clipscale.fit import fit_law, fit_table
+from clipscale.fit.estimation.link import IDENTITY, inverse, parse_link, transform
 from clipscale.fit.laws import get_law
-from clipscale.fit.link import IDENTITY, inverse, parse_link, transform
 
 JOINT = {"A": 3.7, "alpha": 0.13, "beta": 0.09, "G": 3e9, "kappa": 0.12, "rho": 0.15, "gamma": 1.4}
 SIZES = [7.4, 20.6, 87.7, 191.0]
@@ -110,7 +110,8 @@ def test_cli_link_is_reported_saved_and_used_by_predict(
     assert "link: neglog (lambda 0; auto: forward MAE in points when predicting N = 87.7, 191:" in out
     saved = json.loads((tmp_path / "f.json").read_text())["fits"][0]
     assert saved["link"]["lambda"] == 0.0 and saved["link"]["by"] == "auto"
-    assert main(["predict", str(tmp_path / "f.json"), "--N", "532.9", "--U", "2e9", "--S", "6.8e10"]) == 0
+    at = ["--N", "532.9", "--U", "2e9", "--S", "6.8e10", "--json"]
+    assert main(["predict", str(tmp_path / "f.json"), *at]) == 0
     pred = json.loads(capsys.readouterr().out)["prediction"]
     truth = _neglog_errors({"N": np.array([532.9]), "U": np.array([2e9]), "S": np.array([6.8e10])})[0]
     assert pred["predicted_error"][0] == pytest.approx(truth, abs=1e-4)

@@ -101,7 +101,7 @@ def test_saved_fits_real_group_names_and_predict(tmp_path: Path, capsys: pytest.
     assert [f["group"] for f in doc["fits"]] == ["datacomp", "laion"] and doc["by"] == "data"
     save_fits(tmp_path / "fits.json", results, by="data")
     assert load_fit(tmp_path / "fits.json", "laion").params["A"] == pytest.approx(3.0)
-    assert main(["predict", str(tmp_path / "fits.json"), "--group", "datacomp", "--C", "1e6"]) == 0
+    assert main(["predict", str(tmp_path / "fits.json"), "--group", "datacomp", "--C", "1e6", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["prediction"]["predicted_error"][0] == pytest.approx(
         2.0 * 1e6**-0.1
     )
@@ -113,6 +113,15 @@ def test_saved_fits_real_group_names_and_predict(tmp_path: Path, capsys: pytest.
     save_fits(tmp_path / "one.json", results[:1])
     assert main(["predict", str(tmp_path / "one.json"), "--C", "1e6"]) == 0
     capsys.readouterr()
+    # text unless --json: the prediction, how far beyond the fitted C, a warning past 10x
+    c_max = results[0][1].input_ranges["C"][1]
+    assert main(["predict", str(tmp_path / "one.json"), "--C", f"{c_max * 5:g},{c_max * 50:g}"]) == 0
+    text = capsys.readouterr().out
+    assert not text.lstrip().startswith("{") and "predicted error" in text
+    assert "C: extrapolates 50x beyond the fitted range" in text and "warning: C is more than 10x" in text
+    assert main(["predict", str(tmp_path / "one.json"), "--C", f"{c_max * 5:g}"]) == 0
+    text = capsys.readouterr().out
+    assert "extrapolates 5x" in text and "warning" not in text
     _, num = fit_table_results(
         df.assign(size=np.where(df.data == "laion", 4, 8)), law="power", C="C", y="E", by="size"
     )

@@ -124,7 +124,8 @@ def test_joint_law_with_link_auto_meets_the_aim_on_aggregate_targets(
     """Issue 12's aim (LOO <= 1.0, H/14+g/14 <= 0.5 points) on aggregates nobody tuned the law on, with the
     link `--link auto` chooses inside every fold; fitted to E (the default), imagenet_robustness misses it
     (1.07 / 1.13)."""
-    from clipscale.fit.reproduce import joint_checks, load_paper, target_rows
+    from clipscale.fit.reproduction.paper import load_paper, target_rows
+    from clipscale.fit.reproduction.reproduce import joint_checks
 
     args = ["reproduce", "cherti2023", "--data", str(PAPER), "--targets", "imagenet_robustness,vtab+"]
     assert main([*args, "--link", "auto", "--json"]) == 0
@@ -141,11 +142,11 @@ def test_a_joint_fit_from_scratch_reaches_the_optimum_a_warm_start_reaches() -> 
     """vtab's 27 runs up to L/14 have their best optimum where the size-and-samples term is a tiny, steep
     correction (beta ~ 1.6, gamma ~ 0.02), a region the main grid of starts never reaches; the law's extra
     grid does, so a user's fit of those runs is the one the holdout check reports."""
-    from clipscale.fit.estimate import fit_prepared
+    from clipscale.fit.estimation.estimate import fit_prepared
+    from clipscale.fit.estimation.points import prepare
+    from clipscale.fit.estimation.validate import _starts
     from clipscale.fit.laws import get_law
-    from clipscale.fit.points import prepare
-    from clipscale.fit.reproduce import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
-    from clipscale.fit.validate import _starts
+    from clipscale.fit.reproduction.paper import HOLDOUT_ARCHS, joint_inputs, load_paper, target_rows
 
     rows = target_rows(load_paper(PAPER)[0], "vtab")
     ours = rows[rows.source == "openclip"].reset_index(drop=True)

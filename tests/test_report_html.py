@@ -83,7 +83,7 @@ def test_report_is_self_contained_html_with_embedded_figures(report) -> None:
     parsed.close()
     images = [v for tag, k, v in parsed.attrs if tag == "img" and k == "src"]
     # grid + learning curves + one scaling figure and one isoFLOP figure for the one target
-    isoflop = importlib.util.find_spec("clipscale.fit.isoflop") is not None  # helper 12a's module
+    isoflop = importlib.util.find_spec("clipscale.fit.analyses.isoflop") is not None  # helper 12a's module
     assert len(images) == (4 if isoflop else 3)
     assert isoflop or "isoFLOP analysis unavailable: " in text
     if isoflop:  # the fake metric depends on compute only: no budget has its optimum inside the ladder
@@ -108,8 +108,11 @@ def test_report_numbers_match_fits_json(report) -> None:
     power = next(f for f in fits["fits"] if f["law"] == "power" and f["distribution"] == "uniform")
     assert power["params"]["alpha"] == pytest.approx(-0.2, abs=1e-6)
     assert power["params"]["A"] == pytest.approx(0.9, rel=1e-5)
-    lo, hi = frontier["ci"]["alpha"]
-    assert lo <= frontier["params"]["alpha"] <= hi
+    if frontier["dof"].get("warning"):  # the cherti frontier's few points: no CI as a number (issue 20)
+        assert frontier["ci"] == {} and frontier["ci_unavailable"]
+    else:
+        lo, hi = frontier["ci"]["alpha"]
+        assert lo <= frontier["params"]["alpha"] <= hi
     assert len(frontier["predictions"]) == 2
     text = path.read_text()
     assert f"{frontier['params']['alpha']:.3f}" in text

@@ -160,7 +160,7 @@ def test_data_constrained_runs_are_left_out_alike(finished: Path) -> None:
 def test_isoflop_analysis_is_saved_and_shown(finished: Path) -> None:
     doc = _fits(finished)
     if any("unavailable" in o.get("error", "") for o in doc["isoflop"]):
-        pytest.skip("clipscale.fit.isoflop (helper 12a) is not in this tree")
+        pytest.skip("clipscale.fit.analyses.isoflop (helper 12a) is not in this tree")
     uni = next(o for o in doc["isoflop"] if o["distribution"] == "uniform")
     edges = [b["edge"] for b in sorted(uni["budgets"], key=lambda b: b["C"])]
     assert edges == [True, True, False, False]  # at C = 40 and 160 the smallest model is the best run
@@ -223,6 +223,9 @@ def test_frontier_and_fix_reach_the_fit(tmp_path: Path) -> None:
     held = dataclasses.replace(study, fit=dataclasses.replace(study.fit, fix={"alpha": -0.3, "E_inf": 0.1}))
     doc = fit_stage(held, build_results_table(study))  # E_inf is not a parameter of power: not passed
     assert [f["params"]["alpha"] for f in doc["fits"]] == [-0.3, -0.3] and not doc["failed"]
+    squares = dataclasses.replace(study, fit=dataclasses.replace(study.fit, objective="squares"))
+    doc = fit_stage(squares, build_results_table(study))  # [fit] objective reaches every fit
+    assert [f["objective_kind"] for f in doc["fits"]] == ["squares", "squares"] and not doc["failed"]
 
 
 def test_report_does_not_import_the_study_package() -> None:

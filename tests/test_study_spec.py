@@ -117,6 +117,8 @@ def test_editing_one_cell_changes_only_its_id(tmp_path: Path) -> None:
      "[fit] laws[0]: unknown law 'cubic'; allowed: power, frontier, saturating"),
     (("[[rules]]", "[fit]\nfrontier = 'convex'\n\n[[rules]]"),
      "[fit] frontier: expected one of none, cherti, pareto, hull, got 'convex'"),
+    (("[[rules]]", "[fit]\nobjective = 'l1'\n\n[[rules]]"),
+     "[fit] objective: expected one of huber-log, squares-log, squares, got 'l1'"),
     (("[[rules]]", "[fit]\nconstrained = 'drop'\n\n[[rules]]"),
      "[fit] constrained: expected one of exclude, include, got 'drop'"),
     (("[[rules]]", "[fit]\nlaw = 'power'\n\n[[rules]]"), "[fit]: unknown key 'law'; allowed: metrics, laws"),

@@ -16,8 +16,8 @@ _API = {
     "fit_table": "clipscale.fit.table",
     "list_laws": "clipscale.fit.laws",
     "fit_table_results": "clipscale.fit.table",
-    "isoflop": "clipscale.fit.isoflop",
-    "plot_isoflop": "clipscale.fit.isoflop",
+    "isoflop": "clipscale.fit.analyses.isoflop",
+    "plot_isoflop": "clipscale.fit.analyses.isoflop",
     "save_fits": "clipscale.fit.result",
     "saved_fit_document": "clipscale.fit.result",
 }
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from clipscale.fit.isoflop import isoflop, plot_isoflop
+    from clipscale.fit.analyses.isoflop import isoflop, plot_isoflop
     from clipscale.fit.laws import list_laws
     from clipscale.fit.result import FitResult, fit_law, save_fits, saved_fit_document
     from clipscale.fit.table import fit_table, fit_table_results

@@ -30,6 +30,25 @@ def _register_fit(subparsers: Any) -> None:
         "bins, decreasing minima), hull (lower convex hull in log-log); needs --C",
     )
     p.add_argument(
+        "--frontier-bins",
+        type=int,
+        metavar="N",
+        help="pareto/cherti: N bin edges from the smallest to the largest C (N - 1 bins); Nezhurina et "
+        "al. take N = int(log2(C_max / 1500)), C in GFLOPs",
+    )
+    p.add_argument(
+        "--fit-where",
+        metavar="EXPR",
+        help="boolean expression: which rows are fitted, applied after the frontier",
+    )
+    p.add_argument(
+        "--objective",
+        default="huber-log",
+        choices=["huber-log", "squares-log", "squares"],
+        help="huber-log: Huber (--huber-delta) on log residuals (default); squares-log: least squares on "
+        "log residuals; squares: least squares on y itself (as scipy curve_fit)",
+    )
+    p.add_argument(
         "--fix", nargs="+", metavar="KEY=VALUE", default=[], help="hold parameters fixed, e.g. alpha=0.35"
     )
     p.add_argument(
@@ -115,6 +134,13 @@ def _register_isoflop(subparsers: Any) -> None:
     p.add_argument("--where", help="boolean expression selecting rows")
     p.add_argument("--k", type=float, default=1.0, help="C = k·N·D (6 for LLM FLOPs; 1 for CLIP GMACs)")
     p.add_argument("--gap", type=float, default=0.05, help="log10 C gap (dex) that separates budgets")
+    p.add_argument(
+        "--window",
+        default=None,
+        metavar="K",
+        help="fit each budget's parabola to the K sizes nearest its best run (K >= 3; 'all': every size; "
+        "default 7)",
+    )
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N resamples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -129,7 +155,7 @@ def _register_isoflop(subparsers: Any) -> None:
 
 
 def _isoflop(args: argparse.Namespace) -> int:
-    from clipscale.fit.isoflop import isoflop, plot_isoflop
+    from clipscale.fit.analyses.isoflop import isoflop, plot_isoflop
     from clipscale.fit.plot import check_figure_path
     from clipscale.fit.table import load_table
     from clipscale.io import dumps
@@ -149,6 +175,7 @@ def _isoflop(args: argparse.Namespace) -> int:
         k=args.k,
         error=args.error,
         gap=args.gap,
+        **_window(args.window),
     )
     if args.plot:
         plot_isoflop(doc, df, args.plot)
@@ -160,17 +187,38 @@ def _isoflop(args: argparse.Namespace) -> int:
         ci = lambda v: f" [{v[0]:.4g}, {v[1]:.4g}]" if v else ""  # noqa: E731
         print(
             f"{head}N* ∝ C^{g['a']:.4g}{ci(g['a_ci'])}  D* ∝ C^{g['b']:.4g}{ci(g['b_ci'])}  "
-            f"({g['n_budgets_used']} of {len(g['budgets'])} budgets; D = C/({args.k:g}·N))"
+            f"({g['n_budgets_used']} of {len(g['budgets'])} budgets; D = C/({args.k:g}·N); "
+            f"parabola window: {_window_text(doc['window'])})"
         )
         if g.get("ci_note"):
             print(f"  {g['ci_note']}")
         for b in g["budgets"]:
             if b["n_sizes"] >= 3:
                 flag = "  edge: excluded" if b["edge"] else ""
+                if not b["edge"] and b["window_used"] != min(b["n_sizes"], doc["window"] or b["n_sizes"]):
+                    flag += f"  (no vertex in the window: fitted {b['window_used']} sizes around the best)"
                 print(
                     f"  C={b['C']:.4g}: N*={b['N_opt']:.4g} y*={b['y_opt']:.4g} ({b['n_sizes']} sizes){flag}"
                 )
     return 0
+
+
+def _window(text: str | None) -> dict[str, Any]:
+    """--window K (an integer), 'all' (every size, None), or not given (the library's default)."""
+    from clipscale.errors import ClipscaleError
+
+    if text is None:
+        return {}
+    if text == "all":
+        return {"window": None}
+    try:
+        return {"window": int(text)}
+    except ValueError:
+        raise ClipscaleError(f"--window {text!r}: expected an integer >= 3 or 'all'") from None
+
+
+def _window_text(window: int | None) -> str:
+    return "every size" if window is None else f"{window} sizes nearest the best run"
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -204,6 +252,9 @@ def _fit(args: argparse.Namespace) -> int:
         frontier=args.frontier,
         fix=_fix(args.fix),
         link=args.link,
+        objective=args.objective,
+        frontier_bins=args.frontier_bins,
+        fit_where=args.fit_where,
     )
     if args.save:
         from clipscale.fit.result import save_fits
@@ -287,16 +338,27 @@ def _print_fit_text(doc: dict[str, Any]) -> None:
         fitted = (
             f" ({f['n_fitted']} on the frontier)" if f.get("n_fitted", f["n_points"]) != f["n_points"] else ""
         )
+        r2 = "r2 not meaningful" if f.get("dof", {}).get("warning") else (
+            f"r2_log={f['r2_log']:.4f} r2={f['r2']:.4f}")
         print(
-            f"{head}n={f['n_points']}{fitted} objective={f['objective']:.4g} r2_log={f['r2_log']:.4f} "
-            f"r2={f['r2']:.4f} starts at best {f['n_starts_at_best']}/{f['n_starts']}"
+            f"{head}n={f['n_points']}{fitted} objective={f['objective']:.4g} ({f.get('objective_kind')}) "
+            f"{r2} starts at best {f['n_starts_at_best']}/{f['n_starts']}"
         )
+        for w in [f.get("dof", {}).get("warning"), *f.get("warnings", [])]:
+            if w:
+                print(f"  warning: {w}")
+        if f.get("ci_unavailable"):
+            print(f"  no CI: {f['ci_unavailable']}")
+        if f.get("bootstrap_failed"):
+            print(f"  {f['bootstrap_failed']} bootstrap refits failed")
         for k, v in {**f["params"], **f["derived"]}.items():
             ci = f["ci"].get(k)
             missing = f.get("bootstrap_undefined", {}).get(k)
             note = f" (undefined in {missing} resamples)" if missing else ""
             note += " (fixed)" if k in f.get("fixed", {}) else ""
             note += " AT BOUND" if k in f.get("at_bound", []) else ""
+            med = f.get("bootstrap_median", {}).get(k)
+            note += f"  (bootstrap median {med:.6g})" if med is not None else ""
             print(f"  {k:>16} = {v:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else "") + note)
         if f.get("at_bound"):
             print(
@@ -376,12 +438,43 @@ def _predict(args: argparse.Namespace) -> int:
         from clipscale.errors import ClipscaleError
 
         raise ClipscaleError(f"give the inputs {', '.join('--' + k for k in law.inputs)} and/or --budget")
-    print(dumps(out, indent=2 if args.json else None))
+    if args.json:
+        print(dumps(out, indent=2))
+    else:
+        _print_prediction_text(out)
     return 0
 
 
+EXTRAPOLATION_WARN = 10.0  # beyond this factor past the fitted range a prediction gets a warning
+
+
+def _print_prediction_text(out: dict[str, Any]) -> None:
+    """Predicted error per input row (with its CI), how far beyond the fitted range, and the allocation."""
+    print(f"law {out['law']}: " + ", ".join(f"{k}={v:.6g}" for k, v in out["params"].items()))
+    pred = out.get("prediction")
+    if pred:
+        names = list(pred["inputs"])
+        for i, e in enumerate(pred["predicted_error"]):
+            where = ", ".join(f"{k}={pred['inputs'][k][i]:.4g}" for k in names)
+            ci = ""
+            if pred.get("ci_low") is not None:
+                ci = f"  95% CI [{pred['ci_low'][i]:.4g}, {pred['ci_high'][i]:.4g}]"
+            elif pred.get("ci_note"):
+                ci = f"  (no CI: {pred['ci_note']})"
+            print(f"  {where}: predicted error {e:.4g}{ci}")
+        for k, factor in pred.get("extrapolation", {}).items():
+            print(f"  {k}: extrapolates {factor:.3g}x beyond the fitted range")
+            if factor > EXTRAPOLATION_WARN:
+                print(f"  warning: {k} is more than {EXTRAPOLATION_WARN:g}x beyond the largest fitted value; "
+                      "the law is untested there")
+    alloc = out.get("allocation")
+    if alloc:
+        print("  allocation: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in alloc.items() if not isinstance(v, (list, dict))))
+
+
 def _reproduce(args: argparse.Namespace) -> int:
-    from clipscale.fit.reproduce import reproduce_cherti2023
+    from clipscale.fit.reproduction.reproduce import reproduce_cherti2023
     from clipscale.io import dumps
 
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None

@@ -64,7 +64,9 @@ def predict_with_ci(fit: FitResult, inputs: dict[str, np.ndarray], level: float 
         "predicted_error": pred.tolist(),
         "extrapolation": fit.extrapolation(**inputs),  # input -> factor beyond the fitted range
     }
-    if fit.bootstrap_params:
+    if fit.ci_unavailable:
+        out["ci_note"] = fit.ci_unavailable
+    elif fit.bootstrap_params:
         s = fit.predict_samples(**inputs)
         out["ci_low"] = np.percentile(s, 50 * (1 - level), axis=0).tolist()
         out["ci_high"] = np.percentile(s, 50 * (1 + level), axis=0).tolist()

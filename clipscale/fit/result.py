@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.bootstrap import percentile_ci, run_bootstrap, undefined_counts
-from clipscale.fit.estimate import Optimum, fit_prepared, r2_log, r2_target
+from clipscale.fit.estimation.bootstrap import percentile_ci, run_bootstrap, undefined_counts
+from clipscale.fit.estimation.estimate import Optimum, fit_prepared, r2_log, r2_target
+from clipscale.fit.estimation.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
+from clipscale.fit.estimation.objective import DEFAULT_OBJECTIVE
+from clipscale.fit.estimation.points import Prepared, frontier_subset, prepare, unidentified_params
+from clipscale.fit.estimation.validate import select_link
 from clipscale.fit.laws import Law, derived_quantities, get_law
-from clipscale.fit.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
-from clipscale.fit.points import Prepared, frontier_subset, prepare, unidentified_params
-from clipscale.fit.validate import select_link
 
 FIT_FORMAT = "clipscale-fit/1"
 SAVED_FORMAT = "clipscale-fits/1"
@@ -39,15 +40,20 @@ class FitResult:
     bootstrap_failed: int = 0
     bootstrap_undefined: dict[str, int] = field(default_factory=dict)  # derived name -> resamples without it
     input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # fitted (min, max) per input
-    frontier: str = "none"  # which points the law was fitted to (clipscale.fit.frontier)
+    frontier: str = "none"  # which points the law was fitted to (clipscale.fit.analyses.frontier)
     fixed: dict[str, float] = field(default_factory=dict)  # parameters held at given values (--fix)
     at_bound: list[str] = field(default_factory=list)  # free parameters that ended at a bound of their range
     r2: float = float("nan")  # R^2 of E itself (e.g. the loss), on the points fitted
     n_fitted: int = 0  # points the law went through: the frontier's, or all n_points
     frontier_points: dict[str, list[float]] = field(default_factory=dict)  # {"C": [...], "y": [...]}
     notes: list[str] = field(default_factory=list)  # caveats of the estimate (e.g. a lower minimum elsewhere)
-    link: float = IDENTITY  # the law is of g_link(E) (clipscale.fit.link); predict() returns E
+    link: float = IDENTITY  # the law is of g_link(E) (clipscale.fit.estimation.link); predict() returns E
     link_choice: dict[str, Any] = field(default_factory=dict)  # how the link was chosen (LinkChoice)
+    objective_kind: str = DEFAULT_OBJECTIVE  # what was minimised (clipscale.fit.estimation.objective)
+    dof: dict[str, Any] = field(default_factory=dict)  # points fitted, free parameters, warning if < p + 2
+    warnings: list[str] = field(default_factory=list)  # e.g. exact duplicate rows
+    bootstrap_median: dict[str, float] = field(default_factory=dict)  # refits' median, beside params
+    ci_unavailable: str | None = None  # why there is no CI although a bootstrap was asked for
 
     def extrapolation(self, **inputs: Any) -> dict[str, float]:
         """Per input outside the fitted range: how far out the farthest value lies, as a factor (> 1)."""
@@ -123,6 +129,11 @@ class FitResult:
             "frontier_points": {k: list(v) for k, v in self.frontier_points.items()},
             "notes": list(self.notes),
             "link": {"lambda": self.link, "name": link_name(self.link), **self.link_choice},
+            "objective_kind": self.objective_kind,
+            "dof": dict(self.dof),
+            "warnings": list(self.warnings),
+            "bootstrap_median": dict(self.bootstrap_median),
+            "ci_unavailable": self.ci_unavailable,
             "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
         }
 
@@ -152,13 +163,22 @@ class FitResult:
                 at_bound=[str(v) for v in d.get("at_bound", [])],
                 r2=float(d["r2"]) if d.get("r2") is not None else float("nan"),
                 n_fitted=int(d.get("n_fitted", d.get("n_points", 0))),
-                frontier_points={k: [float(x) for x in v] for k, v in d.get("frontier_points", {}).items()},
+                frontier_points=_frontier_points(d.get("frontier_points", {})),
                 notes=[str(v) for v in d.get("notes", [])],
                 link=float(d.get("link", {}).get("lambda", IDENTITY)),
                 link_choice={k: v for k, v in d.get("link", {}).items() if k not in ("lambda", "name")},
+                objective_kind=str(d.get("objective_kind", DEFAULT_OBJECTIVE)),
+                dof=dict(d.get("dof") or {}),
+                warnings=[str(v) for v in d.get("warnings", [])],
+                bootstrap_median={k: float(v) for k, v in (d.get("bootstrap_median") or {}).items()},
+                ci_unavailable=d.get("ci_unavailable"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
+
+
+def _frontier_points(d: dict[str, Any]) -> dict[str, list[Any]]:
+    return {k: [bool(x) if k == "fitted" else float(x) for x in v] for k, v in d.items()}
 
 
 def _refuse_unidentified(prep: Prepared, labels: dict[str, str]) -> None:
@@ -199,13 +219,19 @@ def fit_law(
     frontier: str = "none",
     fix: dict[str, float] | None = None,
     link: str | float | None = "error",
+    objective: str = DEFAULT_OBJECTIVE,
+    frontier_bins: int | None = None,
+    fit_mask: np.ndarray | None = None,
 ) -> FitResult:
     """Fit `law` to errors `y` in (0, 1] (any positive value with loss=True, e.g. a cross-entropy);
     `groups` labels the run of each point for the bootstrap; `labels` names inputs in error messages.
-    `frontier` picks the points the law is fitted to (`clipscale.fit.frontier`; needs C, an input of the
+    `frontier` picks the points the law is fitted to (`fit.analyses.frontier`; needs C, an input of the
     law or not); `fix` holds parameters (public names) at given values. Bootstrap resamples draw runs
     from all points and take the frontier again. `link` is the scale the law is fitted on
-    (clipscale.fit.link: auto, error, neglog, odds, boxcox:LAM, or a lambda); the bootstrap keeps it."""
+    (fit.estimation.link: auto, error, neglog, odds, boxcox:LAM, or a lambda); the bootstrap keeps it.
+    `objective` is what is minimised (fit.estimation.objective), by every refit too; `frontier_bins` the
+    bin edges of a pareto / cherti frontier; `fit_mask` the points that may be fitted (--fit-where),
+    applied after the frontier is taken over all of them."""
     spec = get_law(law)
     lam = parse_link(link)
     if not huber_delta > 0:
@@ -213,8 +239,13 @@ def fit_law(
     if bootstrap < 0:
         raise ClipscaleError(f"bootstrap must be >= 0, got {bootstrap}")
     prep = prepare(
-        spec, y, {"C": C, "N": N, "D": D, "U": U, "S": S}, labels, loss=loss, frontier=frontier, fix=fix
+        spec, y, {"C": C, "N": N, "D": D, "U": U, "S": S}, labels, loss=loss, frontier=frontier, fix=fix,
+        objective=objective, frontier_bins=frontier_bins, fit_mask=fit_mask,
     )
+    if prep.frontier == "none" and prep.fit_mask is not None:  # no frontier: --fit-where is a filter
+        mask = prep.fit_mask
+        prep = replace(prep.subset(mask), fit_mask=None)
+        groups = None if groups is None else np.asarray(groups)[mask]
     _refuse_unidentified(prep, labels or {})
     choice = LinkChoice(lam) if lam is not None else select_link(prep, delta=huber_delta)
     prep = prep.with_link(choice.lam)
@@ -254,18 +285,66 @@ def _result(spec: Law, prep: Prepared, opt: Optimum, points: Prepared, choice: L
         link=choice.lam,
         link_choice={k: v for k, v in choice.to_dict().items() if k not in ("lambda", "name")},
     )
+    result.objective_kind = prep.objective
+    result.dof = {"n_fitted": points.n, "n_free": prep.n_free}
+    if points.n < prep.n_free + MIN_DOF:
+        result.dof["warning"] = (
+            f"{points.n} points for {prep.n_free} free parameters (fewer than parameters + {MIN_DOF}): the "
+            "law can pass through every point, so R² says nothing and the parameters are barely determined"
+        )
+        result.r2 = result.r2_log = float("nan")
+    result.warnings = duplicate_warnings(prep)
     if prep.frontier != "none":  # what a figure marks as the frontier (cherti: bin centres and minima)
-        result.frontier_points = {"C": points.select_c.tolist(), "y": points.error.tolist()}
+        every = frontier_subset(prep, masked=False)
+        fitted = set(points.select_c.tolist())
+        result.frontier_points = {
+            "C": every.select_c.tolist(),
+            "y": every.error.tolist(),
+            "fitted": [c in fitted for c in every.select_c.tolist()],
+        }
     return result
+
+
+MIN_DOF = 2  # a fit needs at least parameters + 2 points for R² and CIs to mean something
+MIN_OK_FRACTION = 2 / 3  # a CI from fewer successful refits than this is reported as unavailable
+
+
+def duplicate_warnings(prep: Prepared) -> list[str]:
+    """One warning naming the exact duplicate rows (same inputs and target): each counts twice."""
+    cols = np.column_stack([prep.error, *prep.raw.values()])
+    _, first, counts = np.unique(cols, axis=0, return_index=True, return_counts=True)
+    dup = [int(i) for i, c in zip(first, counts, strict=True) if c > 1]
+    if not dup:
+        return []
+    rows = [np.flatnonzero(np.all(cols == cols[i], axis=1)).tolist() for i in sorted(dup)]
+    shown = "; ".join(", ".join(map(str, r)) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+    return [f"{sum(map(len, rows)) - len(rows)} exact duplicate row(s) (same inputs and target), fitted as "
+            f"separate points: positions {shown}"]
 
 
 def _attach_bootstrap(result: FitResult, prep: Prepared, opt: Optimum, *, n_boot: int, seed: int,
                       delta: float, groups: np.ndarray | None) -> None:
-    """Percentile CIs and the refits' parameters (what `predict` draws its CIs from)."""
-    boot = run_bootstrap(prep, opt, n_boot=n_boot, seed=seed, delta=delta, groups=groups)
+    """Percentile CIs, the refits' median and parameters (what `predict` draws its CIs from); no CI (with
+    the reason) from fewer than 2/3 successful refits or fewer points than parameters + 2."""
+    try:
+        boot = run_bootstrap(prep, opt, n_boot=n_boot, seed=seed, delta=delta, groups=groups)
+    except ClipscaleError:
+        result.bootstrap_failed = n_boot
+        result.ci_unavailable = f"every one of {n_boot} bootstrap refits failed"
+        return
+    result.bootstrap_failed = boot.n_failed
+    n_ok = boot.samples.shape[0]
+    if n_ok < MIN_OK_FRACTION * n_boot:
+        result.ci_unavailable = f"only {n_ok} of {n_boot} bootstrap refits succeeded (fewer than 2/3)"
+    elif "warning" in result.dof:
+        result.ci_unavailable = f"fewer points than parameters + {MIN_DOF}"
+    med = np.nanmedian(boot.samples, axis=0)
+    result.bootstrap_median = {k: float(v) for k, v in zip(boot.names, med, strict=True)
+                               if k not in prep.fix and np.isfinite(v)}
+    if result.ci_unavailable:
+        return
     result.ci = {k: v for k, v in percentile_ci(boot).items() if k not in prep.fix}
     result.bootstrap_params = boot.samples[:, : prep.law.n_params].tolist()
-    result.bootstrap_failed = boot.n_failed
     result.bootstrap_undefined = undefined_counts(boot)
 
 

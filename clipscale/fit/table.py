@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.frontier import check_frontier
+from clipscale.fit.analyses.frontier import check_frontier, check_frontier_bins
+from clipscale.fit.estimation.link import parse_link
+from clipscale.fit.estimation.objective import DEFAULT_OBJECTIVE, check_objective
+from clipscale.fit.estimation.points import prepare
+from clipscale.fit.estimation.validate import validate_fit
 from clipscale.fit.laws import Law, get_law
-from clipscale.fit.link import parse_link
-from clipscale.fit.points import prepare
 from clipscale.fit.result import FitResult, fit_law
-from clipscale.fit.validate import validate_fit
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
@@ -132,6 +133,9 @@ def fit_table_results(
     frontier: str = "none",
     fix: dict[str, float] | None = None,
     link: str | float | None = "error",
+    objective: str = DEFAULT_OBJECTIVE,
+    frontier_bins: int | None = None,
+    fit_where: str | None = None,
 ) -> tuple[dict[str, Any], list[tuple[Any, FitResult, pd.DataFrame]]]:
     """The one grouped-fitting function (CLI, studies, report): fit `law` per group of `by` (or once) and
     return the `clipscale fit --json` document and (group, FitResult, rows) per group, the latter what
@@ -140,13 +144,18 @@ def fit_table_results(
     `run` names a column identifying training runs (bootstrap resamples runs, `loo` leaves runs out);
     without it every row is its own run. `holdout` is a boolean expression for held-out rows.
     `frontier` (none, cherti, pareto, hull) picks the points the law is fitted to, over the compute `C`;
-    `fix` holds parameters at given values; `link` is the scale the law is fitted on (clipscale.fit.link;
+    `fix` holds parameters at given values; `link` is the scale the law is fitted on (fit.estimation.link;
     `auto` is chosen again inside every validation fold). Validation errors are in the target's units:
     accuracy points with `error` (and for errors in (0, 1]), loss units and relative % with `loss`.
+    `objective` is what every fit and refit minimises (huber-log, squares-log, squares); `frontier_bins`
+    the bin edges of a pareto / cherti frontier; `fit_where` a boolean expression applied after the
+    frontier is taken (`where` is applied before it).
     """
     spec = get_law(law)
     exprs = {"C": C, "N": N, "D": D, "U": U, "S": S}
     _check_options(spec, exprs, frontier=frontier, link=link)
+    check_objective(objective)
+    check_frontier_bins(frontier, frontier_bins)
     df = filter_rows(df, where)
     _check_columns(df, by=by, run=run)
     groups = [(None, df)] if by is None else [(k, g) for k, g in df.groupby(by, sort=True)]
@@ -164,6 +173,9 @@ def fit_table_results(
         "frontier": frontier,
         "fix": fix or {},
         "link": link,
+        "objective": objective,
+        "frontier_bins": frontier_bins,
+        "fit_where": fit_where,
     }
     fits, results = [], []
     for i, (key, g) in enumerate(groups):  # seed + i: groups resample independently (exponent_differences)
@@ -176,7 +188,8 @@ def fit_table_results(
         fits.append({"group": None if key is None else _plain(key), **entry})
         results.append((fits[-1]["group"], result, g))
     head = {"law": law, "formula": spec.formula, "frontier": results[0][1].frontier if results else frontier,
-            "fixed": dict(fix or {}), "y": y, "error": error, "loss": loss, "by": by, "where": where}
+            "fixed": dict(fix or {}), "y": y, "error": error, "loss": loss, "by": by, "where": where,
+            "objective_kind": objective, "frontier_bins": frontier_bins, "fit_where": fit_where}
     return _document(spec, head, fits, results, bootstrap=bootstrap), results
 
 
@@ -280,8 +293,16 @@ def _fit_group(
     frontier: str,
     fix: dict[str, float],
     link: str | float | None,
+    objective: str,
+    frontier_bins: int | None,
+    fit_where: str | None,
 ) -> tuple[dict[str, Any], FitResult]:
     spec = get_law(law)
+    if fit_where and frontier == "none":  # no frontier to take first: --fit-where is one more filter
+        g = g[row_mask(g, fit_where, "fit-where")]
+        if g.empty:
+            raise ClipscaleError(f"--fit-where {fit_where!r} keeps no rows")
+        fit_where = None
     yv = column(g, y, "y")
     if error:
         yv = 1.0 - yv
@@ -290,6 +311,8 @@ def _fit_group(
     labels = {k: f"--{k} {e!r}" for k, e in exprs.items() if e is not None}
     labels["y"] = f"--y {y!r}" + (" (as 1 - y)" if error else "")
     groups = g[run].to_numpy() if run else None
+    where = {"objective": objective, "frontier_bins": frontier_bins}
+    where["fit_mask"] = row_mask(g, fit_where, "fit-where") if fit_where else None
     result = fit_law(
         law,
         y=yv,
@@ -302,6 +325,7 @@ def _fit_group(
         frontier=frontier,
         fix=fix,
         link=link,
+        **where,
         **inputs,
     )
     out = result.to_dict()
@@ -309,7 +333,7 @@ def _fit_group(
     validation: dict[str, Any] = {}
     if holdout or loo:
         validation = validate_fit(
-            prepare(spec, yv, inputs, labels, loss=loss, frontier=frontier, fix=fix),
+            prepare(spec, yv, inputs, labels, loss=loss, frontier=frontier, fix=fix, **where),
             delta=delta,
             link=link,
             holdout_mask=row_mask(g, holdout, "holdout") if holdout else None,

@@ -68,7 +68,8 @@ def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudyS
         kwargs["fix"] = fix
     return fit_table_results(rows, law=law, y=metric, error=not is_loss(metric), loss=is_loss(metric),
                              by=by, where=None, bootstrap=study.fit.bootstrap, holdout=None, loo=False,
-                             seed=0, run="run_id", huber_delta=1e-3, link=study.fit.link, **kwargs)
+                             seed=0, run="run_id", huber_delta=1e-3, link=study.fit.link,
+                             objective=study.fit.objective, **kwargs)
 
 
 def _predictions(result: Any, budgets: list[float]) -> list[dict[str, Any]]:
@@ -149,7 +150,7 @@ def _check_largest(rows: Any, *, law: str, metric: str, study: StudySpec, fronti
 
 
 def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) -> list[dict[str, Any]]:
-    """Chinchilla approach 2 per distribution on the isoFLOP groups (`clipscale.fit.isoflop`)."""
+    """Chinchilla approach 2 per distribution on the isoFLOP groups (`clipscale.fit.analyses.isoflop`)."""
     rows = points[points.compute_group.notna() & ~points.constrained]
     out = []
     for distribution, sub in rows.groupby("distribution", sort=True):
@@ -168,7 +169,7 @@ def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) 
 
 def _isoflop(rows: Any, *, bootstrap: int) -> dict[str, Any]:
     """`fit.isoflop.isoflop` on a study's isoFLOP groups; where the data allow no CI, `ci_note` says why."""
-    from clipscale.fit.isoflop import isoflop
+    from clipscale.fit.analyses.isoflop import isoflop
 
     kwargs = {"C": "compute_group", "N": "params", "y": "error", "seed": 0}
     doc = isoflop(rows, bootstrap=bootstrap, **kwargs)
@@ -182,7 +183,7 @@ def _budgets_alone(rows: Any) -> list[dict[str, Any]]:
     import numpy as np
 
     try:
-        from clipscale.fit.isoflop import MIN_SIZES, parabola_optimum
+        from clipscale.fit.analyses.isoflop import MIN_SIZES, parabola_optimum
     except ImportError:
         return []
     out = []

@@ -135,6 +135,9 @@ class EvalSpec:
     samples_per_task: int = 1000
 
 
+FIT_OBJECTIVES = ("huber-log", "squares-log", "squares")  # clipscale.fit.estimation.objective.OBJECTIVES
+
+
 @dataclass(frozen=True)
 class FitSpec:
     metrics: tuple[str, ...] = DEFAULT_METRICS
@@ -150,6 +153,7 @@ class FitSpec:
     check_largest: bool = True  # refit each law without the largest compute group and predict it
     fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
     link: str = "error"  # scale the law of an error is fitted on (`clipscale fit --link`)
+    objective: str = "huber-log"  # what the fits minimise (`clipscale fit --objective`)
 
 
 @dataclass(frozen=True)
@@ -369,8 +373,8 @@ def _section(doc: dict[str, Any], key: str, cls: type, allowed: tuple[str, ...])
 
 
 def _parse_fit(doc: dict[str, Any]) -> FitSpec:
+    from clipscale.fit.estimation.link import parse_link
     from clipscale.fit.laws import list_laws  # numpy only; spec stays importable without pandas
-    from clipscale.fit.link import parse_link
 
     fit = _section(doc, "fit", FitSpec, tuple(FitSpec.__dataclass_fields__))
     laws = list_laws()
@@ -391,6 +395,8 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
         parse_link(fit.link)
     except ClipscaleError as exc:
         raise _fail("[fit] link", str(exc).replace("--link ", "")) from None
+    if fit.objective not in FIT_OBJECTIVES:
+        raise _fail("[fit] objective", f"expected one of {', '.join(FIT_OBJECTIVES)}, got {fit.objective!r}")
     _typed("[fit] fix", fit.fix, dict, "a table of parameter = number")
     for k, v in fit.fix.items():
         _typed(f"[fit] fix {k}", v, (int, float), "a number")

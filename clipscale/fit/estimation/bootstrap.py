@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.estimate import Optimum, fit_prepared
+from clipscale.fit.estimation.estimate import Optimum, fit_prepared
+from clipscale.fit.estimation.points import Prepared
 from clipscale.fit.laws import derived_quantities
-from clipscale.fit.points import Prepared
 
 CI_LEVEL = 0.95
 

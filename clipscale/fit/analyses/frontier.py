@@ -12,9 +12,16 @@ compute, so it should be fitted to the lower envelope of the points, not to all 
   with the minimum error, kept only while the error keeps decreasing with C (each kept run beats every
   kept run of lower compute).
 - `hull`: the runs on the lower convex hull of (log C, log E), from the lowest to the highest compute.
+
+`--frontier-bins N` (pareto, cherti) sets the bins by their N edges instead: for `pareto`, N geometric
+edges from the smallest to the largest C (N - 1 bins, each [lo, hi)), the minimum of each bin kept
+while decreasing, and the largest-C point kept if it is lower still: Nezhurina et al.'s `pareto_bin`,
+which takes N = int(log2(C_max / 1500)) with C in GFLOPs. For `cherti`, N - 1 equal bins of log10 C.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -73,6 +80,35 @@ def pareto_rows(c: np.ndarray, e: np.ndarray, factor: float = PARETO_BIN_FACTOR)
     return np.array(rows, int)
 
 
+def pareto_edge_rows(c: np.ndarray, e: np.ndarray, n_edges: int) -> np.ndarray:
+    """Rows of the Pareto frontier over `n_edges` geometric bin edges from min C to max C (increasing C)."""
+    edges = np.geomspace(c.min(), c.max(), n_edges)
+    best_so_far, rows = np.inf, []
+    for lo, hi in itertools.pairwise(edges):
+        sel = np.flatnonzero((c >= lo) & (c < hi))
+        if sel.size:
+            r = sel[np.argmin(e[sel])]
+            if e[r] < best_so_far:
+                rows.append(r)
+                best_so_far = e[r]
+    top = np.flatnonzero(c == c.max())
+    r = top[np.argmin(e[top])]
+    if e[r] < best_so_far and r not in rows:
+        rows.append(r)
+    return np.array(rows, int)
+
+
+def check_frontier_bins(frontier: str, bins: int | None) -> int | None:
+    """`--frontier-bins` is for pareto and cherti and needs at least 2 edges (one bin)."""
+    if bins is None:
+        return None
+    if frontier not in ("pareto", "cherti"):
+        raise ClipscaleError(f"--frontier-bins is for --frontier pareto or cherti, not {frontier!r}")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        raise ClipscaleError(f"--frontier-bins {bins!r}: expected an integer >= 2 (bin edges)")
+    return bins
+
+
 def hull_rows(c: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Rows on the lower convex hull of (log C, log E) (monotone chain; ties in C keep the lowest E)."""
     x, y = np.log(c), np.log(e)
@@ -91,12 +127,13 @@ def hull_rows(c: np.ndarray, e: np.ndarray) -> np.ndarray:
     return np.array(hull, int)
 
 
-def frontier_rows(name: str, c: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Rows of `pareto`, `hull` or `cherti` (the row holding each bin's minimum)."""
+def frontier_rows(name: str, c: np.ndarray, e: np.ndarray, bins: int | None = None) -> np.ndarray:
+    """Rows of `pareto`, `hull` or `cherti` (the row holding each bin's minimum); `bins`: bin edges."""
     if name == "pareto":
-        return pareto_rows(c, e)
+        return pareto_rows(c, e) if bins is None else pareto_edge_rows(c, e, bins)
     if name == "hull":
         return hull_rows(c, e)
     if name == "cherti":
-        return cherti_bins(np.log10(c), np.log10(e))[2]
+        nbins = FRONTIER_BINS if bins is None else bins - 1
+        return cherti_bins(np.log10(c), np.log10(e), nbins)[2]
     raise ClipscaleError(f"no frontier rows for --frontier {name!r}")

@@ -1,10 +1,11 @@
 """Estimating one law on one set of points.
 
-Lines (`power`, `frontier`) are closed-form least squares in log10-log10 space. Non-linear laws
-minimise the Huber loss of natural-log residuals, summed over points (Hoffmann et al. 2022 approach 3
-as re-done by Besiroglu et al. 2024), with scipy's L-BFGS-B and an analytic gradient, from the best
+Lines (`power`, `frontier`) are closed-form least squares in log10-log10 space (with `--objective
+squares`, scipy's least_squares on E from there). Non-linear laws minimise `--objective`
+(fit.estimation.objective; by default the Huber loss of natural-log residuals, Hoffmann et al. 2022
+approach 3 as re-done by Besiroglu et al. 2024), with scipy's L-BFGS-B and an analytic gradient, from the best
 `max_starts` points of a grid of starts (the whole grid is screened in one vectorised pass). The
-objective is divided by delta inside the optimiser only, so its scale is ~ the number of points and
+objective is divided by a scale (delta) inside the optimiser only, so its scale is ~ the number of points and
 L-BFGS-B's tolerances mean the same for every delta (a too-small loss scale is what stopped
 Hoffmann et al.'s optimiser early). Points carry integer weights so a bootstrap resample is a
 re-weighting, not a copy.
@@ -16,14 +17,15 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import least_squares, minimize
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit._blas import single_threaded_blas
-from clipscale.fit.constraints import bounds_array, params_at_bound, uncentred_grid
+from clipscale.fit.estimation import objective as objectives
+from clipscale.fit.estimation._blas import single_threaded_blas
+from clipscale.fit.estimation.bounds import bounds_array, params_at_bound, uncentred_grid
+from clipscale.fit.estimation.link import IDENTITY
+from clipscale.fit.estimation.points import Prepared, frontier_subset
 from clipscale.fit.laws import logsumexp, lse_and_jacobian
-from clipscale.fit.link import IDENTITY
-from clipscale.fit.points import Prepared, frontier_subset
 
 AT_BEST_RTOL = 1e-5
 
@@ -61,15 +63,39 @@ def fit_line(prep: Prepared, weights: np.ndarray | None = None) -> Optimum:
         sw = np.sqrt(w)
         design = np.stack([x, np.ones(x.size)], axis=1) * sw[:, None]
         (slope, icpt), *_ = np.linalg.lstsq(design, ly * sw, rcond=None)
-    res = ly - (slope * x + icpt)
+    if prep.objective == "squares":
+        icpt, slope = _line_on_target(prep, x, ly, w, float(icpt), float(slope))
+        res = 10.0 ** ly - 10.0 ** (slope * x + icpt)
+    else:
+        res = ly - (slope * x + icpt)
     return Optimum({"A": float(10**icpt), "alpha": float(slope)}, None, float(np.sum(w * res**2)), 1, 1, True)
 
 
+def _line_on_target(
+    prep: Prepared, x: np.ndarray, ly: np.ndarray, w: np.ndarray, icpt: float, slope: float
+) -> tuple[float, float]:
+    """Least squares of y - A·C^alpha on y itself (what curve_fit does), started from the log-space line;
+    a fixed A or alpha stays fixed. x, ly: log10 C and log10 y of the points with weight > 0."""
+    y, sw = 10.0**ly, np.sqrt(w)
+    free = [k for k in ("icpt", "slope") if {"icpt": "A", "slope": "alpha"}[k] not in prep.fix]
+    start = {"icpt": icpt, "slope": slope}
+
+    def resid(v: np.ndarray) -> np.ndarray:
+        p = {**start, **dict(zip(free, v, strict=True))}
+        return sw * (y - 10.0 ** (p["slope"] * x + p["icpt"]))
+
+    fit = least_squares(resid, [start[k] for k in free], method="lm" if len(x) > len(free) else "trf",
+                        xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=10000)
+    out = {**start, **dict(zip(free, fit.x, strict=True))}
+    return float(out["icpt"]), float(out["slope"])
+
+
 # ------------------------------------------------------------------------------------ non-linear
-def huber_objective(
+def loss_objective(
     theta: np.ndarray, prep: Prepared, delta: float, w: np.ndarray
 ) -> tuple[float, np.ndarray]:
-    """Sum of w * Huber(log y - log E(theta)) / delta and its gradient in theta."""
+    """Sum of w * loss(residual) / scale for `prep.objective` (clipscale.fit.estimation.objective) and its
+    gradient in theta."""
     design = prep.design
     if design is None:
         logp, jac = lse_and_jacobian(prep.law, theta, prep.logx, prep.raw, prep.centre)
@@ -79,12 +105,15 @@ def huber_objective(
         e = np.exp(t - top)
         s = e.sum(axis=1, keepdims=True)
         logp, soft = (top + np.log(s))[:, 0], e / s
-    r = prep.log_y - logp
-    a = np.abs(r)
-    h = np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
-    wpsi = w * np.clip(r, -delta, delta)
-    grad = jac.T @ wpsi if design is None else (soft * wpsi[:, None]).reshape(-1) @ design
-    return float(np.dot(w, h)) / delta, -grad / delta
+    r, dr = objectives.residuals(prep.objective, prep.y, prep.log_y, logp)
+    h, psi = objectives.rho(prep.objective, r, delta)
+    g = w * psi * dr
+    grad = jac.T @ g if design is None else (soft * g[:, None]).reshape(-1) @ design
+    sc = objectives.scale(prep.objective, prep.y, delta)
+    return float(np.dot(w, h)) / sc, grad / sc
+
+
+huber_objective = loss_objective  # the default objective's name, kept for callers of the Huber era
 
 
 def grid_starts(prep: Prepared, delta: float, max_starts: int) -> np.ndarray:
@@ -111,7 +140,7 @@ def _best_of(prep: Prepared, axes: list[np.ndarray], delta: float, k: int) -> np
 
 
 def _grid_objective(prep: Prepared, grid: np.ndarray, delta: float) -> np.ndarray:
-    """Huber objective (unweighted) of each row of `grid` (g, p)."""
+    """The objective (unweighted, unscaled) of each row of `grid` (g, p)."""
     if prep.design is None:
         logp = logsumexp(prep.law.terms(grid, prep.logx, prep.raw, prep.centre))  # (g, n)
     else:  # linear terms: one matrix product, (n*m, p) @ (p, g)
@@ -119,8 +148,8 @@ def _grid_objective(prep: Prepared, grid: np.ndarray, delta: float) -> np.ndarra
             t = (prep.design @ grid.T).reshape(prep.n, -1, grid.shape[0])  # (n, m, g)
         top = t.max(axis=1)
         logp = (top + np.log(np.exp(t - top[:, None, :]).sum(axis=1))).T
-    r = np.abs(prep.log_y[None, :] - logp)
-    return np.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta)).sum(axis=1)
+    r, _ = objectives.residuals(prep.objective, prep.y[None, :], prep.log_y[None, :], logp)
+    return objectives.rho(prep.objective, r, delta)[0].sum(axis=1)
 
 
 def fit_lse(
@@ -134,7 +163,8 @@ def fit_lse(
     """L-BFGS-B from each start; keeps the best; counts starts within AT_BEST_RTOL of it. A search from
     scratch on a law with a published estimator that applies (`Law.protocol`) returns that estimator's
     answer instead, checked against this search (`published_optimum`)."""
-    if starts is None and weights is None and prep.law.protocol is not None:
+    published = prep.law.protocol is not None and prep.objective == objectives.DEFAULT_OBJECTIVE
+    if starts is None and weights is None and published:
         theta = prep.law.protocol(prep, delta)
         if theta is not None:
             return published_optimum(prep, theta, delta=delta, max_starts=max_starts)
@@ -148,7 +178,7 @@ def fit_lse(
         for th0 in np.atleast_2d(starts):
             th0 = np.clip(th0, lo, hi)
             res = minimize(
-                huber_objective,
+                loss_objective,
                 th0,
                 args=(prep, delta, w),
                 jac=True,
@@ -171,7 +201,7 @@ def fit_lse(
     return Optimum(
         params,
         best.x,
-        float(best.fun) * delta,
+        float(best.fun) * objectives.scale(prep.objective, prep.y, delta),
         len(results),
         at_best,
         converged,
@@ -186,7 +216,8 @@ def published_optimum(prep: Prepared, theta: np.ndarray, *, delta: float, max_st
     """The published estimator's point, kept as it is (so the published numbers are what it reproduces),
     with the objective in this module's units (sum of Huber losses), and checked against our own search
     from the law's grid: a lower minimum whose free parameters differ by > 1 % is reported in `notes`."""
-    obj = huber_objective(theta, prep, delta, np.ones(prep.n))[0] * delta
+    sc = objectives.scale(prep.objective, prep.y, delta)
+    obj = loss_objective(theta, prep, delta, np.ones(prep.n))[0] * sc
     params = prep.law.to_params(theta, prep.centre)
     params.update(prep.fix)
     search = fit_lse(prep, delta=delta, starts=grid_starts(prep, delta, max_starts))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipscale.fit.laws_nonlinear import Inputs, _th
+from clipscale.fit.laws.nonlinear import Inputs, _th
 
 
 def unique_seen(u: np.ndarray, s: np.ndarray) -> np.ndarray:

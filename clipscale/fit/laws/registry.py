@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.laws_joint import (
+from clipscale.fit.laws.joint import (
     joint_extra_grid,
     joint_from,
     joint_grid,
@@ -27,7 +27,7 @@ from clipscale.fit.laws_joint import (
     joint_terms,
     joint_to,
 )
-from clipscale.fit.laws_nonlinear import (
+from clipscale.fit.laws.nonlinear import (
     datacon_from,
     datacon_grid,
     datacon_published_fit,
@@ -70,10 +70,10 @@ class Law:
     )
     linear_terms: bool = False  # every term is linear in theta: the Jacobian is a constant design
     # The estimator the law was published with, where it applies (prep, delta) -> internal theta or None:
-    # a grid search from scratch then starts there instead of the law's grid (see clipscale.fit.estimate).
+    # a grid search from scratch then starts there instead of the law's grid (see fit.estimation.estimate).
     protocol: Callable[[Any, float], np.ndarray | None] | None = field(default=None, repr=False)
     # Further grids of starts (regions), for good optima whose grid points score worse than the main
-    # grid's best and so would never be among its starts (clipscale.fit.estimate.grid_starts).
+    # grid's best and so would never be among its starts (clipscale.fit.estimation.estimate.grid_starts).
     extra_grid: Callable[[np.ndarray], list[list[np.ndarray]]] | None = field(default=None, repr=False)
 
     @property

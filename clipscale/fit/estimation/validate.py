@@ -3,7 +3,7 @@
 Errors are reported in the target's units (`summarize`): accuracy points for errors in (0, 1], loss
 units and relative % for a loss. Non-linear refits
 start from the full-data optimum plus the best few grid points, so a LOO over 29 runs costs
-seconds, not minutes. `select_link` is `--link auto` (clipscale.fit.link); with `auto_link` the checks
+seconds, not minutes. `select_link` is `--link auto` (fit.estimation.link); with `auto_link` the checks
 choose the link again on each fold's training rows, so what they report is the whole procedure's error.
 """
 
@@ -16,10 +16,17 @@ from typing import Any
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.bootstrap import group_index
-from clipscale.fit.estimate import Optimum, fit_prepared, grid_starts
-from clipscale.fit.link import IDENTITY, LAMBDAS, LinkChoice, choose_link, forward_splits, parse_link
-from clipscale.fit.points import Prepared, frontier_subset, unidentified_params
+from clipscale.fit.estimation.bootstrap import group_index
+from clipscale.fit.estimation.estimate import Optimum, fit_prepared, grid_starts
+from clipscale.fit.estimation.link import (
+    IDENTITY,
+    LAMBDAS,
+    LinkChoice,
+    choose_link,
+    forward_splits,
+    parse_link,
+)
+from clipscale.fit.estimation.points import Prepared, frontier_subset, unidentified_params
 
 LOO_EXTRA_STARTS = 1
 WARM_GRID_STARTS = 4  # grid starts of each further link's full fit (besides its neighbour's optimum)
@@ -91,7 +98,7 @@ def warm_starts(prep: Prepared, *, delta: float, lams: tuple[float, ...] = LAMBD
 
 def select_link(prep: Prepared, *, delta: float, warm: Warm | None = None) -> LinkChoice:
     """`--link auto` for `prep` (points on the scale of E): the candidate link that, fitted on the
-    smaller model sizes, predicts the next size best (clipscale.fit.link). E where that cannot be
+    smaller model sizes, predicts the next size best (clipscale.fit.estimation.link). E where that cannot be
     tested: a loss, a law without a model size N, or fewer than 3 sizes with enough rows."""
     if prep.loss:
         return LinkChoice(IDENTITY, "auto", reason="a loss is fitted on its own scale")

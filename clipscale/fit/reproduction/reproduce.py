@@ -15,58 +15,22 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
+from clipscale.fit.estimation.link import link_name, parse_link
+from clipscale.fit.estimation.points import prepare
+from clipscale.fit.estimation.validate import validate_fit
 from clipscale.fit.laws import get_law
-from clipscale.fit.link import link_name, parse_link
-from clipscale.fit.points import prepare
+from clipscale.fit.reproduction.paper import (
+    DEFAULT_TARGETS,
+    HOLDOUT_ARCHS,
+    PREDICTION_ARCHS,
+    PREDICTION_TARGETS,
+    SAMPLES,
+    UNIQUE,
+    joint_inputs,
+    load_paper,
+    target_rows,
+)
 from clipscale.fit.result import FitResult, fit_law
-from clipscale.fit.validate import validate_fit
-
-DEFAULT_TARGETS = ("imagenet1k", "mscoco_captions", "flickr30k")
-PREDICTION_TARGETS = ("imagenet1k", "mscoco_captions")
-PREDICTION_ARCHS = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-H-14", "ViT-g-14", "ViT-G-14")
-SAMPLES = {
-    "1B": 1_000_000_000,
-    "3B": 80_000_415 * 32,
-    "13B": 407_332_084 * 32,
-    "34B": 407_332_084 * 84,
-    "68B": 2 * 407_332_084 * 84,
-}
-# Unique samples per upstream dataset: the nominal sizes the authors use in their figures notebook.
-UNIQUE = {"LAION-80M": 80e6, "LAION-400M": 400e6, "LAION-2B": 2e9}
-HOLDOUT_ARCHS = ("ViT-H-14", "ViT-g-14")
-OPENAI = "CLIP-WIT"
-
-
-def metric_for(target: str) -> str:
-    if target in ("mscoco_captions", "flickr30k", "flickr8k"):
-        return "image_retrieval_recall@5"
-    if target == "voc2007_multilabel":
-        return "mean_average_precision"
-    return "acc1"
-
-
-def load_paper(data: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    data = Path(data)
-    files = {n: data / f"{n}.csv" for n in ("zeroshot_results", "arch_info")}
-    for p in files.values():
-        if not p.is_file():
-            raise ClipscaleError(
-                f"{p}: missing; --data must be the paper's table directory (e.g. ../shared/paper)"
-            )
-    return pd.read_csv(files["zeroshot_results"]), pd.read_csv(files["arch_info"])
-
-
-def target_rows(results: pd.DataFrame, target: str) -> pd.DataFrame:
-    rows = results[results.downstream_dataset == target].copy()
-    if rows.empty:
-        valid = ", ".join(sorted(results.downstream_dataset.unique()))
-        raise ClipscaleError(f"target {target!r} is not a downstream_dataset; valid: {valid}")
-    m = metric_for(target)
-    if rows[m].isna().any():
-        raise ClipscaleError(f"target {target!r}: column {m} has missing values")
-    rows["E"] = 1.0 - rows[m]
-    rows["source"] = np.where(rows.upstream_dataset == OPENAI, "openai", "openclip")
-    return rows.reset_index(drop=True)
 
 
 def paper_fits(rows: pd.DataFrame, target: str) -> tuple[list[dict[str, Any]], dict[str, FitResult]]:
@@ -116,20 +80,11 @@ def prediction_mae(table: list[dict]) -> float:
     return float(np.mean(diffs))
 
 
-def joint_inputs(runs: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The joint law's inputs of the paper's runs: N = GMACs, U = nominal dataset size, S = samples seen."""
-    return {
-        "N": runs.gmacs.to_numpy(),
-        "U": runs.upstream_dataset.map(UNIQUE).to_numpy(),
-        "S": runs.samples_seen.to_numpy(),
-    }
-
-
 def joint_checks(
     rows: pd.DataFrame, target: str, delta: float = 1e-3, link: str | float | None = "error"
 ) -> dict[str, Any]:
     """LOO and H/14+g/14 extrapolation MAE (accuracy points) of the joint law and of the frontier law;
-    with `link` auto the link is chosen inside every fold (clipscale.fit.link)."""
+    with `link` auto the link is chosen inside every fold (clipscale.fit.estimation.link)."""
     ours = rows[rows.source == "openclip"].reset_index(drop=True)
     if ours.upstream_dataset.isin(UNIQUE).sum() != len(ours):
         raise ClipscaleError(
@@ -164,7 +119,7 @@ def reproduce_cherti2023(
     link: str | float | None = "error",
 ) -> dict[str, Any]:
     """Everything `clipscale reproduce cherti2023 --json` prints; figures and CSVs go to `out`. `link` is
-    the scale of the joint law (clipscale.fit.link; `auto` is chosen again inside every check's fold)."""
+    the scale of the joint law (fit.estimation.link; `auto` is chosen again inside every check's fold)."""
     parse_link(link)
     results, arch_info = load_paper(data)
     targets = list(targets or DEFAULT_TARGETS)
@@ -185,7 +140,7 @@ def reproduce_cherti2023(
         doc["joint"].append(checks)
         figures.append((target, rows, fits))
     if out is not None:
-        from clipscale.fit.plot import write_reproduction_outputs
+        from clipscale.fit.reproduction.plots import write_reproduction_outputs
 
         write_reproduction_outputs(
             Path(out), doc, figures, joint_params, bootstrap=bootstrap, seed=seed, links=links, link=link

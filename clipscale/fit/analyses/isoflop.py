@@ -1,12 +1,17 @@
 """IsoFLOP analysis (Hoffmann et al. 2022, approach 2): the compute-optimal model size per budget.
 
-Per compute budget, a parabola of log y in log N through the runs of that budget gives the size N* at
-its minimum; a least-squares line of log N* on log C over the budgets gives N* ∝ C^a. The data of a
+Per compute budget, a parabola of log y in log N through the runs of the `window` sizes nearest (in
+log N) the budget's best run gives the size N* at its minimum (Porian et al. 2024 fit a parabola to the
+few sizes around the minimum: a parabola is only locally right, and sizes far from the minimum bias its
+vertex; window None fits every size); a least-squares line of log N* on log C over the budgets gives
+N* ∝ C^a. The data of a
 run follows the table's compute convention C = k·N·D (k = 6 for LLM FLOPs with N parameters, k = 1 for
 CLIP GMACs per sample × samples seen), so D* = C/(k·N*) ∝ C^b with b = 1 − a exactly; both are reported
-because the literature quotes both. A budget whose best run is its smallest or largest model, whose
-parabola opens downwards, or whose N* lies outside its sizes has no interior optimum: it is flagged
-(`edge`) and excluded from the line; that choice is made once, on the point estimate.
+because the literature quotes both. A budget whose best run is the smallest or largest size of the whole
+ladder at that budget (or that has fewer than 3 sizes) has no interior optimum: it is flagged (`edge`) and
+excluded from the line; that choice is made once, on the point estimate. Where the window's parabola has
+no interior vertex (it opens downwards, or a wide window's vertex lies outside its sizes) the three sizes
+around the best run are fitted instead, whose vertex is always interior (`window_used` says so).
 
 Bootstrap CIs (`bootstrap_a`) keep every budget with its model sizes and draw the error of log N* about the
 line, because resampling the runs of a three-size budget (the minimum, and the usual CLIP ladder) nearly
@@ -29,11 +34,44 @@ import numpy as np
 import pandas as pd
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.bootstrap import CI_LEVEL
+from clipscale.fit.estimation.bootstrap import CI_LEVEL
 from clipscale.fit.table import check_key_column, column, filter_rows
 
 MIN_SIZES = 3
 DEFAULT_GAP = 0.05
+DEFAULT_WINDOW = 7  # see docs/scaling-laws.md "isoFLOP window" and bench/bench_isoflop_window.py
+
+
+def check_window(window: int | None) -> int | None:
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < MIN_SIZES):
+        raise ClipscaleError(f"--window {window!r}: expected an integer >= {MIN_SIZES} (sizes per parabola)")
+    return window
+
+
+def window_rows(log_n: np.ndarray, log_y: np.ndarray, window: int | None) -> np.ndarray:
+    """Rows of the `window` distinct sizes nearest (in log N) the best run (all rows when None)."""
+    sizes = np.unique(log_n)
+    if window is None or sizes.size <= window:
+        return np.arange(log_n.size)
+    best = log_n[np.argmin(log_y)]
+    near = sizes[np.argsort(np.abs(sizes - best), kind="stable")[:window]]
+    return np.flatnonzero(np.isin(log_n, near))
+
+
+def budget_optimum(
+    log_n: np.ndarray, log_y: np.ndarray, window: int | None
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One budget: its parabola's optimum over the window, `edge` by the ladder rule, and the rows fitted."""
+    sizes = np.unique(log_n)
+    best = log_n[np.argmin(log_y)]
+    rows = window_rows(log_n, log_y, window)
+    opt = parabola_optimum(log_n[rows], log_y[rows])
+    edge = bool(sizes.size < MIN_SIZES or best in (sizes[0], sizes[-1]))
+    used = int(np.unique(log_n[rows]).size)
+    if opt["edge"] and not edge:  # no interior vertex in this window: the three sizes around the best
+        rows = window_rows(log_n, log_y, MIN_SIZES)
+        opt, used = parabola_optimum(log_n[rows], log_y[rows]), MIN_SIZES
+    return {**opt, "edge": edge, "window_used": used}, rows
 
 
 def budget_index(c: np.ndarray, gap: float = DEFAULT_GAP) -> np.ndarray:
@@ -83,6 +121,7 @@ def _analyse(
     seed: int,
     gap: float,
     labels: dict[str, str],
+    window: int | None = DEFAULT_WINDOW,
 ) -> dict[str, Any]:
     for name, v in (("C", c), ("N", n), ("y", yv)):
         if np.any(~np.isfinite(v)) or np.any(v <= 0):
@@ -92,7 +131,7 @@ def _analyse(
     budgets, members = [], []
     for b in range(int(bidx.max()) + 1):
         sel = np.flatnonzero(bidx == b)
-        opt = parabola_optimum(ln[sel], ly[sel])
+        opt, rows = budget_optimum(ln[sel], ly[sel], window)
         cb = float(np.exp(np.mean(np.log(c[sel]))))
         budgets.append(
             {
@@ -102,16 +141,17 @@ def _analyse(
                 "edge": opt["edge"],
                 "n_runs": int(sel.size),
                 "n_sizes": int(np.unique(n[sel]).size),
+                "window_used": opt["window_used"],
                 "coef": opt["coef"],
             }
         )
-        members.append(sel)
+        members.append(sel[rows])
     good = [i for i, bd in enumerate(budgets) if not bd["edge"]]
     if len(good) < 2:
         raise ClipscaleError(
             f"isoflop: {len(good)} of {len(budgets)} compute budgets have an interior optimum (need >= 2; a "
             f"budget needs >= {MIN_SIZES} model sizes {labels['N']} with its best run not at the smallest or "
-            f"largest); budgets are C values {labels['C']} within {gap} dex of each other"
+            f"largest of the ladder); budgets are C values {labels['C']} within {gap} dex of each other"
         )
     lcb = np.log([budgets[i]["C"] for i in good])
     a, icpt = _slope(lcb, np.log([budgets[i]["N_opt"] for i in good]))
@@ -122,6 +162,7 @@ def _analyse(
         "b_ci": None,
         "N_opt_coef": float(np.exp(icpt)),
         "n_budgets_used": len(good),
+        "window": window,
         "budgets": budgets,
     }
     if bootstrap:
@@ -260,6 +301,7 @@ def isoflop(
     k: float = 1.0,
     error: bool = False,
     gap: float = DEFAULT_GAP,
+    window: int | None = DEFAULT_WINDOW,
 ) -> dict[str, Any]:
     """The `clipscale isoflop --json` document.
 
@@ -267,13 +309,16 @@ def isoflop(
     "n_sizes", "coef"}], …} plus the inputs (C, N, y, where, k, error). With `by`: the same inputs plus
     "by" and "groups": [{"group": value, "a", "a_ci", "b", "b_ci", "budgets", …}], one per value of `by`
     (sorted), each analysed on its own rows; groups resample with seeds seed + i. `error=True` analyses
-    1 − y (accuracy-like columns). CIs are None without bootstrap."""
+    1 − y (accuracy-like columns). CIs are None without bootstrap. `window`: the sizes nearest each
+    budget's best run its parabola goes through (None: every size)."""
+    check_window(window)
     if bootstrap < 0:
         raise ClipscaleError(f"--bootstrap must be >= 0, got {bootstrap}")
     if not k > 0:
         raise ClipscaleError(f"--k must be > 0, got {k}")
     df = filter_rows(df, where)
-    head: dict[str, Any] = {"C": C, "N": N, "y": y, "where": where, "k": k, "error": error, "gap": gap}
+    head: dict[str, Any] = {"C": C, "N": N, "y": y, "where": where, "k": k, "error": error, "gap": gap,
+                            "window": window}
     labels = {"C": f"--C {C!r}", "N": f"--N {N!r}", "y": f"--y {y!r}" + (" (as 1 - y)" if error else "")}
 
     def one(rows: pd.DataFrame, s: int) -> dict[str, Any]:
@@ -287,6 +332,7 @@ def isoflop(
             seed=s,
             gap=gap,
             labels=labels,
+            window=window,
         )
 
     if by is None:

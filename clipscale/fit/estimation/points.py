@@ -1,6 +1,6 @@
 """The points a law is fitted to: validated inputs and target, the scale the law is fitted on, which
 parameters are fixed, and which frontier of the points is taken (`Prepared`, built by `prepare`); and
-which parameters such points cannot determine. clipscale.fit.estimate fits a law to them.
+which parameters such points cannot determine. clipscale.fit.estimation.estimate fits a law to them.
 """
 
 from __future__ import annotations
@@ -11,10 +11,17 @@ from functools import cached_property
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.constraints import check_fix
-from clipscale.fit.frontier import check_frontier, cherti_bins, frontier_rows
+from clipscale.fit.analyses.frontier import (
+    FRONTIER_BINS,
+    check_frontier,
+    check_frontier_bins,
+    cherti_bins,
+    frontier_rows,
+)
+from clipscale.fit.estimation.link import IDENTITY, inverse, link_name, transform
+from clipscale.fit.estimation.objective import DEFAULT_OBJECTIVE, check_objective
 from clipscale.fit.laws import Law
-from clipscale.fit.link import IDENTITY, inverse, link_name, transform
+from clipscale.fit.laws.constraints import check_fix
 
 
 @dataclass
@@ -25,7 +32,7 @@ class Prepared:
     With fixed parameters the inputs are not centred (centre 0), so that every internal parameter is a
     function of one public parameter and fixing one is a bound lo = hi; `grid_centre` keeps the medians
     the law's grid of starts is written for. `link` is the scale the law is fitted on
-    (clipscale.fit.link): `y` is then g_link(E), `error` E itself."""
+    (clipscale.fit.estimation.link): `y` is then g_link(E), `error` E itself."""
 
     law: Law
     y: np.ndarray
@@ -40,6 +47,9 @@ class Prepared:
     loss: bool = False
     link: float = IDENTITY
     observed: np.ndarray | None = None  # the error itself when y is its transform
+    objective: str = DEFAULT_OBJECTIVE  # what the fit minimises (clipscale.fit.estimation.objective)
+    frontier_bins: int | None = None  # --frontier-bins: bin edges of pareto / cherti (None: their default)
+    fit_mask: np.ndarray | None = None  # --fit-where: which points may be fitted, applied after the frontier
 
     @property
     def error(self) -> np.ndarray:
@@ -51,7 +61,7 @@ class Prepared:
         return inverse(values, self.link)
 
     def with_link(self, lam: float) -> Prepared:
-        """The same points with the law fitted to g_lam(E) (clipscale.fit.link)."""
+        """The same points with the law fitted to g_lam(E) (clipscale.fit.estimation.link)."""
         e = self.error
         if lam == IDENTITY:
             return replace(self, y=e, observed=None, link=IDENTITY)
@@ -93,6 +103,7 @@ class Prepared:
             raw={k: v[mask] for k, v in self.raw.items()},
             logx={k: v[mask] for k, v in self.logx.items()},
             select_c=None if self.select_c is None else self.select_c[mask],
+            fit_mask=None if self.fit_mask is None else self.fit_mask[mask],
         )
 
 
@@ -104,9 +115,13 @@ def prepare(
     loss: bool = False,
     frontier: str = "none",
     fix: dict[str, float] | None = None,
+    objective: str = DEFAULT_OBJECTIVE,
+    frontier_bins: int | None = None,
+    fit_mask: np.ndarray | None = None,
 ) -> Prepared:
     """Check inputs (present, same length, finite, positive; y in (0, 1], or > 0 for a loss); centre logs.
-    A frontier other than `none` needs the compute C (an input of the law or not) to be taken over."""
+    A frontier other than `none` needs the compute C (an input of the law or not) to be taken over;
+    `objective` is what the fit minimises (clipscale.fit.estimation.objective)."""
     labels = labels or {}
     frontier = _law_frontier(law, frontier)
     y = _as_vector(y, labels.get("y", "y"))
@@ -142,7 +157,21 @@ def prepare(
         fixed,
         medians,
         loss,
+        objective=check_objective(objective),
+        frontier_bins=check_frontier_bins(frontier, frontier_bins),
+        fit_mask=_fit_mask(fit_mask, y.size, frontier),
     )
+
+
+def _fit_mask(mask: np.ndarray | None, n: int, frontier: str) -> np.ndarray | None:
+    if mask is None:
+        return None
+    mask = np.asarray(mask, bool).reshape(-1)
+    if mask.size != n:
+        raise ClipscaleError(f"--fit-where selects {mask.size} values but y has {n}")
+    if not mask.any():
+        raise ClipscaleError("--fit-where keeps none of the points")
+    return mask
 
 
 def _law_frontier(law: Law, frontier: str) -> str:
@@ -220,16 +249,20 @@ def unidentified_params(prep: Prepared) -> list[str]:
     return [prep.law.params[j] for j in sorted(bad)]
 
 
-def frontier_subset(prep: Prepared, weights: np.ndarray | None = None) -> Prepared:
+def frontier_subset(prep: Prepared, weights: np.ndarray | None = None, *, masked: bool = True) -> Prepared:
     """The points of `prep.frontier` among those with weight > 0, as a Prepared of their own (frontier
-    `none`). `cherti` on a law of C alone: bin minima at bin centres; otherwise real rows."""
+    `none`), then (`masked`) only those `fit_mask` (--fit-where) keeps. `cherti` on a law of C alone:
+    bin minima at bin centres; otherwise real rows."""
     keep = np.ones(prep.n, bool) if weights is None else np.asarray(weights) > 0
     base = prep.subset(keep)
     c = base.select_c
+    use = base.fit_mask if masked and base.fit_mask is not None else np.ones(base.n, bool)
     if prep.frontier == "cherti" and prep.law.inputs == ("C",):
-        xs, ys, _ = cherti_bins(np.log10(c), np.log10(base.y))
+        nbins = FRONTIER_BINS if prep.frontier_bins is None else prep.frontier_bins - 1
+        xs, ys, rows = cherti_bins(np.log10(c), np.log10(base.y), nbins)
+        xs, ys = xs[use[rows]], ys[use[rows]]
         if xs.size < 2:
-            raise ClipscaleError("the cherti frontier needs points in at least two compute bins")
+            raise ClipscaleError("the cherti frontier needs (fitted) points in at least two compute bins")
         cc = 10.0**xs
         return replace(
             base,
@@ -239,13 +272,16 @@ def frontier_subset(prep: Prepared, weights: np.ndarray | None = None) -> Prepar
             logx={"C": np.log(cc) - base.centre["C"]},
             select_c=cc,
             frontier="none",
+            fit_mask=None,
         )
-    rows = frontier_rows(prep.frontier, c, base.y)
+    rows = frontier_rows(prep.frontier, c, base.y, prep.frontier_bins)
     mask = np.zeros(base.n, bool)
     mask[rows] = True
+    mask &= use
     if mask.sum() < max(2, base.n_free):
         raise ClipscaleError(
-            f"the {prep.frontier} frontier keeps {int(mask.sum())} points, fewer than the "
+            f"the {prep.frontier} frontier keeps {int(mask.sum())} points"
+            f"{' that --fit-where selects' if base.fit_mask is not None and masked else ''}, fewer than the "
             f"{max(2, base.n_free)} that law {prep.law.name!r} needs; use --frontier none or more runs"
         )
-    return replace(base.subset(mask), frontier="none")
+    return replace(base.subset(mask), frontier="none", fit_mask=None)
