@@ -171,8 +171,10 @@ def test_cli_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.skipif(not (SHARED / "external").is_dir(), reason="../shared not present")
 def test_chinchilla_runs_give_approach_2_exponent() -> None:
     # Hoffmann et al. 2022 approach 2: N_opt ∝ C^0.49 (their isoFLOP runs; these are the Fig. 4 runs).
+    # Their recipe fits one parabola through every size of a profile: window=None (`--window all`);
+    # the default window (the 7 sizes nearest each minimum) gives 0.54 on these runs.
     df = pd.read_csv(SHARED / "external" / "chinchilla_svg_extracted.csv")
-    doc = isoflop(df, C="`Training FLOP`", N="`Model Size`", y="loss", k=6, bootstrap=2000)
+    doc = isoflop(df, C="`Training FLOP`", N="`Model Size`", y="loss", k=6, bootstrap=2000, window=None)
     assert 0.45 < doc["a"] < 0.53
     lo, hi = doc["a_ci"]
     assert 0.3 < lo < 0.49 < hi < 0.7

@@ -253,6 +253,9 @@ def test_every_law_is_checked_on_the_largest_compute_group(finished: Path) -> No
     for f in doc["fits"]:
         check = f["extrapolation_check"]
         assert check["group_compute"] == 2560.0 and len(check["runs"]) == 3 and check["n_runs"] == 9
-        assert check["verdict"] in ("held", "missed") and check["ci_low"] < check["ci_high"]
+        if check["verdict"] is None:  # the refit's frontier has too few points for an interval: says so
+            assert "fewer points than parameters" in check["reason"] and check["ci_low"] is None
+        else:
+            assert check["verdict"] in ("held", "missed") and check["ci_low"] < check["ci_high"]
     text = (finished / "out" / "report.html").read_text()
     assert "Does the law predict the largest run?" in text and "95% prediction interval" in text

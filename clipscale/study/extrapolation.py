@@ -81,8 +81,9 @@ def check_largest(rows: Any, *, inputs: dict[str, str], n_params: int, on_fronti
         boot = np.mean(np.log(samples), axis=1) if samples.size else np.empty(0)
     boot = boot[np.isfinite(boot)]
     if boot.size < 2:
-        check.update(ci_low=None, ci_high=None, mean_ci=None, verdict=None,
-                     reason="no bootstrap refits ([fit] bootstrap = 0 or every refit failed): no interval")
+        why = (getattr(result, "ci_unavailable", None)
+               or "no bootstrap refits ([fit] bootstrap = 0 or every refit failed)")
+        check.update(ci_low=None, ci_high=None, mean_ci=None, verdict=None, reason=f"{why}: no interval")
         return {"extrapolation_check": check}
     resid = _log_residuals(result, held, inputs, on_frontier)
     lo, hi = 50 * (1 - LEVEL), 50 * (1 + LEVEL)
