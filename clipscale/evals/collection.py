@@ -2,11 +2,11 @@
 
 ```toml
 # clipscale eval --collection runs.toml --suite SUITE
-model_configs = ["tiny-S1-bpe.json"]   # optional: custom open_clip architectures (relative paths)
+model_configs = ["my-bpe.json"]        # optional: custom open_clip architectures (relative paths)
 [[entry]]
 checkpoint = "logs/run-a"              # any eval SOURCE; a run folder means all its checkpoints;
                                        # glob patterns ("logs/*/checkpoints/epoch_*.pt") too
-model = "tiny-S1-bpe"                  # optional: the architecture, if the source does not say
+model = "my-bpe"                       # optional: the architecture, if the source does not say
 samples_seen = 640                     # optional: for a single checkpoint that does not record it
 name = "run-a"                         # optional: the table's run_id (default: the folder/file name)
 ```
