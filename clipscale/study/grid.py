@@ -25,7 +25,9 @@ from typing import Any
 from clipscale.errors import ClipscaleError
 from clipscale.study.spec import OPERATIONAL_KEYS, StudySpec
 
-FlopsFn = Callable[[str], tuple[float, float]]  # model -> (GMACs per sample, M params)
+# model -> (GMACs per sample, M params, M params without token/positional embeddings); a 2-tuple
+# (no params_nonemb) is accepted and leaves that column null
+FlopsFn = Callable[[str], tuple[float, ...]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class RunPlan:
     train: dict[str, Any]  # TrainConfig keyword arguments besides model/data/samples/seed/output_dir
     compute_group: float | None = None  # the isoFLOP level this run belongs to, if any
     run_dir: Path = field(default=Path("."))
+    mparams_nonemb: float | None = None  # params without token/positional embeddings (models.flops)
 
     @property
     def compute(self) -> float:
@@ -54,15 +57,16 @@ class RunPlan:
         return {"run_id": self.run_id, "model": self.model, "dataset": self.dataset,
                 "distribution": self.distribution, "data_size": self.data_size,
                 "samples_seen": self.samples_seen, "seed": self.seed, "gmacs": self.gmacs,
-                "mparams": self.mparams, "compute": self.compute, "compute_group": self.compute_group,
+                "mparams": self.mparams, "mparams_nonemb": self.mparams_nonemb, "compute": self.compute,
+                "compute_group": self.compute_group,
                 "train": self.train}
 
 
-def default_flops(model: str) -> tuple[float, float]:
+def default_flops(model: str) -> tuple[float, float, float]:
     from clipscale.models.flops import count_flops
 
     counted = count_flops(model)
-    return float(counted.gmacs), float(counted.mparams)
+    return float(counted.gmacs), float(counted.mparams), float(counted.mparams_nonemb)
 
 
 def _ladder_lr(model: str) -> float | None:
@@ -133,17 +137,18 @@ def run_id(*, model: str, dataset: dict[str, Any], data_size: int, samples_seen:
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model)}-{digest[:12]}"
 
 
-def _model_flops(flops: FlopsFn, model: str, *, where: str) -> tuple[float, float]:
+def _model_flops(flops: FlopsFn, model: str, *, where: str) -> tuple[float, float, float | None]:
     try:
-        return flops(model)
+        gmacs, mparams, *nonemb = flops(model)
     except ClipscaleError as exc:
         raise ClipscaleError(f"{where}: {exc}") from None
+    return gmacs, mparams, (nonemb[0] if nonemb else None)
 
 
 def plan(spec: StudySpec, *, flops: FlopsFn | None = None) -> list[RunPlan]:
     """Every run of the study in grid order, duplicates (same id from several blocks) removed."""
     flops = flops or default_flops
-    cache: dict[str, tuple[float, float]] = {}
+    cache: dict[str, tuple[float, float, float | None]] = {}
     runs: dict[str, RunPlan] = {}
     for number, block in enumerate(spec.grid, 1):
         budgets = [("samples", s) for s in block.samples_seen] + [("compute", c) for c in block.compute]
@@ -151,7 +156,7 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None) -> list[RunPlan]:
                 block.model, block.dataset, block.data_size, budgets, block.seed):
             if model not in cache:
                 cache[model] = _model_flops(flops, model, where=f"{spec.path}: [[grid]] #{number} model")
-            gmacs, mparams = cache[model]
+            gmacs, mparams, nonemb = cache[model]
             cell = {"model": model, "dataset": ds_name, "data_size": data_size, "seed": seed}
             train = resolve_train(spec, cell)
             samples = (int(budget) if kind == "samples"
@@ -166,7 +171,7 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None) -> list[RunPlan]:
                 run_id=rid, model=model, dataset=ds_name, distribution=ds.synth or ds_name,
                 data_size=data_size, samples_seen=samples, seed=seed, gmacs=gmacs, mparams=mparams,
                 train=train, compute_group=budget if kind == "compute" else None,
-                run_dir=spec.runs_dir / rid))
+                run_dir=spec.runs_dir / rid, mparams_nonemb=nonemb))
     return list(runs.values())
 
 

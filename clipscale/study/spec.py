@@ -46,6 +46,7 @@ OPERATIONAL_KEYS = ("device", "workers", "threads", "log_every", "tensorboard", 
 GRID_AXES = ("model", "dataset", "data_size", "samples_seen", "compute", "seed")
 RULE_MATCH_KEYS = ("model", "dataset", "data_size", "seed")
 FIT_FRONTIERS = ("none", "cherti", "pareto", "hull")
+FIT_N_COLUMNS = ("params_nonemb", "params")  # results-table column that is N ([fit] n_column)
 FIT_CONSTRAINED = ("exclude", "include")
 DEFAULT_METRICS = ("image_retrieval_recall@5",)
 
@@ -138,6 +139,7 @@ class FitSpec:
     constrained: str = "exclude"  # data-constrained runs in fits of laws of C alone and in the isoFLOP part
     fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
     link: str = "error"  # scale the law of an error is fitted on (`clipscale fit --link`)
+    n_column: str = "params_nonemb"  # model size N of laws and isoFLOP: without embeddings, or "params"
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,8 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
     for i, law in enumerate(fit.laws):
         if law not in laws:
             raise _fail(f"[fit] laws[{i}]", f"unknown law {law!r}; allowed: {', '.join(laws)}")
-    for key, allowed in (("frontier", FIT_FRONTIERS), ("constrained", FIT_CONSTRAINED)):
+    for key, allowed in (("frontier", FIT_FRONTIERS), ("constrained", FIT_CONSTRAINED),
+                         ("n_column", FIT_N_COLUMNS)):
         if getattr(fit, key) not in allowed:
             raise _fail(f"[fit] {key}", f"expected one of {', '.join(allowed)}, got {getattr(fit, key)!r}")
     _list_of("[fit] metrics", list(fit.metrics), lambda w, v: _typed(w, v, str, "a metric name"))
