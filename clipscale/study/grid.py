@@ -27,6 +27,9 @@ from clipscale.study.spec import OPERATIONAL_KEYS, StudySpec
 
 # model -> (GMACs per sample, M params, M params without token/positional embeddings); a 2-tuple
 # (no params_nonemb) is accepted and leaves that column null
+# Keys added after run ids existed, at the value that trains as before: left out of the id, so a study
+# that writes `augment = "none"` keeps the ids of one that never mentions it.
+NEUTRAL_KEYS = {"augment": "none"}
 FlopsFn = Callable[[str], tuple[float, ...]]
 
 
@@ -130,7 +133,8 @@ def run_id(*, model: str, dataset: dict[str, Any], data_size: int, samples_seen:
     """
     key: dict[str, Any] = {"model": model, "dataset": dataset, "data_size": data_size,
                            "samples_seen": samples_seen, "seed": seed,
-                           "train": {k: v for k, v in train.items() if k not in OPERATIONAL_KEYS}}
+                           "train": {k: v for k, v in train.items()
+                                     if k not in OPERATIONAL_KEYS and NEUTRAL_KEYS.get(k, k) != v}}
     if train.get("data_mode") == "stream":  # 0 workers (decode in the trainer) streams like 1
         key["stream"] = {"workers": max(1, int(train.get("workers", 1))), "world_size": world_size}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -40,9 +40,10 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STUDY_OWNED = ("model", "train_data", "output_dir", "data_size", "samples_seen", "seed", "resume",
                "eval_suite", "eval_data_root", "model_configs")
 TRAIN_KEYS = (*(k for k in TRAIN_FIELDS if k not in STUDY_OWNED), "warmup_fraction")
-# Keys that change nothing about the trained weights: excluded from the run id.
+# Keys that change nothing about the trained weights: excluded from the run id. model_configs: [study]
+# paths, passed to every run's TrainConfig; keep_latest: whether a finished run keeps latest.pt.
 OPERATIONAL_KEYS = ("device", "workers", "threads", "log_every", "tensorboard", "progress", "peak_tflops",
-                    "model_configs")  # model_configs: [study] paths, passed to every run's TrainConfig
+                    "keep_latest", "model_configs")
 GRID_AXES = ("model", "dataset", "data_size", "samples_seen", "compute", "seed")
 RULE_MATCH_KEYS = ("model", "dataset", "data_size", "seed")
 FIT_FRONTIERS = ("none", "cherti", "pareto", "hull")

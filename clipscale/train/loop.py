@@ -213,5 +213,7 @@ def _finish(s: Session, state: str) -> dict[str, Any]:
         summary["signal"] = signal.Signals(s.stop_signal).name
     if s.env.is_main:
         atomic_write_json(s.run_dir / "summary.json", summary)
+        if state == "finished" and not cfg.keep_latest:  # nothing left to resume: drop its 64 MB
+            ckpt.latest_path(s.run_dir).unlink(missing_ok=True)
     return summary
 
