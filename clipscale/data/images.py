@@ -29,12 +29,14 @@ def open_image(data: bytes) -> Image.Image:
     """The PIL image of `data` with only its header read; ImageError if unreadable or too large."""
     try:
         img = Image.open(io.BytesIO(data))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL's own check, at the same threshold by default
+        raise ImageError(f"image over the {MAX_PIXELS:,}-pixel limit ({exc})") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"undecodable image ({type(exc).__name__})") from exc
     width, height = img.size
     if width * height > MAX_PIXELS:
         img.close()
-        raise ImageError(f"{width}x{height} image is over the {MAX_PIXELS:,}-pixel limit")
+        raise ImageError(f"{width}x{height} image over the {MAX_PIXELS:,}-pixel limit")
     return img
 
 
