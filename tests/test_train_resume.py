@@ -174,6 +174,9 @@ def test_augment_openclip_resumes_identically_and_latest_is_dropped_when_finishe
     monkeypatch.undo()
     assert train(tiny_config(synth_train_shards, split, **AUGMENTED, resume="auto"))["state"] == "finished"
     assert not (split / "checkpoints" / "latest.pt").exists()
+    before = (split / "metrics.jsonl").read_bytes()  # finished without latest.pt: resume trains nothing
+    assert train(tiny_config(synth_train_shards, split, **AUGMENTED, resume="auto"))["steps"] == 20
+    assert (split / "metrics.jsonl").read_bytes() == before
 
     def losses(run: Path) -> list[float]:
         return [r["loss"] for r in read_jsonl(run / "metrics.jsonl")]
