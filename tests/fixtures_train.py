@@ -1,8 +1,9 @@
 """Session fixtures of the train stage: one short tiny-S0 run other stages' tests can read.
 
 `tiny_trained_run` -> Path of a finished run directory (config.json, open_clip_config/tiny-S0.json,
-metrics.jsonl, checkpoints/samples_000000003200.pt and samples_000000006400.pt, latest.pt,
-summary.json): tiny-S0, 6,400 samples seen at batch 32 on `synth_train_shards` (~10 s on 2 cores).
+metrics.jsonl, checkpoints/samples_000000003200.pt and samples_000000006400.pt, latest.pt (kept:
+keep_latest = true), summary.json): tiny-S0, 6,400 samples seen at batch 32 on `synth_train_shards`
+(~10 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -38,5 +39,5 @@ def tiny_trained_run(tmp_path_factory: pytest.TempPathFactory, synth_train_shard
     from clipscale.train import train
 
     out = tmp_path_factory.mktemp("train") / "tiny-S0"
-    train(tiny_config(synth_train_shards, out))
+    train(tiny_config(synth_train_shards, out, keep_latest=True))  # resume tests start from its latest.pt
     return out

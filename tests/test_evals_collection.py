@@ -56,6 +56,7 @@ name = "clipscale"
     assert list(table.columns[: len(ID_COLUMNS)]) == list(ID_COLUMNS)
     assert table.groupby("run_id").size().to_dict() == {"run-a": 4, "run-b": 4, "export": 2, "clipscale": 2}
     assert set(table[table.run_id == "run-a"].samples_seen) == {320, 640}
+    assert (table.params_nonemb < table.params / 10).all()  # without the 49408-row token table
     assert table[table.run_id == "run-a"].final.tolist() == [False, False, True, True]
     assert (table[table.run_id == "export"].samples_seen == 1280).all() and table.compute.notna().all()
     reference = evaluate_checkpoint(runs[0] / "checkpoints" / "epoch_2.pt", suite=bpe["suite"],

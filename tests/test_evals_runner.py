@@ -173,3 +173,42 @@ def test_eval_cli_module_imports_no_torch() -> None:
 
     code = "import sys, clipscale.evals.cli; sys.exit('torch' in sys.modules or 'numpy' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_second_checkpoint_decodes_no_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images not at the model's size (8 px for a 32 px model: decode + resize) are decoded once per
+    process and preprocessing: separate evaluate_checkpoint calls, as the train eval hook makes one per
+    checkpoint, decode nothing the second time, and give the metrics of a fresh decode."""
+    from clipscale.evals import embed
+
+    make_wds(tmp_path / "d", cls_samples([0, 1, 0, 1, 1, 0]), classnames=["red", "blue"],
+             templates=["a {c} shape"])
+    (tmp_path / "s.toml").write_text('[[dataset]]\nname = "d"\nformat = "wds"\npath = "d"\n'
+                                     'task = "zeroshot_classification"\n')
+    first, second = save_tiny(tmp_path / "a.pt", seed=1), save_tiny(tmp_path / "b.pt", seed=2)
+    decoded: list[int] = []
+    real = embed._decode
+    monkeypatch.setattr(embed, "_decode", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    evaluate_checkpoint(first, suite=tmp_path / "s.toml")
+    assert len(decoded) == 6
+    (record,) = evaluate_checkpoint(second, suite=tmp_path / "s.toml")
+    assert len(decoded) == 6  # nothing decoded for the second checkpoint
+    monkeypatch.setattr(embed, "_SHARED", None)  # a fresh process
+    (fresh,) = evaluate_checkpoint(second, suite=tmp_path / "s.toml")
+    assert len(decoded) == 12 and json.dumps(fresh["metrics"]) == json.dumps(record["metrics"])  # nan too
+
+
+def test_pixel_cache_is_bounded_least_recently_used_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clipscale.evals import embed
+
+    class Set:  # one image per set; its name is its content fingerprint
+        def __init__(self, name: str) -> None:
+            self.fingerprint, self.images = name, [name]
+
+    decoded: list[str] = []
+    monkeypatch.setattr(embed, "_decode",
+                        lambda ref, *a: decoded.append(ref) or ("pil", torch.zeros(3, 4, 4)))
+    cache = embed.PixelCache(max_bytes=2 * 3 * 4 * 4 * 4)  # room for two sets of one 3x4x4 float32 image
+    for name in ("a", "b", "a", "c", "a", "b"):
+        cache.get(Set(name), lambda img: img, "pp")
+    assert decoded == ["a", "b", "c", "b"]  # "a" stayed (recently used), "b" was evicted by "c"

@@ -87,14 +87,30 @@ def test_towers_sum_to_total(name: str) -> None:
 
 
 def test_ladder_gmacs_increase_and_span_30x() -> None:
-    names = list(LADDER)
+    names = [n for n in LADDER if not n.endswith("-bpe")]
     assert names == [f"tiny-S{i}" for i in range(len(names))] and len(names) >= 5
+    assert [n for n in LADDER if n.endswith("-bpe")] == [f"{n}-bpe" for n in names]
     gmacs = [count_flops(n).gmacs for n in names]
     params = [count_flops(n).mparams for n in names]
     assert all(a < b for a, b in itertools.pairwise(gmacs)), gmacs
     assert all(a < b for a, b in itertools.pairwise(params)), params
     assert gmacs[-1] / gmacs[0] >= 30
     assert {count_flops(n).context_length for n in names} == {32}
+
+
+def test_params_nonemb_leaves_out_token_and_positional_embeddings() -> None:
+    """ViT-B-32: 151.28 M in all; token (49408 x 512), text positions (77 x 512), image positions
+    (50 x 768) and the class token (768) are embeddings. A BPE twin differs from its word twin only in
+    the token table, so both have the same params_nonemb while the table is > 95 % of the BPE total."""
+    r = count_flops("ViT-B-32")
+    embeddings = 49408 * 512 + 77 * 512 + 50 * 768 + 768
+    assert r.mparams_nonemb == pytest.approx(r.mparams - embeddings / 1e6, abs=1e-9)
+    for name in ("tiny-S0", "tiny-S2"):
+        word, bpe = count_flops(name), count_flops(f"{name}-bpe")
+        assert bpe.mparams_nonemb == pytest.approx(word.mparams_nonemb, abs=1e-9)
+        assert word.mparams_nonemb < word.mparams
+        assert bpe.gmacs == pytest.approx(word.gmacs)
+    assert 1 - count_flops("tiny-S0-bpe").mparams_nonemb / count_flops("tiny-S0-bpe").mparams > 0.95
 
 
 def test_cpu_flash_attention_is_counted() -> None:
@@ -139,6 +155,7 @@ def test_models_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert [r["model"] for r in ladder] == list(LADDER) == [r["model"] for r in rows[: len(LADDER)]]
     for r in ladder:
         assert math.isclose(r["gmacs"], count_flops(r["model"]).gmacs)
+        assert math.isclose(r["mparams_nonemb"], count_flops(r["model"]).mparams_nonemb)
     assert all(r["gmacs"] is None for r in rows if not r["ladder"])
 
 

@@ -16,7 +16,7 @@ import torch
 from clipscale.cli import main
 from clipscale.errors import ClipscaleError
 
-BPE_NAME = "tiny-S1-bpe"
+BPE_NAME = "tiny-test-bpe"  # not a built-in name: a custom config registered from its JSON
 BPE_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},

@@ -1,4 +1,6 @@
-"""Every ladder size trains: a forward + backward pass on CPU gives a finite loss and real gradients."""
+"""Every ladder size and its BPE twin trains: a forward + backward pass on CPU gives a finite loss and real
+gradients; BPE twins tokenize with open_clip's BPE at context 32, and plain open_clip rebuilds that
+tokenizer."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import pytest
 import torch
 
 from clipscale.models import LADDER, create_model, get_tokenizer, image_size
+from clipscale.models.ladder import BPE_LRS, WORD_LADDER
 
 CAPTIONS = [
     "a red circle above a blue square",
@@ -42,3 +45,29 @@ def test_ladder_forward_backward(name: str) -> None:
         assert sum(g.abs().sum().item() for g in grads) > 0, f"{name}: {tower} tower got zero gradients"
     assert model.token_embedding.weight.grad is not None
     assert model.token_embedding.weight.grad.abs().sum() > 0
+
+
+def test_every_word_size_has_a_bpe_twin_with_the_same_towers_and_an_lr() -> None:
+    from clipscale.models import ladder_config, list_models
+
+    for name in WORD_LADDER:
+        twin = f"{name}-bpe"
+        assert twin in list_models() and LADDER[twin].lr == BPE_LRS[twin] > 0
+        word, bpe = ladder_config(name), ladder_config(twin)
+        assert bpe["text_cfg"].pop("vocab_size") == 49408 and bpe["text_cfg"]["context_length"] == 32
+        word["text_cfg"].pop("vocab_size")
+        assert word == bpe
+
+
+def test_bpe_twin_tokenizer_is_open_clips_and_plain_open_clip_rebuilds_it(tmp_path) -> None:
+    """A BPE twin's checkpoint is tokenized by plain open_clip from its written config (no clipscale)."""
+    import open_clip
+
+    from clipscale.models import model_config, write_open_clip_config
+
+    name = "tiny-S1-bpe"
+    tokens = get_tokenizer(name)(CAPTIONS)
+    assert tokens.shape == (len(CAPTIONS), 32)
+    assert torch.equal(tokens, open_clip.tokenizer.SimpleTokenizer(context_length=32)(CAPTIONS))
+    open_clip.add_model_config(write_open_clip_config(tmp_path, name, model_config(name)))
+    assert torch.equal(open_clip.get_tokenizer(name)(CAPTIONS), tokens)

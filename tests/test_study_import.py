@@ -50,6 +50,10 @@ def test_open_clip_train_run_imports_to_equal_metrics(bpe: dict[str, Any], tmp_p
     cell = json.loads((imported / "run.json").read_text())
     assert (cell["model"], cell["samples_seen"], cell["source_format"]) == (BPE_NAME, 640, "open_clip_train")
     assert cell["train"]["batch_size"] == 64  # 32 per GPU x world size 2
+    from clipscale.models import count_flops
+
+    assert cell["mparams_nonemb"] == pytest.approx(count_flops(BPE_NAME).mparams_nonemb)
+    assert cell["mparams_nonemb"] < cell["mparams"] / 10  # a 49408-row token table dwarfs the towers
     loaded = load_checkpoint(imported / "checkpoints" / ckpts[-1])
     assert loaded.meta["source_format"] == "open_clip_train" and loaded.meta["step"] == 6
     assert "optimizer" not in torch.load(imported / "checkpoints" / ckpts[-1], weights_only=True)

@@ -57,10 +57,11 @@ samples_seen = 16000
 laws = ["frontier", "power"]
 bootstrap = 20
 """
-FLOPS = {"tiny-S0": (0.01, 0.034), "tiny-S1": (0.05, 0.22), "tiny-S2": (0.13, 0.6)}
+# (GMACs, M params, M params without embeddings): the law below is of the total, N defaults to the other
+FLOPS = {"tiny-S0": (0.01, 0.034, 0.02), "tiny-S1": (0.05, 0.22, 0.19), "tiny-S2": (0.13, 0.6, 0.56)}
 
 
-def flops(model: str) -> tuple[float, float]:
+def flops(model: str) -> tuple[float, float, float]:
     return FLOPS[model]
 
 
@@ -169,6 +170,36 @@ def test_isoflop_analysis_is_saved_and_shown(finished: Path) -> None:
     assert np.all(np.diff([b["N_opt"] for b in sorted(inside, key=lambda b: b["C"])]) > 0)
     assert 0.2 < uni["a"] < 1.0
     assert "isoFLOP analysis: compute-optimal model size" in (finished / "out" / "report.html").read_text()
+
+
+def test_n_is_params_nonemb_by_default_and_n_column_chooses(finished: Path, tmp_path: Path) -> None:
+    """The results table carries params_nonemb; laws in N and the isoFLOP analysis use it unless
+    `[fit] n_column = "params"`; any other value is a one-line error naming the key."""
+    import dataclasses
+
+    from clipscale.errors import ClipscaleError
+    from clipscale.study.pipeline import fit_stage
+    from clipscale.study.results import build_results_table
+
+    study = load_study(finished / "study.toml")
+    df = build_results_table(study)
+    assert study.fit.n_column == "params_nonemb"
+    assert {(m, p, q) for m, p, q in zip(df.model, df.params, df.params_nonemb, strict=True)} == {
+        (m, p, q) for m, (_, p, q) in FLOPS.items()}
+    doc = _fits(finished)
+    assert doc["settings"]["inputs"]["N"] == "params_nonemb"
+    uni = next(o for o in doc["isoflop"] if o["distribution"] == "uniform")
+    assert uni["inputs"]["N"] == "params_nonemb"
+    totals = fit_stage(dataclasses.replace(study, fit=dataclasses.replace(study.fit, n_column="params")), df)
+    uni_total = next(o for o in totals["isoflop"] if o["distribution"] == "uniform")
+    assert uni_total["inputs"]["N"] == "params" and totals["settings"]["inputs"]["N"] == "params"
+    n_opt = {b["C"]: b["N_opt"] for b in uni["budgets"] if not b["edge"]}
+    n_opt_total = {b["C"]: b["N_opt"] for b in uni_total["budgets"] if not b["edge"]}
+    assert n_opt.keys() == n_opt_total.keys() and all(n_opt[c] < n_opt_total[c] for c in n_opt)
+    path = tmp_path / "study.toml"
+    path.write_text(STUDY.replace("bootstrap = 20", 'bootstrap = 20\nn_column = "mparams"'))
+    with pytest.raises(ClipscaleError, match=r"\[fit\] n_column.*params_nonemb, params, got 'mparams'"):
+        load_study(path)
 
 
 def test_report_renders_the_saved_fits(finished: Path) -> None:

@@ -82,6 +82,19 @@ def test_run_ids_ignore_order_and_operational_keys(tmp_path: Path) -> None:
     assert {r.run_id for r in _plan(tmp_path, reordered, "b.toml")} == ids
 
 
+def test_augment_is_in_the_run_id_keep_latest_and_augment_none_are_not(tmp_path: Path) -> None:
+    """`augment = "none"` trains as before the key existed, so it keeps the ids; "openclip" changes the
+    weights and every id; keep_latest is operational (not in the id) and reaches each run's config."""
+    ids = [r.run_id for r in _plan(tmp_path, BASE)]
+    same = BASE.replace("[train]\n", '[train]\naugment = "none"\nkeep_latest = true\n')
+    runs = _plan(tmp_path, same, "b.toml")
+    assert [r.run_id for r in runs] == ids and all(r.train["keep_latest"] is True for r in runs)
+    crops = BASE.replace("[train]\n", '[train]\naugment = "openclip"\n')
+    runs = _plan(tmp_path, crops, "c.toml")
+    assert all(r.train["augment"] == "openclip" for r in runs)
+    assert not {r.run_id for r in runs} & set(ids) and len({r.run_id for r in runs}) == len(ids)
+
+
 def _key(r) -> tuple:
     return (r.model, r.dataset, r.data_size, r.compute_group)
 
@@ -113,6 +126,11 @@ def test_editing_one_cell_changes_only_its_id(tmp_path: Path) -> None:
     (("[train]", "[train]\nseed = 3"), "unknown key 'seed'"),
     (("[train]", "[train]\nschedule = 'linear'"),
      "train config field 'schedule': expected one of cosine"),
+    (("[train]", "[train]\naugment = 'flip'"),
+     "train config field 'augment': expected one of none, openclip, got 'flip'"),
+    (("[train]", "[train]\nkeep_latest = 'yes'"), "train config field 'keep_latest': expected bool"),
+    (("[[rules]]", "[fit]\nn_column = 'N'\n\n[[rules]]"),
+     "[fit] n_column: expected one of params_nonemb, params, got 'N'"),
     (("[[rules]]", "[fit]\nlaws = ['cubic']\n\n[[rules]]"),
      "[fit] laws[0]: unknown law 'cubic'; allowed: power, frontier, saturating"),
     (("[[rules]]", "[fit]\nfrontier = 'convex'\n\n[[rules]]"),

@@ -144,3 +144,99 @@ def test_fast_tokenize_equals_the_model_tokenizer() -> None:
     tok = get_tokenizer("tiny-S0")
     caps = ["a red circle", "two small blue squares above a striped star " * 5, "Unknownword heart"]
     assert torch_equal(tokenize(tok, caps), tok(caps))
+
+
+def _png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG signature + IHDR (valid CRC) claiming width x height 8-bit RGB, and IEND: no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _modes() -> dict[str, bytes]:
+    from PIL import Image
+
+    rgb = Image.fromarray((np.arange(40 * 40 * 3) % 256).astype(np.uint8).reshape(40, 40, 3))
+    cmyk = io.BytesIO()
+    rgb.convert("CMYK").save(cmyk, format="JPEG")
+    webp = io.BytesIO()
+    rgb.save(webp, format="WEBP")
+    return {"palette": _png(rgb.convert("P")), "LA": _png(rgb.convert("LA")),
+            "RGBA": _png(rgb.convert("RGBA")),
+            "1": _png(rgb.convert("1")), "I;16": _png(Image.fromarray(np.full((40, 40), 32896, np.uint16))),
+            "CMYK": cmyk.getvalue(), "WebP": webp.getvalue()}
+
+
+@pytest.mark.parametrize("mode", ["palette", "LA", "RGBA", "1", "I;16", "CMYK", "WebP"])
+def test_any_image_mode_decodes_to_8bit_rgb(mode: str) -> None:
+    import torch
+
+    arr = decode_image(_modes()[mode], 32)
+    assert arr.shape == (3, 32, 32) and arr.dtype == torch.uint8
+    if mode == "I;16":  # 32896 / 65535 of full scale -> 128 / 255, not clipped to 255 nor truncated to 0
+        assert int(arr.min()) == int(arr.max()) == 128
+
+
+def test_oversized_image_is_refused_from_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PNG claiming 30000 x 30000 pixels is refused before any decoding (no 2.7 GB allocation)."""
+    import torchvision.io
+
+    from clipscale.data.images import ImageError, decode_rgb
+    from clipscale.data.loader import DecodeError
+
+    def no_decode(*a: object, **k: object) -> None:
+        raise AssertionError("decoded an image over the pixel limit")
+    monkeypatch.setattr(torchvision.io, "decode_image", no_decode)
+    with pytest.raises(ImageError, match="image over the 178,956,970-pixel limit"):
+        decode_rgb(header_only_png(30000, 30000))
+    with pytest.raises(DecodeError, match="pixel limit"):
+        decode_image(header_only_png(30000, 30000), 32)
+
+
+def test_training_on_16bit_and_oversized_pngs_trains_and_counts_them(
+        synth_train_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 16-bit PNG trains (no uint16 crash); an image over the pixel limit is skipped and counted like a
+    corrupt one. The limit is lowered to 48 x 48 here so that the over-limit image is one that would
+    decode: without the limit it would be trained on and not counted."""
+    import json
+
+    from PIL import Image
+
+    from clipscale.data import images
+    from clipscale.data.synth import iter_shard_samples
+    from clipscale.io import read_jsonl
+    from clipscale.train import train
+    from tests.fixtures_train import tiny_config
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 48 * 48)
+    samples = list(iter_shard_samples(synth_train_shards / "00000.tar"))[:30]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "00000.tar", "w") as tar:
+        for s in samples:
+            _add(tar, f"{s['__key__']}.png", s["png"])
+            _add(tar, f"{s['__key__']}.txt", s["txt"])
+        _add(tar, "deep.png", _png(Image.fromarray(np.full((32, 32), 40000, np.uint16))))
+        _add(tar, "deep.txt", b"a red circle")
+        _add(tar, "huge.png", _png(Image.new("RGB", (64, 64), (255, 0, 0))))
+        _add(tar, "huge.txt", b"a red square")
+    summary = train(tiny_config(shards, tmp_path / "run", samples_seen=64, checkpoint_points=[1.0],
+                                log_every=1))
+    assert summary["state"] == "finished"
+    # each of the 2 steps is one full pass over the 32 samples: the huge one is met (and replaced) twice
+    skipped = summary["skipped"]["corrupt_samples"]
+    assert skipped >= 2 and summary["skipped_samples"] == skipped
+    assert list(read_jsonl(tmp_path / "run" / "metrics.jsonl"))[-1]["skipped_samples"] == skipped
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["skipped"]["corrupt_samples"] == skipped

@@ -98,7 +98,8 @@ def test_resume_auto_with_a_changed_recipe_is_refused_via_the_cli(
 
 
 RECIPE_CHANGES = [("precision", "bf16"), ("grad_clip", "1.0"), ("local_loss", "false"), ("cooldown", "0.5"),
-                  ("weight_decay", "0.1"), ("eps", "1e-8"), ("checkpoint_points", "0.25,1.0")]
+                  ("weight_decay", "0.1"), ("eps", "1e-8"), ("checkpoint_points", "0.25,1.0"),
+                  ("augment", "openclip")]
 
 
 @pytest.mark.parametrize(("key", "value"), RECIPE_CHANGES)
@@ -121,9 +122,67 @@ def test_resume_auto_allows_operational_keys(tiny_trained_run: Path, synth_train
     from clipscale.cli import main
     from clipscale.train.config import RESUME_OPERATIONAL_KEYS
 
-    assert {"workers", "threads", "progress", "log_every"} <= set(RESUME_OPERATIONAL_KEYS)
+    assert {"workers", "threads", "progress", "log_every", "keep_latest"} <= set(RESUME_OPERATIONAL_KEYS)
     out = _copy_run(tiny_trained_run, tmp_path / "run")
     args = [*_cli_args(synth_train_shards, out), "--resume", "auto", "--threads", "2", "--log-every", "7",
-            "--progress", "false", "--tensorboard", "false"]
+            "--progress", "false", "--tensorboard", "false", "--keep-latest", "false"]
     assert main(["train", *args]) == 0, capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["log_every"] == 7
+
+
+AUGMENTED = {"samples_seen": 640, "checkpoint_points": [1.0], "log_every": 1, "augment": "openclip"}
+
+
+def _stop_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """SIGTERM to this process while step `step` trains: the trainer checkpoints after it and stops."""
+    import os
+    import signal
+
+    from clipscale.train import loop
+
+    real = loop.step_lr
+
+    def step_lr(k: int, **kw: object) -> float:
+        if k == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(k, **kw)
+    monkeypatch.setattr(loop, "step_lr", step_lr)
+
+
+def test_augment_openclip_resumes_identically_and_latest_is_dropped_when_finished(
+        synth_train_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crops are drawn from (seed, step, slot): kill + resume gives the uninterrupted run's losses and
+    weights bit for bit. An interrupted run keeps latest.pt; a finished one drops it (keep_latest
+    false), or keeps it (keep_latest true)."""
+    import torch
+
+    from clipscale.models import read_checkpoint
+    from clipscale.train import train
+
+    whole = tmp_path / "whole"
+    train(tiny_config(synth_train_shards, whole, **AUGMENTED, keep_latest=True))
+    assert (whole / "checkpoints" / "latest.pt").is_file()
+    plain = tmp_path / "plain"
+    train(tiny_config(synth_train_shards, plain, **{**AUGMENTED, "augment": "none"}))
+    assert not (plain / "checkpoints" / "latest.pt").exists()
+    assert sorted(p.name for p in (plain / "checkpoints").iterdir()) == ["samples_000000000640.pt"]
+
+    split = tmp_path / "split"
+    _stop_at(monkeypatch, 7)
+    assert train(tiny_config(synth_train_shards, split, **AUGMENTED))["state"] == "interrupted"
+    assert read_checkpoint(split / "checkpoints" / "latest.pt")["clipscale"]["step"] == 8
+    monkeypatch.undo()
+    assert train(tiny_config(synth_train_shards, split, **AUGMENTED, resume="auto"))["state"] == "finished"
+    assert not (split / "checkpoints" / "latest.pt").exists()
+    before = (split / "metrics.jsonl").read_bytes()  # finished without latest.pt: resume trains nothing
+    assert train(tiny_config(synth_train_shards, split, **AUGMENTED, resume="auto"))["steps"] == 20
+    assert (split / "metrics.jsonl").read_bytes() == before
+
+    def losses(run: Path) -> list[float]:
+        return [r["loss"] for r in read_jsonl(run / "metrics.jsonl")]
+
+    assert len(losses(whole)) == 20 and losses(split) == losses(whole)
+    assert losses(plain) != losses(whole)  # the crops changed what was trained on
+    final = "checkpoints/samples_000000000640.pt"
+    a, b = (read_checkpoint(run / final)["state_dict"] for run in (whole, split))
+    assert all(torch.equal(a[k], b[k]) for k in a)

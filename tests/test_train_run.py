@@ -138,7 +138,7 @@ def test_gpu_path_flags_run_on_cpu(synth_train_shards: Path, tmp_path: Path) -> 
     summary = train(cfg)
     losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert summary["state"] == "finished" and len(losses) == 3 and all(math.isfinite(x) for x in losses)
-    state = read_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["state_dict"]
+    state = read_checkpoint(tmp_path / "run" / "checkpoints" / "samples_000000000048.pt")["state_dict"]
     assert "logit_scale" in state and not any(k.startswith(("_orig_mod", "module")) for k in state)
 
 

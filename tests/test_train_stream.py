@@ -110,7 +110,8 @@ def test_stream_run_resumes_to_the_same_losses_and_counts_corrupt_samples(
             train(_run(shards, tmp_path / "resumed"))
     finally:
         loop._save = save
-    summary = train(_run(shards, tmp_path / "resumed", resume="auto"))
+    # keep_latest: the finished run's latest.pt stays, for the refused resume below
+    summary = train(_run(shards, tmp_path / "resumed", resume="auto", keep_latest=True))
     assert summary["state"] == "finished" and summary["unique_samples"] is None
     losses = [[r["loss"] for r in read_jsonl(tmp_path / d / "metrics.jsonl")] for d in ("full", "resumed")]
     assert len(losses[0]) == 8 and losses[0] == losses[1]

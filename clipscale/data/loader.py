@@ -7,28 +7,36 @@ takes stream positions [c(k), c(k+1)) of every source, with c(k) a closed-form f
 of (seed, k): runs are reproducible, and resuming needs only the step number. Under DDP each rank
 decodes its contiguous slice of the same global batch.
 
-A sample that fails to decode (corrupt image, empty caption) is replaced by a sample drawn with a
-generator seeded by (seed, step, slot, attempt), so batches stay full and deterministic; each
-failure is counted. Workers are torch DataLoader processes, one whole batch per item (decode +
+A sample that fails to decode (corrupt image, an image over `data.images.MAX_PIXELS` pixels, empty
+caption) is replaced by a sample drawn with a generator seeded by (seed, step, slot, attempt), so
+batches stay full and deterministic; each failure is counted. Images of any mode become RGB
+(`data.images.decode_rgb`, shared with evaluation).
+
+With `augment = "openclip"` each image gets open_clip's training crop (torchvision's
+RandomResizedCrop, scale (0.9, 1.0), bicubic) instead of the centre crop; its draw is seeded by
+(seed, step, slot), so a resumed run sees exactly the crops of an uninterrupted one.
+
+Workers are torch DataLoader processes, one whole batch per item (decode +
 tokenise + collate in the worker, uint8 crossing the process boundary; normalisation happens on
 the training device).
 """
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from clipscale.data.images import ImageError, decode_rgb
 from clipscale.data.shard_index import ShardIndex, build_index, expand_spec
 from clipscale.errors import ClipscaleError
 
 MAX_ATTEMPTS = 16
+AUGMENT_SCALE = (0.9, 1.0)  # open_clip's default training crop (AugmentationCfg.scale)
+AUGMENT_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect ratios, as open_clip uses them
 
 
 class DecodeError(Exception):
@@ -102,12 +110,12 @@ class SampleReader:
             self._fds[(source, shard)] = fd
         return fd
 
-    def read(self, source: int, i: int) -> tuple[np.ndarray, str]:
+    def read(self, source: int, i: int, crop_seed: int | None = None) -> tuple[torch.Tensor, str]:
         ix = self.indexes[source]
         fd = self._fd(source, int(ix.shard_id[i]))
         img_bytes = os.pread(fd, int(ix.image_size[i]), int(ix.image_offset[i]))
         txt_bytes = os.pread(fd, int(ix.text_size[i]), int(ix.text_offset[i]))
-        return decode_image(img_bytes, self.image_size), decode_caption(txt_bytes)
+        return decode_image(img_bytes, self.image_size, crop_seed), decode_caption(txt_bytes)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fds": {}}
@@ -124,21 +132,18 @@ def decode_caption(data: bytes) -> str:
     return caption
 
 
-def decode_image(data: bytes, size: int) -> torch.Tensor:
-    """PNG/JPEG/WebP bytes -> uint8 CHW at `size`: bicubic resize of the short side + centre crop
-    (open_clip's eval transform), so training and evaluation see the same pixels.
-
-    torchvision.io decodes straight to a CHW tensor, 2-3x faster than PIL on small PNGs (measured in
-    bench/bench_train_cpu.py's notes); PIL is the fallback for formats it does not read.
-    """
-    import torchvision.io as tio
+def decode_image(data: bytes, size: int, crop_seed: int | None = None) -> torch.Tensor:
+    """PNG/JPEG/WebP bytes (any mode) -> uint8 RGB CHW at `size`: bicubic resize of the short side +
+    centre crop (open_clip's eval transform), so training and evaluation see the same pixels; with a
+    `crop_seed`, open_clip's training crop drawn from that seed instead."""
     import torchvision.transforms.v2.functional as tvf
 
     try:
-        raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        img = tio.decode_image(raw, mode=tio.ImageReadMode.RGB)
-    except Exception:  # not a format torchvision decodes (or corrupt): let PIL decide
-        img = _decode_pil(data)
+        img = decode_rgb(data)
+    except ImageError as exc:
+        raise DecodeError(str(exc)) from exc
+    if crop_seed is not None:
+        return random_resized_crop(img, size, crop_seed)
     h, w = img.shape[-2:]
     if (h, w) != (size, size):
         img = tvf.center_crop(tvf.resize(img, size, interpolation=tvf.InterpolationMode.BICUBIC,
@@ -146,13 +151,23 @@ def decode_image(data: bytes, size: int) -> torch.Tensor:
     return img
 
 
-def _decode_pil(data: bytes) -> torch.Tensor:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            arr = np.array(img.convert("RGB"), dtype=np.uint8)
-    except Exception as exc:  # PIL raises many types for corrupt data
-        raise DecodeError(f"undecodable image ({type(exc).__name__})") from exc
-    return torch.from_numpy(arr).permute(2, 0, 1)
+def augment_seed(seed: int, step: int, slot: int) -> int:
+    """The crop seed of global batch slot `slot` at `step`: a pure function of (seed, step, slot)."""
+    return int(np.random.SeedSequence([seed, 3_000_017, step, slot]).generate_state(1)[0])
+
+
+def random_resized_crop(img: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """torchvision's RandomResizedCrop with open_clip's training settings, its draw taken from `seed`
+    (get_params draws from torch's global generator: forked, so nothing else's randomness moves)."""
+    import torchvision.transforms as T
+    import torchvision.transforms.v2.functional as tvf
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        top, left, h, w = T.RandomResizedCrop.get_params(img, scale=list(AUGMENT_SCALE),
+                                                         ratio=list(AUGMENT_RATIO))
+    return tvf.resized_crop(img, top, left, h, w, [size, size],
+                            interpolation=tvf.InterpolationMode.BICUBIC, antialias=True)
 
 
 def tokenize(tokenizer: Any, captions: list[str]) -> torch.Tensor:
@@ -181,9 +196,9 @@ class StepBatches(torch.utils.data.Dataset):
     """Item k = this rank's slice of step k's global batch, decoded and tokenised."""
 
     def __init__(self, sampler: StepSampler, reader: SampleReader, tokenizer: Any, rank: int,
-                 world_size: int) -> None:
+                 world_size: int, augment: bool = False) -> None:
         self.sampler, self.reader, self.tokenizer = sampler, reader, tokenizer
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.augment = rank, world_size, augment
         self.local = sampler.batch_size // world_size
 
     def __len__(self) -> int:
@@ -195,9 +210,10 @@ class StepBatches(torch.utils.data.Dataset):
         images, captions, skipped = [], [], 0
         for slot in range(lo, lo + self.local):
             source, i = samples[slot]
+            crop = augment_seed(self.sampler.seed, step, slot) if self.augment else None
             for attempt in range(MAX_ATTEMPTS):
                 try:
-                    img, cap = self.reader.read(source, i)
+                    img, cap = self.reader.read(source, i, crop)
                     break
                 except DecodeError:
                     skipped += 1

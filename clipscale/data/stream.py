@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipscale.data.loader import Batch, DecodeError, decode_caption, decode_image, tokenize
+from clipscale.data.loader import Batch, DecodeError, augment_seed, decode_caption, decode_image, tokenize
 from clipscale.data.shard_index import IMAGE_EXTS, TEXT_EXTS, _split_key, expand_spec, index_tar
 from clipscale.errors import ClipscaleError
 
@@ -284,8 +284,10 @@ class StreamBatches(torch.utils.data.IterableDataset):
     """This rank's local batches from `start_step` on, in step order across DataLoader workers."""
 
     def __init__(self, plan: ShardPlan, *, image_size: int, tokenizer: Any, batch_size: int, seed: int,
-                 rank: int, world_size: int, workers: int, shuffle_buffer: int) -> None:
+                 rank: int, world_size: int, workers: int, shuffle_buffer: int,
+                 augment: bool = False) -> None:
         self.plan, self.image_size, self.tokenizer, self.seed = plan, image_size, tokenizer, seed
+        self.augment = augment  # open_clip's training crop, seeded by (seed, step, global slot)
         self.rank, self.world_size, self.workers = rank, world_size, max(1, workers)
         self.local, self.shuffle_buffer, self.start_step = batch_size // world_size, shuffle_buffer, 0
         slots = world_size * self.workers
@@ -334,9 +336,10 @@ class StreamBatches(torch.utils.data.IterableDataset):
 
     def _decode(self, samples: list[Raw], step: int) -> Batch:
         decoded: list[tuple[torch.Tensor, str] | None] = []
-        for sample in samples:
+        for j, sample in enumerate(samples):
+            crop = augment_seed(self.seed, step, self.rank * self.local + j) if self.augment else None
             try:
-                decoded.append(_decode_sample(sample, self.image_size))
+                decoded.append(_decode_sample(sample, self.image_size, crop))
             except DecodeError:
                 decoded.append(None)
         good = [d for d in decoded if d is not None]
@@ -349,11 +352,11 @@ class StreamBatches(torch.utils.data.IterableDataset):
         return Batch(torch.stack([img for img, _ in filled]), texts, len(decoded) - len(good))
 
 
-def _decode_sample(sample: Raw, image_size: int) -> tuple[torch.Tensor, str]:
+def _decode_sample(sample: Raw, image_size: int, crop_seed: int | None = None) -> tuple[torch.Tensor, str]:
     if sample.get("__truncated__"):
         raise DecodeError("member cut short by a truncated tar")
     img = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
     txt = next((sample[e] for e in TEXT_EXTS if e in sample), None)
     if img is None or txt is None:
         raise DecodeError("incomplete sample")
-    return decode_image(img, image_size), decode_caption(txt)
+    return decode_image(img, image_size, crop_seed), decode_caption(txt)

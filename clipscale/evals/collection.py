@@ -2,11 +2,11 @@
 
 ```toml
 # clipscale eval --collection runs.toml --suite SUITE
-model_configs = ["tiny-S1-bpe.json"]   # optional: custom open_clip architectures (relative paths)
+model_configs = ["my-bpe.json"]        # optional: custom open_clip architectures (relative paths)
 [[entry]]
 checkpoint = "logs/run-a"              # any eval SOURCE; a run folder means all its checkpoints;
                                        # glob patterns ("logs/*/checkpoints/epoch_*.pt") too
-model = "tiny-S1-bpe"                  # optional: the architecture, if the source does not say
+model = "my-bpe"                       # optional: the architecture, if the source does not say
 samples_seen = 640                     # optional: for a single checkpoint that does not record it
 name = "run-a"                         # optional: the table's run_id (default: the folder/file name)
 ```
@@ -118,13 +118,15 @@ def expand(entry: Entry) -> list[tuple[str, str]]:
     return [(src, path.name)]
 
 
-def _mparams(model: str) -> float | None:
+def _mparams(model: str) -> tuple[float | None, float | None]:
+    """(M params, M params without token/positional embeddings), None for a model without a config."""
     from clipscale.models.flops import count_flops
 
     try:
-        return float(count_flops(model).mparams)
+        report = count_flops(model)
     except ClipscaleError:
-        return None
+        return None, None
+    return float(report.mparams), float(report.mparams_nonemb)
 
 
 def tidy_rows(records: list[dict[str, Any]], *, run_id: str) -> list[dict[str, Any]]:
@@ -134,7 +136,8 @@ def tidy_rows(records: list[dict[str, Any]], *, run_id: str) -> list[dict[str, A
     rows = []
     for rec in records:
         samples = rec.get("samples_seen")
-        row = {"run_id": run_id, "model": rec["model"], "params": _mparams(rec["model"]),
+        params, nonemb = _mparams(rec["model"])
+        row = {"run_id": run_id, "model": rec["model"], "params": params, "params_nonemb": nonemb,
                "gmacs": rec.get("gmacs"), "data_size": None, "samples_seen": samples,
                "compute": rec.get("compute"), "distribution": None, "dataset_train": None, "seed": None,
                "dataset": rec["dataset"], "task": rec["task"], "checkpoint": rec["checkpoint"],

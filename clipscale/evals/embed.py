@@ -3,8 +3,10 @@
 Why this module exists: CLIP_benchmark re-decodes and re-encodes a dataset for every task and encodes
 class prompts one class at a time. Here
 
-* decoded, preprocessed pixels are kept per (dataset content, preprocessing) in a `PixelCache` that
-  outlives a checkpoint, so a grid of checkpoints decodes each image once;
+* decoded, preprocessed pixels are kept per (dataset content, preprocessing) in one process-wide
+  `PixelCache` (`shared_pixel_cache`, at most PIXEL_CACHE_BYTES, least recently used sets evicted
+  first), so every checkpoint of a run, every run of a study evaluated in this process and every model
+  with the same preprocessing decode and resize each image once;
 * image features are memoised per checkpoint and optionally stored on disk under a key made of the
   checkpoint's content hash (sha256 of the file bytes), the dataset's content hash and the
   preprocessing description; any change to any of them changes the key, so a stale entry can never
@@ -21,6 +23,8 @@ import io
 import json
 import os
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -36,6 +40,9 @@ from clipscale.evals.datasets import EvalDataset, ImageRef
 from clipscale.io import atomic_write_bytes
 
 CACHE_VERSION = 1
+# Bound of the process-wide pixel cache: preprocessed float32 pixels, e.g. 170k images at 32 px or 3.5k
+# at 224 px. A set larger than this is decoded again for each checkpoint instead of being kept.
+PIXEL_CACHE_BYTES = 2 << 30
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -146,17 +153,20 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
 
 def _decode(ref: ImageRef, transform: Callable, fast: FastDecode | None = None
             ) -> tuple[str, torch.Tensor] | None:
-    """("fast", uint8 image) or ("pil", preprocessed image); None when unreadable (skipped, counted)."""
+    """("fast", uint8 image) or ("pil", preprocessed image); None when unreadable or over the pixel limit
+    that training applies too (`data.images.open_image`): skipped, counted."""
     from PIL import Image
+
+    from clipscale.data.images import ImageError, open_image
 
     data = ref.read()
     if fast is not None and (raw := fast.decode(data)) is not None:
         return "fast", raw
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data) as img:
             img.load()
             return "pil", transform(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except (ImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 
@@ -169,32 +179,60 @@ class Pixels:
     def skipped(self) -> int:
         return int((~self.valid).sum())
 
+    @property
+    def nbytes(self) -> int:
+        return self.images.numel() * self.images.element_size()
+
 
 class PixelCache:
     """Decoded + preprocessed images per (dataset fingerprint, preprocessing), shared by checkpoints.
 
-    Sets larger than `max_bytes` are decoded again when needed instead of being kept.
+    The fingerprint is a content hash of the set's files (one split), the preprocessing key open_clip's
+    transform description, so an entry is never reused for other data or other pixels. At most
+    `max_bytes` are kept in all: the least recently used sets are evicted first, and a set larger than
+    `max_bytes` is decoded again when needed instead of being kept.
     """
 
-    def __init__(self, max_bytes: int = 2 << 30, workers: int | None = None) -> None:
+    def __init__(self, max_bytes: int = PIXEL_CACHE_BYTES, workers: int | None = None) -> None:
         self.max_bytes = max_bytes
         self.workers = workers or min(8, os.cpu_count() or 1)
-        self._store: dict[tuple[str, str], Pixels] = {}
+        self._store: OrderedDict[tuple[str, str], Pixels] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, dataset: EvalDataset, transform: Callable, preprocess_key: str,
             fast: FastDecode | None = None) -> Pixels:
         key = (dataset.fingerprint, preprocess_key)
-        if key in self._store:
-            return self._store[key]
+        with self._lock:
+            if key in self._store:
+                self._store.move_to_end(key)
+                return self._store[key]
         with ThreadPoolExecutor(self.workers) as pool:  # PIL and libpng decoding release the GIL
             decoded = list(pool.map(lambda ref: _decode(ref, transform, fast), dataset.images))
         valid = np.array([t is not None for t in decoded], dtype=bool)
         kept = [t for t in decoded if t is not None]
-        images = _assemble(kept, fast)
-        pixels = Pixels(images, valid)
-        if images.numel() * images.element_size() <= self.max_bytes:
-            self._store[key] = pixels
+        pixels = Pixels(_assemble(kept, fast), valid)
+        self._keep(key, pixels)
         return pixels
+
+    def _keep(self, key: tuple[str, str], pixels: Pixels) -> None:
+        size = pixels.nbytes
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            self._store[key] = pixels
+            while sum(p.nbytes for p in self._store.values()) > self.max_bytes:
+                self._store.popitem(last=False)
+
+
+_SHARED: PixelCache | None = None
+
+
+def shared_pixel_cache() -> PixelCache:
+    """The process's pixel cache (bounded by PIXEL_CACHE_BYTES), used by every `DatasetStore`."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = PixelCache()
+    return _SHARED
 
 
 def _assemble(decoded: list[tuple[str, torch.Tensor]], fast: FastDecode | None) -> torch.Tensor:

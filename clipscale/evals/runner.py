@@ -23,7 +23,7 @@ import torch
 
 from clipscale.errors import CheckpointError, ClipscaleError
 from clipscale.evals.datasets import EvalDataset
-from clipscale.evals.embed import Embedder, PixelCache, file_sha256
+from clipscale.evals.embed import Embedder, file_sha256, shared_pixel_cache
 from clipscale.evals.registry import make_evaluator
 from clipscale.evals.suite import Job, Suite, load_suite
 from clipscale.io import append_jsonl, read_jsonl
@@ -54,7 +54,7 @@ class DatasetStore:
 
     def __init__(self) -> None:
         self._sets: dict[tuple[Any, str], EvalDataset] = {}
-        self.pixels = PixelCache()
+        self.pixels = shared_pixel_cache()  # decoded pixels outlive the store: one decode per process
 
     def get(self, job: Job) -> EvalDataset:
         spec = job.dataset

@@ -12,8 +12,10 @@ from typing import Any
 def register(subparsers: Any) -> None:
     models = subparsers.add_parser(
         "models", help="list model names (tiny ladder first)",
-        description="List every model name clipscale can build: the tiny ladder (marked, with forward "
-                    "GMACs per sample) first, then open_clip's architectures.")
+        description="List every model name clipscale can build: the tiny ladder and its BPE twins "
+                    "(tiny-S<i>-bpe: open_clip's tokenizer, context 32) marked, with forward GMACs per "
+                    "sample, parameters and non-embedding parameters (params_nonemb), first, then "
+                    "open_clip's architectures.")
     models.add_argument("--json", action="store_true", help="print one JSON list of objects")
     _model_config_arg(models)
     models.set_defaults(handler=_models)
@@ -44,19 +46,21 @@ def _models(args: argparse.Namespace) -> int:
     register_model_configs(args.model_config)
     rows: list[dict[str, Any]] = []
     for name in list_models():
-        row: dict[str, Any] = {"model": name, "ladder": is_ladder(name), "gmacs": None, "mparams": None}
+        row: dict[str, Any] = {"model": name, "ladder": is_ladder(name), "gmacs": None, "mparams": None,
+                               "mparams_nonemb": None}
         if row["ladder"]:
             report = count_flops(name)
-            row.update(gmacs=report.gmacs, mparams=report.mparams)
+            row.update(gmacs=report.gmacs, mparams=report.mparams, mparams_nonemb=report.mparams_nonemb)
         rows.append(row)
     if args.json:
         print(dumps(rows))
         return 0
     width = max(len(r["model"]) for r in rows)
-    print(f"{'model':<{width}}  ladder  {'GMACs':>9}  {'Mparams':>8}")
+    print(f"{'model':<{width}}  ladder  {'GMACs':>9}  {'Mparams':>8}  {'non-emb':>8}")
     for r in rows:
         if r["ladder"]:
-            print(f"{r['model']:<{width}}  *       {r['gmacs']:>9.5f}  {r['mparams']:>8.3f}")
+            print(f"{r['model']:<{width}}  *       {r['gmacs']:>9.5f}  {r['mparams']:>8.3f}  "
+                  f"{r['mparams_nonemb']:>8.3f}")
         else:
             print(r["model"])
     print(f"{sum(r['ladder'] for r in rows)} ladder models (*), {len(rows)} in all; "
@@ -85,6 +89,7 @@ def _flops(args: argparse.Namespace) -> int:
         rows.append(("decoder", report.decoder_mparams, report.decoder_gmacs))
     for tower, mparams, gmacs in (*rows, ("total", report.mparams, report.gmacs)):
         print(f"{tower:<7} {_fmt(mparams):>12}  {_fmt(gmacs):>12}")
+    print(f"{'non-emb':<7} {_fmt(report.mparams_nonemb):>12}  (params without token/positional embeddings)")
     return 0
 
 

@@ -43,7 +43,8 @@ class FlopsReport:
     (token/positional embeddings, transformer, projection, logit_scale), as in the paper's table.
     CoCa's multimodal text decoder runs on every training sample (its captioning loss), so its
     forward cost is part of `gmacs`; it is reported apart (`decoder_*`, zero for other models) and
-    left out of `text_mparams`.
+    left out of `text_mparams`. `mparams_nonemb` is `mparams` without the embedding tables
+    (`embedding_parameter_names`): the N of scaling laws in model size (Kaplan et al. 2020).
     """
 
     model: str
@@ -55,6 +56,7 @@ class FlopsReport:
     text_mparams: float
     image_size: int
     context_length: int
+    mparams_nonemb: float
     decoder_gmacs: float = 0.0
     decoder_mparams: float = 0.0
 
@@ -162,6 +164,33 @@ def _mparams(module: torch.nn.Module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
+# Parameters (by their last name component) that hold positions or a learned input token, not a layer:
+# open_clip's `positional_embedding` (text, ViT, ModifiedResNet's attention pool) and ViT
+# `class_embedding`; timm's `pos_embed` and `cls_token`.
+POSITIONAL_PARAMETERS = ("positional_embedding", "class_embedding", "pos_embed", "cls_token")
+
+
+def embedding_parameter_names(model: torch.nn.Module) -> set[str]:
+    """Names of the token and positional embedding parameters: every `nn.Embedding`'s table (the text
+    token embedding; Hugging Face towers' position/type tables) and every POSITIONAL_PARAMETERS entry.
+    Patch embeddings (a convolution over pixels) and projections are layers and stay counted.
+
+    Why: a 49408-row token embedding is 97-99 % of a tiny BPE model's parameters and is a lookup,
+    not compute; laws in N count the rest (non-embedding parameters, Kaplan et al. 2020)."""
+    names = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding):
+            names.update(f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False))
+    names.update(n for n, _ in model.named_parameters() if n.rsplit(".", 1)[-1] in POSITIONAL_PARAMETERS)
+    return names
+
+
+def nonembedding_mparams(model: torch.nn.Module) -> float:
+    """Millions of parameters without token and positional embeddings (`params_nonemb`)."""
+    skip = embedding_parameter_names(model)
+    return sum(p.numel() for n, p in model.named_parameters() if n not in skip) / 1e6
+
+
 def count_flops(name: str, *, image_size: int | None = None,
                 context_length: int | None = None) -> FlopsReport:
     """Forward GMACs and parameters of model `name` for one image + one caption.
@@ -203,6 +232,7 @@ def _count_flops(name: str, image_size: int | None, context_length: int | None) 
         text_mparams=mparams - image_mparams - decoder_mparams,
         image_size=size,
         context_length=ctx,
+        mparams_nonemb=nonembedding_mparams(model),
         decoder_gmacs=decoder_gmacs,
         decoder_mparams=decoder_mparams,
     )

@@ -210,8 +210,11 @@ def create_model(name: str, *, device: str | torch.device = "cpu") -> torch.nn.M
 
 
 def get_tokenizer(name: str) -> Tokenizer:
-    """Word tokenizer for ladder models (synthetic vocabulary), open_clip's BPE otherwise."""
+    """Word tokenizer for word-ladder models (synthetic vocabulary), open_clip's BPE otherwise (the BPE
+    twins `tiny-S<i>-bpe` at the ladder's context length, as plain open_clip builds it from their config)."""
     if name in LADDER:
+        if LADDER[name].bpe:
+            return OpenClipTokenizer(name, context_length=CONTEXT_LENGTH)
         return WordTokenizer(VOCABULARY, CONTEXT_LENGTH)
     _check_name(name)
     return OpenClipTokenizer(name)

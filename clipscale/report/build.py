@@ -64,7 +64,8 @@ def _target_section(df: Any, fits: dict[str, Any], dataset: str, metric: str) ->
                "scaling_png": plots.scaling_figure(points, every[every.error > 0], drawn,
                                                    title=f"{dataset}: {ylabel}", ylabel=ylabel)}
     if any(o.get("budgets") for o in isoflop):
-        section["isoflop_png"] = plots.isoflop_figure(isoflop, points,
+        n_column = fits.get("settings", {}).get("inputs", {}).get("N", "params")
+        section["isoflop_png"] = plots.isoflop_figure(isoflop, points, n_column=n_column,
                                                       title=f"{dataset}: compute-optimal size")
     return section
 

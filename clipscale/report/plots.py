@@ -106,8 +106,10 @@ def _draw_fit(ax: Any, f: dict[str, Any], compute: Any, color: str) -> None:
         ax.fill_between(both, band[0], band[1], color=color, alpha=0.15, lw=0)
 
 
-def isoflop_figure(isoflop: list[dict[str, Any]], points: Any, *, title: str) -> bytes:
-    """Left: error vs model size per budget with each budget's N_opt; right: N_opt vs compute, N_opt ∝ C^a."""
+def isoflop_figure(isoflop: list[dict[str, Any]], points: Any, *, title: str,
+                   n_column: str = "params") -> bytes:
+    """Left: error vs model size per budget with each budget's N_opt; right: N_opt vs compute, N_opt ∝ C^a.
+    Model size is the results-table column the analysis used (fits.json settings.inputs.N)."""
     fig, (left, right) = _figure(5.0, 3.9, ncols=2)
     dists = sorted({o["distribution"] for o in isoflop})
     for o in isoflop:
@@ -116,8 +118,8 @@ def isoflop_figure(isoflop: list[dict[str, Any]], points: Any, *, title: str) ->
         sub = points[mine & points.compute_group.notna() & ~points.constrained]
         levels = sorted(sub.compute_group.unique())
         for k, level in enumerate(levels):
-            g = sub[sub.compute_group == level].sort_values("params")
-            left.plot(g.params, g.error, "-", marker=MARKERS[k % 6], color=color,
+            g = sub[sub.compute_group == level].sort_values(n_column)
+            left.plot(g[n_column], g.error, "-", marker=MARKERS[k % 6], color=color,
                       alpha=0.4 + 0.6 * (k + 1) / len(levels), label=f"{o['distribution']} C={level:.3g}")
         inside = [b for b in o.get("budgets", []) if not b.get("edge") and b.get("N_opt") is not None]
         if inside:
@@ -129,7 +131,7 @@ def isoflop_figure(isoflop: list[dict[str, Any]], points: Any, *, title: str) ->
         best = [g.loc[g.error.idxmin()] for level, g in sub.groupby("compute_group")
                 if float(level) in edges]
         if best:  # no vertex inside the ladder: show where the best measured size is, not an extrapolation
-            right.scatter([r.compute_group for r in best], [r.params for r in best], marker="X", s=60,
+            right.scatter([r.compute_group for r in best], [r[n_column] for r in best], marker="X", s=60,
                           facecolors="none", edgecolors=color,
                           label=f"{o['distribution']}: minimum at an edge (best size; excluded)")
         if o.get("a") is not None and len(inside) >= 2:
@@ -138,7 +140,7 @@ def isoflop_figure(isoflop: list[dict[str, Any]], points: Any, *, title: str) ->
             xs = np.geomspace(c.min(), c.max(), 20)
             coef = np.exp(np.mean(np.log(n) - o["a"] * np.log(c)))  # the line through the points' centre
             right.plot(xs, coef * xs ** o["a"], color=color, label=f"N_opt ∝ C^{o['a']:.2f}")
-    left.set(xscale="log", yscale="log", xlabel="model parameters (M)", ylabel="error",
+    left.set(xscale="log", yscale="log", xlabel=f"model parameters (M, {n_column})", ylabel="error",
              title="isoFLOP groups (equal compute); ★ N_opt")
     right.set(xscale="log", yscale="log", xlabel="compute C (GMACs)", ylabel="compute-optimal params (M)",
               title=title)

@@ -25,7 +25,12 @@ from typing import Any
 from clipscale.errors import ClipscaleError
 from clipscale.study.spec import OPERATIONAL_KEYS, StudySpec
 
-FlopsFn = Callable[[str], tuple[float, float]]  # model -> (GMACs per sample, M params)
+# model -> (GMACs per sample, M params, M params without token/positional embeddings); a 2-tuple
+# (no params_nonemb) is accepted and leaves that column null
+# Keys added after run ids existed, at the value that trains as before: left out of the id, so a study
+# that writes `augment = "none"` keeps the ids of one that never mentions it.
+NEUTRAL_KEYS = {"augment": "none"}
+FlopsFn = Callable[[str], tuple[float, ...]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class RunPlan:
     train: dict[str, Any]  # TrainConfig keyword arguments besides model/data/samples/seed/output_dir
     compute_group: float | None = None  # the isoFLOP level this run belongs to, if any
     run_dir: Path = field(default=Path("."))
+    mparams_nonemb: float | None = None  # params without token/positional embeddings (models.flops)
 
     @property
     def compute(self) -> float:
@@ -54,15 +60,16 @@ class RunPlan:
         return {"run_id": self.run_id, "model": self.model, "dataset": self.dataset,
                 "distribution": self.distribution, "data_size": self.data_size,
                 "samples_seen": self.samples_seen, "seed": self.seed, "gmacs": self.gmacs,
-                "mparams": self.mparams, "compute": self.compute, "compute_group": self.compute_group,
+                "mparams": self.mparams, "mparams_nonemb": self.mparams_nonemb, "compute": self.compute,
+                "compute_group": self.compute_group,
                 "train": self.train}
 
 
-def default_flops(model: str) -> tuple[float, float]:
+def default_flops(model: str) -> tuple[float, float, float]:
     from clipscale.models.flops import count_flops
 
     counted = count_flops(model)
-    return float(counted.gmacs), float(counted.mparams)
+    return float(counted.gmacs), float(counted.mparams), float(counted.mparams_nonemb)
 
 
 def _ladder_lr(model: str) -> float | None:
@@ -130,7 +137,8 @@ def run_id(*, model: str, dataset: dict[str, Any], data_size: int | None, sample
     """
     key: dict[str, Any] = {"model": model, "dataset": dataset, "data_size": data_size,
                            "samples_seen": samples_seen, "seed": seed,
-                           "train": {k: v for k, v in train.items() if k not in OPERATIONAL_KEYS}}
+                           "train": {k: v for k, v in train.items()
+                                     if k not in OPERATIONAL_KEYS and NEUTRAL_KEYS.get(k, k) != v}}
     if train.get("data_mode") == "stream":  # 0 workers (decode in the trainer) streams like 1
         key["stream"] = {"workers": max(1, int(train.get("workers", 1))), "world_size": world_size}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -141,11 +149,12 @@ def _all_samples(ds: Any) -> int | None:
     return ds.samples if ds.synth is not None else ds.size
 
 
-def _model_flops(flops: FlopsFn, model: str, *, where: str) -> tuple[float, float]:
+def _model_flops(flops: FlopsFn, model: str, *, where: str) -> tuple[float, float, float | None]:
     try:
-        return flops(model)
+        gmacs, mparams, *nonemb = flops(model)
     except ClipscaleError as exc:
         raise ClipscaleError(f"{where}: {exc}") from None
+    return gmacs, mparams, (nonemb[0] if nonemb else None)
 
 
 MAX_SAMPLES_SEEN = 10**13  # 300x the paper's largest run (34B): a larger plan is a typo, not a study
@@ -171,7 +180,7 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None,
     if total > MAX_CELLS:
         raise ClipscaleError(f"{spec.path}: [[grid]] expands to {total:,} cells, more than {MAX_CELLS:,}; "
                              "split the study")
-    cache: dict[str, tuple[float, float]] = {}
+    cache: dict[str, tuple[float, float, float | None]] = {}
     checked: dict[str, dict[str, Any]] = {}  # settings -> one shared train dict (memory of big grids)
     used = [False] * len(spec.rules)
     runs: dict[str, RunPlan] = {}
@@ -185,7 +194,7 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None,
             data_size = size if size is not None else _all_samples(spec.datasets[ds_name])
             if model not in cache:
                 cache[model] = _model_flops(flops, model, where=f"{where} model")
-            gmacs, mparams = cache[model]
+            gmacs, mparams, nonemb = cache[model]
             cell = {"model": model, "dataset": ds_name, "data_size": data_size, "seed": seed}
             train = resolve_train(spec, cell, used=used)
             samples = (int(budget) if kind == "samples"
@@ -205,7 +214,7 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None,
                 run_id=rid, model=model, dataset=ds_name, distribution=ds.synth or ds_name,
                 data_size=data_size, samples_seen=samples, seed=seed, gmacs=gmacs, mparams=mparams,
                 train=train, compute_group=budget if kind == "compute" else None,
-                run_dir=spec.runs_dir / rid))
+                run_dir=spec.runs_dir / rid, mparams_nonemb=nonemb))
             done += 1
             if progress is not None and done % PROGRESS_EVERY == 0:
                 progress(f"planning: {done:,} of {total:,} cells")

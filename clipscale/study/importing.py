@@ -47,16 +47,17 @@ def samples_from_tag(pretrained: str) -> int | None:
     return None if match is None else int(float(match.group(1)) * SCALE[match.group(2).lower()])
 
 
-def _flops(model: str) -> tuple[float | None, float | None]:
+def _flops(model: str) -> tuple[float | None, float | None, float | None]:
+    """(GMACs, M params, M params without token/positional embeddings), all None for an unknown model."""
     from clipscale.models.flops import count_flops
     from clipscale.models.registry import list_models
 
     if model not in list_models():
         log.warning("model %r is not a known architecture: gmacs, params and compute are null "
                     "(register it with --model-config FILE.json)", model)
-        return None, None
+        return None, None, None
     report = count_flops(model)
-    return float(report.gmacs), float(report.mparams)
+    return float(report.gmacs), float(report.mparams), float(report.mparams_nonemb)
 
 
 def import_open_clip_train(folder: Path, runs_dir: Path) -> str:
@@ -91,9 +92,10 @@ def import_open_clip_train(folder: Path, runs_dir: Path) -> str:
     batch = [params.get(k) for k in ("batch_size", "world_size", "accum_freq")]
     global_batch = batch[0] * (batch[1] or 1) * (batch[2] or 1) if isinstance(batch[0], int) else None
     data = str(params.get("train_data"))
+    _, mparams, nonemb = _flops(last.model_name)
     cell = {"run_id": run_id, "model": last.model_name, "dataset": data, "distribution": data,
             "data_size": None, "samples_seen": planned, "seed": params.get("seed"),
-            "gmacs": last.meta["gmacs"], "mparams": _flops(last.model_name)[1],
+            "gmacs": last.meta["gmacs"], "mparams": mparams, "mparams_nonemb": nonemb,
             "compute": last.meta["gmacs"] * planned, "compute_group": None,
             "train": {"lr": params.get("lr"), "batch_size": global_batch, "epochs": epochs,
                       "warmup": params.get("warmup"), "wd": params.get("wd"),
@@ -147,7 +149,7 @@ def import_clip_benchmark(files: list[Path], runs_dir: Path, *, folder: Path | N
     ids = []
     for (model_arg, pretrained), docs in sorted(groups.items()):
         model = model_arg.replace("/", "-")  # CLIP_benchmark accepts OpenAI's ViT-B/32 spelling
-        gmacs, mparams = _flops(model)
+        gmacs, mparams, nonemb = _flops(model)
         samples = samples_from_tag(pretrained) if pretrained else None
         if samples is None:
             log.warning("%s %s: samples seen unknown (the pretrained tag states none): samples_seen and "
@@ -161,8 +163,8 @@ def import_clip_benchmark(files: list[Path], runs_dir: Path, *, folder: Path | N
         distribution = Path(pretrained).name.split("_")[0] if pretrained else None
         cell = {"run_id": run_id, "model": model, "dataset": distribution, "distribution": distribution,
                 "data_size": None, "samples_seen": samples, "seed": None, "gmacs": gmacs, "mparams": mparams,
-                "compute": compute, "compute_group": None, "train": {}, "pretrained": pretrained,
-                "source_format": "clip_benchmark"}
+                "mparams_nonemb": nonemb, "compute": compute, "compute_group": None, "train": {},
+                "pretrained": pretrained, "source_format": "clip_benchmark"}
         run_dir = runs_dir / run_id
         atomic_write_json(run_dir / "run.json", cell)
         atomic_write_bytes(run_dir / "results.jsonl", "".join(dumps(r) + "\n" for r in records).encode())

@@ -21,8 +21,15 @@ from typing import Any
 from clipscale.study.spec import StudySpec
 
 SAVED_FORMAT = "clipscale-fits/1"  # clipscale.fit.result's saved-fit document, extended with the keys below
-# results-table column of each law input: C compute (GMACs), N params (M), D/S samples seen, U unique
-INPUT_COLUMNS = {"C": "compute", "N": "params", "D": "samples_seen", "U": "data_size", "S": "samples_seen"}
+# results-table column of each law input: C compute (GMACs), N params (M) without token and positional
+# embeddings (`[fit] n_column`, default params_nonemb), D/S samples seen, U unique
+INPUT_COLUMNS = {"C": "compute", "N": "params_nonemb", "D": "samples_seen", "U": "data_size",
+                 "S": "samples_seen"}
+
+
+def input_columns(study: StudySpec) -> dict[str, str]:
+    """INPUT_COLUMNS with N the study's `[fit] n_column` (laws in N and the isoFLOP analysis)."""
+    return {**INPUT_COLUMNS, "N": study.fit.n_column}
 
 
 def missing_runs(study: StudySpec) -> list[dict[str, str]]:
@@ -59,8 +66,8 @@ def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudyS
     from clipscale.fit.table import fit_table_results
     from clipscale.report.analysis import is_loss
 
-    inputs = get_law(law).inputs
-    kwargs: dict[str, Any] = {k: (INPUT_COLUMNS[k] if k in inputs else None) for k in INPUT_COLUMNS}
+    inputs, columns = get_law(law).inputs, input_columns(study)
+    kwargs: dict[str, Any] = {k: (columns[k] if k in inputs else None) for k in columns}
     if study.fit.frontier != "none":
         kwargs["frontier"] = study.fit.frontier
     fix = {k: float(v) for k, v in study.fit.fix.items() if k in get_law(law).params}
@@ -145,7 +152,7 @@ def _check_largest(rows: Any, *, law: str, metric: str, study: StudySpec, fronti
     def refit(sub: Any) -> Any:
         return _fit_call(sub, law=law, metric=metric, by=None, study=study)[1][0][1]
 
-    return check_largest(rows, inputs={k: INPUT_COLUMNS[k] for k in spec.inputs}, n_params=len(free),
+    return check_largest(rows, inputs={k: input_columns(study)[k] for k in spec.inputs}, n_params=len(free),
                          on_frontier=frontier != "none", refit=refit)
 
 
@@ -157,28 +164,28 @@ def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) 
         entry: dict[str, Any] = {"dataset": dataset, "metric": metric, "distribution": distribution,
                                  "n_runs": int(sub.run_id.nunique())}
         try:
-            entry.update(_isoflop(sub, bootstrap=study.fit.bootstrap))
+            entry.update(_isoflop(sub, bootstrap=study.fit.bootstrap, n_column=study.fit.n_column))
         except ImportError as exc:
             entry["error"] = f"isoFLOP analysis unavailable: {exc}"
         except Exception as exc:  # fewer than two budgets with an interior optimum: no exponent, say why
             entry.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0], a=None, b=None,
-                         budgets=_budgets_alone(sub))
+                         budgets=_budgets_alone(sub, study.fit.n_column))
         out.append(entry)
     return out
 
 
-def _isoflop(rows: Any, *, bootstrap: int) -> dict[str, Any]:
+def _isoflop(rows: Any, *, bootstrap: int, n_column: str) -> dict[str, Any]:
     """`fit.isoflop.isoflop` on a study's isoFLOP groups; where the data allow no CI, `ci_note` says why."""
     from clipscale.fit.analyses.isoflop import isoflop
 
-    kwargs = {"C": "compute_group", "N": "params", "y": "error", "seed": 0}
+    kwargs = {"C": "compute_group", "N": n_column, "y": "error", "seed": 0}
     doc = isoflop(rows, bootstrap=bootstrap, **kwargs)
     # the echo of its inputs goes under "inputs" ("error" there means 1 - y; here it names a failure)
     doc["inputs"] = {k: doc.pop(k) for k in (*kwargs, "where", "k", "error", "gap") if k in doc}
     return doc
 
 
-def _budgets_alone(rows: Any) -> list[dict[str, Any]]:
+def _budgets_alone(rows: Any, n_column: str) -> list[dict[str, Any]]:
     """Each budget's parabola (`fit.isoflop.parabola_optimum`) when there are too few for an exponent."""
     import numpy as np
 
@@ -188,8 +195,8 @@ def _budgets_alone(rows: Any) -> list[dict[str, Any]]:
         return []
     out = []
     for level, g in rows.groupby("compute_group", sort=True):
-        if g.params.nunique() >= MIN_SIZES:
-            opt = parabola_optimum(np.log(g.params.to_numpy(float)), np.log(g.error.to_numpy(float)))
+        if g[n_column].nunique() >= MIN_SIZES:
+            opt = parabola_optimum(np.log(g[n_column].to_numpy(float)), np.log(g.error.to_numpy(float)))
             out.append({"C": float(level), "N_opt": opt["N_opt"], "y_opt": opt["y_opt"], "edge": opt["edge"],
                         "n_runs": len(g)})
     return out
@@ -224,7 +231,7 @@ def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None
         "settings": {"metrics": list(study.fit.metrics), "laws": list(study.fit.laws),
                      "frontier": study.fit.frontier, "max_passes": None if limit == float("inf") else limit,
                      "fix": dict(study.fit.fix), "check_largest": study.fit.check_largest,
-                     "bootstrap": study.fit.bootstrap, "inputs": INPUT_COLUMNS},
+                     "bootstrap": study.fit.bootstrap, "inputs": input_columns(study)},
         "fits": [], "failed": [], "differences": [], "isoflop": [], "constrained_runs": [], "off_law": []}
     fitted_runs: set[str] = set()
     for i, (dataset, metric) in enumerate(targets(df, study.fit.metrics) if len(df) else []):

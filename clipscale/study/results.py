@@ -20,9 +20,9 @@ from clipscale.study.spec import StudySpec
 
 IMPORTED_FILE = "imported.json"
 FORMATS = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}
-ID_COLUMNS = ("run_id", "model", "params", "gmacs", "data_size", "samples_seen", "compute", "distribution",
-              "dataset_train", "seed", "dataset", "task", "checkpoint", "run_samples_seen", "final",
-              "compute_group")
+ID_COLUMNS = ("run_id", "model", "params", "params_nonemb", "gmacs", "data_size", "samples_seen", "compute",
+              "distribution", "dataset_train", "seed", "dataset", "task", "checkpoint", "run_samples_seen",
+              "final", "compute_group")
 
 
 def _read_cell(run_dir: Path) -> dict[str, Any] | None:
@@ -32,12 +32,25 @@ def _read_cell(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _params_nonemb(cell: dict[str, Any]) -> float | None:
+    """The cell's params without token/positional embeddings; run.json written before that key existed
+    gets it counted from the model name (null for an architecture this process does not know)."""
+    if "mparams_nonemb" in cell:
+        return cell["mparams_nonemb"]
+    from clipscale.models.flops import count_flops
+    from clipscale.models.registry import list_models
+
+    model = cell.get("model")
+    return float(count_flops(model).mparams_nonemb) if model in list_models() else None
+
+
 def run_rows(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of one run directory (empty if it never started or has no evaluations)."""
     cell = _read_cell(run_dir)
     if cell is None:
         return []
     latest: dict[tuple, dict[str, Any]] = {}
+    nonemb = _params_nonemb(cell)
     for rec in read_jsonl(run_dir / "results.jsonl"):
         key = (rec.get("samples_seen"), rec.get("dataset"), rec.get("task"))
         latest[key] = rec  # the newest record of a (checkpoint, dataset, task) wins
@@ -50,8 +63,8 @@ def run_rows(run_dir: Path) -> list[dict[str, Any]]:
             compute = cell["gmacs"] * samples
         planned = cell["samples_seen"]
         row = {"run_id": cell["run_id"], "model": cell["model"], "params": cell["mparams"],
-               "gmacs": cell["gmacs"], "data_size": cell["data_size"], "samples_seen": samples,
-               "compute": compute, "distribution": cell["distribution"],
+               "params_nonemb": nonemb, "gmacs": cell["gmacs"], "data_size": cell["data_size"],
+               "samples_seen": samples, "compute": compute, "distribution": cell["distribution"],
                "dataset_train": cell["dataset"], "seed": cell["seed"], "dataset": rec.get("dataset"),
                "task": rec.get("task"), "checkpoint": Path(str(rec.get("checkpoint", ""))).name,
                "run_samples_seen": planned,

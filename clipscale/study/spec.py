@@ -46,12 +46,14 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STUDY_OWNED = ("model", "train_data", "output_dir", "data_size", "samples_seen", "seed", "resume",
                "eval_suite", "eval_data_root", "model_configs")
 TRAIN_KEYS = (*(k for k in TRAIN_FIELDS if k not in STUDY_OWNED), "warmup_fraction")
-# Keys that change nothing about the trained weights: excluded from the run id.
+# Keys that change nothing about the trained weights: excluded from the run id. model_configs: [study]
+# paths, passed to every run's TrainConfig; keep_latest: whether a finished run keeps latest.pt.
 OPERATIONAL_KEYS = ("device", "workers", "threads", "log_every", "tensorboard", "progress", "peak_tflops",
-                    "model_configs")  # model_configs: [study] paths, passed to every run's TrainConfig
+                    "keep_latest", "model_configs")
 GRID_AXES = ("model", "dataset", "data_size", "samples_seen", "compute", "seed")
 RULE_MATCH_KEYS = ("model", "dataset", "data_size", "seed")
 FIT_FRONTIERS = ("none", "cherti", "pareto", "hull")
+FIT_N_COLUMNS = ("params_nonemb", "params")  # results-table column that is N ([fit] n_column)
 FIT_CONSTRAINED = ("exclude", "include")
 DEFAULT_METRICS = ("image_retrieval_recall@5",)
 
@@ -154,6 +156,7 @@ class FitSpec:
     fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
     link: str = "error"  # scale the law of an error is fitted on (`clipscale fit --link`)
     objective: str = "huber-log"  # what the fits minimise (`clipscale fit --objective`)
+    n_column: str = "params_nonemb"  # model size N of laws and isoFLOP: without embeddings, or "params"
 
 
 @dataclass(frozen=True)
@@ -383,8 +386,9 @@ def _parse_fit(doc: dict[str, Any]) -> FitSpec:
     for i, law in enumerate(fit.laws):
         if law not in laws:
             raise _fail(f"[fit] laws[{i}]", f"unknown law {law!r}; allowed: {', '.join(laws)}")
-    if fit.frontier not in FIT_FRONTIERS:
-        raise _fail("[fit] frontier", f"expected one of {', '.join(FIT_FRONTIERS)}, got {fit.frontier!r}")
+    for key, allowed in (("frontier", FIT_FRONTIERS), ("n_column", FIT_N_COLUMNS)):
+        if getattr(fit, key) not in allowed:
+            raise _fail(f"[fit] {key}", f"expected one of {', '.join(allowed)}, got {getattr(fit, key)!r}")
     fit = _max_passes(fit, doc.get("fit", {}))
     _list_of("[fit] metrics", list(fit.metrics), lambda w, v: _typed(w, v, str, "a metric name"))
     _list_of("[fit] predict_compute", list(fit.predict_compute) or [1.0], _positive_number)

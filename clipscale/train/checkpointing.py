@@ -9,6 +9,7 @@ reproduces the uninterrupted run's loss sequence exactly. Point checkpoints
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 from pathlib import Path
@@ -34,6 +35,23 @@ def point_path(run_dir: Path, samples_seen: int) -> Path:
 
 def latest_path(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "latest.pt"
+
+
+def finished_summary(run_dir: Path, config: dict[str, Any], total_steps: int) -> dict[str, Any] | None:
+    """summary.json of a run that already finished this recipe (`config`: the resolved TrainConfig dict)
+    and dropped its latest.pt (keep_latest false), so that `resume = "auto"` trains nothing more, as
+    it does when latest.pt is kept; None when there is something to train."""
+    if latest_path(run_dir).exists():
+        return None
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(summary, dict) and isinstance(saved, dict)):
+        return None
+    done = summary.get("state") == "finished" and summary.get("steps") == total_steps
+    return summary if done and not recipe_changes(saved, config) else None
 
 
 def find_resume(resume: str, run_dir: Path) -> Path | None:

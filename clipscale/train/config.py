@@ -22,6 +22,7 @@ PRECISIONS = ("fp32", "bf16", "amp")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_MODES = ("index", "stream")
 STRATEGIES = ("ddp", "fsdp")  # under torchrun; see train/distributed.py
+AUGMENTS = ("none", "openclip")  # openclip: open_clip's training crop (data/loader.py), from (seed, step)
 DEFAULT_POINTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
@@ -54,6 +55,7 @@ class TrainConfig:
     local_loss: bool = True  # logits of local rows only vs all gathered features (same gradient)
     strategy: str = "ddp"  # under torchrun: "ddp", or "fsdp" (FSDP2 per block; train/distributed.py)
     seed: int = 0
+    augment: str = "none"  # "none" (centre crop) | "openclip" (RandomResizedCrop, scale (0.9, 1.0))
     checkpoint_points: list[float] = field(default_factory=lambda: list(DEFAULT_POINTS))
     eval_suite: str | None = None  # forwarded to clipscale.evals.evaluate_checkpoint per checkpoint
     eval_data_root: str | None = None
@@ -61,6 +63,7 @@ class TrainConfig:
     workers: int = 1  # data-loader worker processes (0 = decode in the training process)
     threads: int | None = None  # torch intra-op threads; None = cores // local ranks (- workers on CPU)
     resume: str = "auto"  # "auto" (latest.pt if present), "none", or a checkpoint path
+    keep_latest: bool = False  # keep a finished run's checkpoints/latest.pt (never resumable once finished)
     log_every: int = 10  # steps between metrics.jsonl records
     tensorboard: bool = False
     progress: bool = True  # tqdm bar on stderr (auto-disabled when not a terminal)
@@ -140,7 +143,7 @@ def _type_name(tp: Any) -> str:
 
 def _check_ranges(cfg: TrainConfig) -> None:
     choices = {"schedule": SCHEDULES, "precision": PRECISIONS, "device": DEVICES, "strategy": STRATEGIES,
-               "data_mode": DATA_MODES}
+               "data_mode": DATA_MODES, "augment": AUGMENTS}
     for name, valid in choices.items():
         if getattr(cfg, name) not in valid:
             raise _err(name, f"expected one of {', '.join(valid)}, got {getattr(cfg, name)!r}")
@@ -200,7 +203,7 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainCon
 # (session.py), because there the worker count decides which samples form each batch.
 RESUME_OPERATIONAL_KEYS: tuple[str, ...] = (
     "workers", "threads", "progress", "log_every", "tensorboard", "peak_tflops",
-    "eval_suite", "eval_data_root", "grad_checkpointing", "resume", "output_dir",
+    "eval_suite", "eval_data_root", "grad_checkpointing", "resume", "output_dir", "keep_latest",
     "model_configs",  # where the config file lies; the architecture itself is checked by the weights
 )
 

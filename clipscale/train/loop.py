@@ -11,6 +11,7 @@ import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -77,6 +78,9 @@ def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer: torc
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train one run into config.output_dir; returns (and writes) summary.json's content."""
+    done = _already_finished(config)
+    if done is not None:
+        return done
     session = build_session(config)
     try:
         with ckpt.StopSignals() as stop:
@@ -84,6 +88,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
         return _finish(session, state)
     finally:
         shutdown(session.env)
+
+
+def _already_finished(config: TrainConfig) -> dict[str, Any] | None:
+    """The summary of this run when it finished earlier and dropped latest.pt (keep_latest false)."""
+    if config.resume != "auto":
+        return None
+    from dataclasses import replace
+
+    from clipscale.train.session import resolve_lr
+
+    resolved = replace(config, lr=resolve_lr(config)).to_dict()
+    return ckpt.finished_summary(Path(config.output_dir), resolved, config.total_steps)
 
 
 def _loop(s: Session, stop: ckpt.StopSignals) -> str:
@@ -213,5 +229,7 @@ def _finish(s: Session, state: str) -> dict[str, Any]:
         summary["signal"] = signal.Signals(s.stop_signal).name
     if s.env.is_main:
         atomic_write_json(s.run_dir / "summary.json", summary)
+        if state == "finished" and not cfg.keep_latest:  # nothing left to resume: drop its 64 MB
+            ckpt.latest_path(s.run_dir).unlink(missing_ok=True)
     return summary
 

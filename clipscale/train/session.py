@@ -192,7 +192,8 @@ def _build_data(config: TrainConfig, env: DistEnv, tokenizer: Any, size: int
         plan = plan_shards(config.train_data, config.data_size)
         dataset = StreamBatches(plan, image_size=size, tokenizer=tokenizer, batch_size=config.batch_size,
                                 seed=config.seed, rank=env.rank, world_size=env.world_size,
-                                workers=config.workers, shuffle_buffer=config.shuffle_buffer)
+                                workers=config.workers, shuffle_buffer=config.shuffle_buffer,
+                                augment=config.augment == "openclip")
         if env.is_main:
             for line in plan.warnings:
                 sys.stderr.write(f"clipscale: warning: {line}\n")
@@ -205,7 +206,8 @@ def _build_data(config: TrainConfig, env: DistEnv, tokenizer: Any, size: int
     for ix, _ in sources:
         for k, v in ix.skipped.items():
             index_skipped[k] = index_skipped.get(k, 0) + v
-    dataset = StepBatches(sampler, reader, tokenizer, env.rank, env.world_size)
+    dataset = StepBatches(sampler, reader, tokenizer, env.rank, env.world_size,
+                          augment=config.augment == "openclip")
     return dataset, sum(len(ix) for ix, _ in sources), index_skipped
 
 
