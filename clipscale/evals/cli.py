@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="also write this invocation's records to FILE (JSON lines); with --collection, the "
                         "results table (.csv, .jsonl or .parquet; default FILE.results.csv beside it)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images (or captions) encoded per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--cache-dir", default=None, help="on-disk image-feature cache (content-hash keyed)")
     p.set_defaults(handler=_handle_eval)
