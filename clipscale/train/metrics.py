@@ -41,7 +41,8 @@ class MetricsWriter:
 
             self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "clipscale"), name=run_dir.name,
                                      dir=str(run_dir), config=config or {},
-                                     mode=os.environ.get("WANDB_MODE", "offline"))
+                                     mode=os.environ.get("WANDB_MODE", "offline"),
+                                     settings=wandb.Settings(console="off"))  # our stderr stays ours
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop records logged after the checkpoint (they will be logged again)."""
