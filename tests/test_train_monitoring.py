@@ -56,7 +56,8 @@ def test_missing_tracker_fails_before_the_run_directory_is_made(synth_train_shar
     from clipscale.train import train
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "wandb" else real(name, *a))
     out = tmp_path / "run"
     with pytest.raises(ClipscaleError, match=r"report_to.*'wandb' package, which is not installed"):
         train(tiny_config(synth_train_shards, out, report_to=["wandb"], **SHORT))
