@@ -126,7 +126,8 @@ def test_the_readme_has_commands_to_run():
 
 def test_readme_command_extraction_follows_the_rules():
     text = ("```bash\nmake demo\n.venv/bin/clipscale fit t.csv --law power \\\n    --y acc1  # note\n"
-            "ls x/\n```\n<!-- readme-test: skip (needs your own runs) -->\n```bash\nclipscale eval logs/x\n```\n"
+            "ls x/\n```\n<!-- readme-test: skip (needs your own runs) -->\n"
+            "```bash\nclipscale eval logs/x\n```\n"
             "```toml\n[study]\n```\n```\n$ clipscale status s.toml\n```\n")
     assert readme_commands(text) == [["fit", "t.csv", "--law", "power", "--y", "acc1"], ["status", "s.toml"]]
 
