@@ -344,7 +344,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
     doc = reproduce_cherti2023(
-        args.data, targets=targets, out=args.out, bootstrap=args.bootstrap, link=args.link
+        args.data, targets=targets, out=args.out, bootstrap=args.bootstrap, link=args.link,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     if args.json:
         print(dumps(doc, indent=2))
