@@ -81,3 +81,14 @@ def test_docs_config_md_is_generated_from_the_field_docs():
 
     text = config_markdown()
     assert all(f"| `{name}` |" in text for name in FIELD_NAMES)
+
+
+def test_every_config_field_has_its_own_meaning():
+    """help_line adds the default, so a field without help would still look documented in --help."""
+    import dataclasses
+
+    from clipscale.confighelp import _sections, field_help
+
+    missing = [f"{cls.__name__}.{f.name}" for _, _, cls in _sections() for f in dataclasses.fields(cls)
+               if not field_help(f).strip()]
+    assert not missing, f"config fields without help: {missing} (use confighelp.doc_field)"
