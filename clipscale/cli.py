@@ -44,7 +44,34 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # stage not built yet
             raise
         module.register(subparsers)
+    for sub in walk_parsers(parser):
+        sub.formatter_class = HelpFormatter
     return parser
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default and allowed values, unless it states them already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or text == argparse.SUPPRESS:
+            return text
+        extra = []
+        if "default" not in text and action.default not in (None, False, [], argparse.SUPPRESS):
+            extra.append("default: %(default)s")
+        if action.choices and "one of" not in text:
+            extra.append("one of: " + ", ".join(map(str, action.choices)).replace("%", "%%"))
+        return f"{text} ({'; '.join(extra)})" if extra else text
+
+
+def walk_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parser and every sub-command parser under it (for help formatting and tests)."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += walk_parsers(sub)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

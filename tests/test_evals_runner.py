@@ -92,7 +92,13 @@ def test_cli_eval_checkpoint_and_errors(tiny_ckpt: Path, synth_eval_sets: Path, 
                                             "synth_retrieval"]
     assert lines[-1]["metrics"].keys() == {f"{d}_retrieval_recall@{k}" for d in ("image", "text")
                                            for k in (1, 5, 10)}
-    assert capsys.readouterr().out.count("\n") == 5
+    text = capsys.readouterr().out.splitlines()  # one text line per record; JSON lines with --json
+    assert len(text) == 5 and text[0].startswith("tiny-S0 @ ")
+    assert " synth_shape zeroshot_classification: acc1 " in text[0]
+    assert main(["eval", str(tiny_ckpt), "--suite", "synth", "--data-root", str(synth_eval_sets),
+                 "--batch-size", "50", "--json"]) == 0
+    printed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(r["dataset"], r["metrics"]) for r in printed] == [(r["dataset"], r["metrics"]) for r in lines]
     assert main(["eval", str(tmp_path / "missing.pt"), "--suite", "synth", "--data-root", "x"]) == 2
     assert "missing.pt: no such checkpoint" in capsys.readouterr().err
     assert main(["eval", str(tiny_ckpt), "--suite", "synth"]) == 2

@@ -142,3 +142,15 @@ def test_a_fit_to_points_whose_error_does_not_vary_says_so_instead_of_r2_nan() -
     for f in (flat, saved):
         text = describe_fit({**f, **meta})
         assert "R² log n/a: the points' E do not vary" in text and "nan" not in text
+
+
+def test_report_names_the_frontier_each_law_used_and_report_prints_the_demo_summary(report) -> None:
+    path, study = report
+    text = path.read_text(encoding="utf-8")
+    # [fit] frontier is "none", but law frontier is fitted on the cherti frontier: the page says so
+    assert "Frontier: cherti (frontier law); none (power law)." in text
+    lines: list[str] = []
+    with mock.patch("clipscale.study.grid.default_flops", fake_flops):
+        finish_study(study, report=False, log=lines.append)  # what `clipscale run` / `report` print
+    assert any(line.startswith("isoFLOP analysis (") for line in lines), lines
+    assert any(line.startswith("data-constrained runs vs their distribution's law") for line in lines)

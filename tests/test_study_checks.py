@@ -120,8 +120,8 @@ def _demo_table(*, off: float = 1.0, noise: float = 0.01, repeated: bool = True)
         for i, (model, (params, gmacs)) in enumerate(SIZES.items()):
             error = 0.9 * budget**-0.1 * (1 + 0.04 * abs(i - 1)) * np.exp(rng.normal(0, noise))
             error *= off if budget == BUDGETS[-1] else 1.0
-            rows.append({"run_id": f"{model}-{budget:g}", "model": model, "params": params, "params_nonemb": params,
-                         "gmacs": gmacs,
+            rows.append({"run_id": f"{model}-{budget:g}", "model": model, "params": params,
+                         "params_nonemb": params, "gmacs": gmacs,
                          "data_size": 50000, "samples_seen": round(budget / gmacs), "compute": budget,
                          "distribution": "uniform", "dataset": "synth_retrieval",
                          "task": "zeroshot_retrieval", "final": True, "compute_group": budget,

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RUN_DIR/results.jsonl, triples already there skipped); an open_clip_train checkpoint or run folder "
         "(logs/NAME/: every checkpoints/epoch_*.pt, model and samples seen from params.txt); an open_clip "
         "hf-hub folder or local-dir:PATH; a .safetensors/.bin/.pt state dict (with --model) or an "
-        "OpenAI-format state dict. Records go to stdout as JSON lines. --collection FILE.toml evaluates "
+        "OpenAI-format state dict. Records go to stdout, one line each (JSON lines with --json). "
+        "--collection FILE.toml evaluates "
         "many models into one results table.")
     p.add_argument("source", metavar="SOURCE", nargs="?", help="checkpoint, run directory or model folder")
     p.add_argument("--suite", required=True, help="suite TOML file, or a built-in suite name (e.g. synth)")
@@ -34,9 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="also write this invocation's records to FILE (JSON lines); with --collection, the "
                         "results table (.csv, .jsonl or .parquet; default FILE.results.csv beside it)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images (or captions) encoded per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--cache-dir", default=None, help="on-disk image-feature cache (content-hash keyed)")
+    p.add_argument("--json", action="store_true",
+                   help="print each record as a JSON line (as written to --out) instead of one text line")
     p.set_defaults(handler=_handle_eval)
 
 
@@ -66,13 +70,13 @@ def _handle_eval(args: argparse.Namespace) -> int:
             with _run_lock(target):
                 records = evaluate_run(target, model=args.model, **common)
         except PartialEvaluation as exc:  # what was evaluated is written out before the error
-            _write_records(exc.result, args.out)
+            _write_records(exc.result, args.out, as_json=args.json)
             raise
     elif target.is_file() or is_model_dir:
         records = evaluate_checkpoint(source, model=args.model, samples_seen=args.samples_seen, **common)
     else:
         raise ClipscaleError(f"{target}: no such checkpoint file or run directory")
-    _write_records(records, args.out)
+    _write_records(records, args.out, as_json=args.json)
     return 0
 
 
@@ -100,13 +104,22 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
         lock.release()
 
 
-def _write_records(records: list[dict], out: str | None) -> None:
+def _write_records(records: list[dict], out: str | None, *, as_json: bool) -> None:
     from clipscale.io import atomic_write_text, dumps
 
     lines = "".join(dumps(r) + "\n" for r in records)
-    sys.stdout.write(lines)
+    sys.stdout.write(lines if as_json else "".join(record_line(r) + "\n" for r in records))
     if out:
         atomic_write_text(out, lines)
+
+
+def record_line(record: dict) -> str:
+    """`tiny-S0 @ 6,400 samples  synth_shape zeroshot_classification: acc1 0.512, acc5 0.98, ...`"""
+    seen = record.get("samples_seen")
+    where = f" @ {seen:,} samples" if isinstance(seen, int) else ""
+    metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in record.get("metrics", {}).items())
+    return f"{record.get('model')}{where}  {record.get('dataset')} {record.get('task')}: {metrics}"
 
 
 def _handle_collection(args: argparse.Namespace, common: dict) -> int:

@@ -84,8 +84,9 @@ def _register_fit(subparsers: Any) -> None:
         "--holdout", metavar="EXPR", help="boolean expression: rows held out of the fit and scored"
     )
     p.add_argument("--loo", action="store_true", help="leave-one-run-out error")
-    p.add_argument("--huber-delta", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--huber-delta", type=float, default=1e-3,
+                   help="Huber loss threshold on log residuals (larger = closer to least squares)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap resamples")
     p.add_argument("--plot", metavar="FILE", help="write a log-log figure (.png/.svg/.pdf)")
     p.add_argument("--save", metavar="FIT.json", help="save the fit(s) for clipscale predict")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -101,13 +102,13 @@ def _register_predict(subparsers: Any) -> None:
     p.add_argument("--budget", type=float, help="compute budget for the compute-optimal allocation")
     p.add_argument("--ladder", help="comma-separated model sizes N to choose among (default: continuous N)")
     p.add_argument("--k", type=float, default=1.0, help="budget = k·N·D (6 for LLM FLOPs; 1 for CLIP GMACs)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(handler=_predict)
 
 
 def _register_reproduce(subparsers: Any) -> None:
     p = subparsers.add_parser("reproduce", help="reproduce a published scaling analysis")
-    p.add_argument("study", choices=["cherti2023"])
+    p.add_argument("study", choices=["cherti2023"], help="the published analysis (Cherti et al. 2023)")
     p.add_argument("--data", required=True, help="directory with the paper's tables (e.g. ../shared/paper)")
     p.add_argument("--out", help="write figures (PNG/SVG) and CSV tables here")
     p.add_argument(
@@ -117,7 +118,7 @@ def _register_reproduce(subparsers: Any) -> None:
     p.add_argument(
         "--link", default="error", help="scale of the joint law (as clipscale fit --link; auto: per fold)"
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(handler=_reproduce)
 
 
@@ -142,7 +143,7 @@ def _register_isoflop(subparsers: Any) -> None:
         "default 7)",
     )
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N resamples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap resamples")
     p.add_argument(
         "--plot",
         nargs="?",
@@ -479,7 +480,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
     doc = reproduce_cherti2023(
-        args.data, targets=targets, out=args.out, bootstrap=args.bootstrap, link=args.link
+        args.data, targets=targets, out=args.out, bootstrap=args.bootstrap, link=args.link,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     if args.json:
         print(dumps(doc, indent=2))

@@ -201,11 +201,25 @@ def _status(runs: Any, fits: dict[str, Any]) -> str:
             f"every fit below lacks them: {esc(listed)}{more}.</p>")
 
 
+def frontiers_text(fits: dict[str, Any]) -> str:
+    """The frontier each law was actually fitted on (law `frontier` is power on the cherti frontier,
+    whatever `[fit] frontier` says), e.g. `Frontier: cherti (frontier law); none (power law).`"""
+    used: dict[str, list[str]] = {}
+    for f in fits.get("fits", []):
+        laws = used.setdefault(str(f.get("frontier", "none")), [])
+        if f["law"] not in laws:
+            laws.append(f["law"])
+    if not used:
+        return f"Frontier: {fits.get('settings', {}).get('frontier', 'none')}."
+    return "Frontier: " + "; ".join(f"{fr} ({', '.join(laws)} law{'s' if len(laws) > 1 else ''})"
+                                    for fr, laws in used.items()) + "."
+
+
 def _constrained(fits: dict[str, Any]) -> str:
     st = fits.get("settings", {})
     left = fits.get("left_out") or {"max_passes": st.get("max_passes", 10),
                                     "runs": len(fits.get("constrained_runs", [])), "of": "?"}
-    text = (f"<p>{esc(left_out_text(left))}. Frontier: <code>{esc(st.get('frontier', 'none'))}</code>.</p>")
+    text = f"<p>{esc(left_out_text(left))}. {esc(frontiers_text(fits))}</p>"
     if fits.get("off_law"):
         text += "<h4>Data-constrained runs against the fitted law</h4>" + off_law_table(fits["off_law"])
     return text

@@ -98,7 +98,8 @@ def _demo(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="train and evaluate every unfinished run of a study")
     _study_arg(p)
-    p.add_argument("--executor", choices=("local", "slurm"), default="local")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="where runs train: this machine ([executor] jobs at once) or one SLURM job per run")
     p.add_argument("--jobs", type=int, default=None, help="local runs at once (default: [executor] jobs)")
     p.add_argument("--dry-run", action="store_true", help="print the plan with compute per run and total")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
@@ -115,7 +116,8 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("results", help="rebuild the tidy results table from the run directories")
     _study_arg(p)
-    p.add_argument("--format", choices=("csv", "parquet", "json"), default="csv")
+    p.add_argument("--format", choices=("csv", "parquet", "json"), default="csv",
+                   help="table file format (json: one JSON object per row, JSON lines)")
     p.add_argument("--out", default=None, help="output file (default: OUTPUT_DIR/results.<ext>)")
     p.set_defaults(handler=_results)
 

@@ -37,9 +37,11 @@ def demo_study(out: str | Path) -> StudySpec:
 def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
     """The fitted laws, the isoFLOP analysis and the data-constrained check of a fits.json document."""
     from clipscale.report.analysis import describe_fit, left_out_text
+    from clipscale.study.extrapolation import describe as describe_check
 
     lines = ["fitted laws (error vs compute C in GMACs, per training distribution):"]
     lines += [f"  {describe_fit(f)}" for f in doc["fits"] + doc["failed"]]
+    lines += [f"  {line}" for line in map(describe_check, doc["fits"]) if line]
     if "left_out" in doc:
         lines.append(f"  {left_out_text(doc['left_out'])}")
     lines.append(f"isoFLOP analysis ({primary}; N_opt in M params; edge = minimum at the smallest or largest "

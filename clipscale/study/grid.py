@@ -114,9 +114,10 @@ def _samples_for(compute: float, gmacs: float, batch: int | None) -> int:
 
 def _validate_train(model: str, samples: int, train: dict[str, Any]) -> None:
     """Build the run's TrainConfig now, so a bad setting fails at plan time naming its field."""
-    from clipscale.train.config import TrainConfig
+    from clipscale.train.config import TrainConfig, check_trackers
 
-    TrainConfig(model=model, train_data="plan-check.tar", samples_seen=samples, **train)
+    config = TrainConfig(model=model, train_data="plan-check.tar", samples_seen=samples, **train)
+    check_trackers(config.report_to)  # a missing tracker package fails before anything is written
 
 
 def stream_world_size(spec: StudySpec) -> int:

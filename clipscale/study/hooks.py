@@ -35,7 +35,7 @@ def train(kwargs: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(int(kwargs["threads"]))
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return train_run(TrainConfig(**{"progress": False, **kwargs}))
+        return train_run(TrainConfig(**kwargs), progress_lines=True)  # lines: runs may share a terminal
     finally:  # the trainer's checkpoint-on-signal handlers must not outlive training
         if threading.current_thread() is threading.main_thread():
             for sig, handler in saved.items():

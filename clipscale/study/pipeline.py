@@ -265,8 +265,6 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
     """Results table → fits.json → report.html. With `require_complete`, nothing is written while runs are
     missing (a study that stopped early must not leave a report that looks final)."""
     from clipscale.io import atomic_write_json
-    from clipscale.report.analysis import describe_fit, left_out_text
-    from clipscale.study.extrapolation import describe as describe_check
     from clipscale.study.grid import plan
     from clipscale.study.results import build_results_table, table_bytes
 
@@ -287,13 +285,10 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
     atomic_write_bytes(paths["results"], table_bytes(df, "csv"))
     doc = fit_stage(study, df, missing=missing)
     atomic_write_json(paths["fits"], doc)
-    for f in doc["fits"] + doc["failed"]:
-        log(f"  {describe_fit(f)}")
-    for f in doc["fits"]:
-        line = describe_check(f)
-        if line:
-            log(f"  {line}")
-    log(f"  {left_out_text(doc['left_out'])}")
+    from clipscale.study.demo import summarize  # what `clipscale demo` prints: laws, isoFLOP, constrained
+
+    for line in summarize(doc, primary=study.fit.metrics[0]):
+        log(line)
     if report:
         from clipscale.report import write_report
 

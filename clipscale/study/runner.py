@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -158,6 +159,9 @@ def execute_run(task: RunTask) -> dict[str, Any]:
             remove_stale_tmp(directory)
         atomic_write_json(run_dir / "run.json", task.plan.cell())
         write_state(run_dir, "running")
+        p = task.plan  # one line per run start: SLURM and CI logs show what is running (stderr, unbuffered)
+        print(f"start {p.run_id} ({p.model}, {p.dataset}, {p.samples_seen:,} samples)", file=sys.stderr,
+              flush=True)
         try:
             _train(task)
             device = task.plan.train.get("device", "auto")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipscale.confighelp import doc_field
 from clipscale.errors import ClipscaleError
 from clipscale.io import read_toml
 from clipscale.train.config import FIELD_NAMES as TRAIN_FIELDS
@@ -48,8 +49,8 @@ STUDY_OWNED = ("model", "train_data", "output_dir", "data_size", "samples_seen",
 TRAIN_KEYS = (*(k for k in TRAIN_FIELDS if k not in STUDY_OWNED), "warmup_fraction")
 # Keys that change nothing about the trained weights: excluded from the run id. model_configs: [study]
 # paths, passed to every run's TrainConfig; keep_latest: whether a finished run keeps latest.pt.
-OPERATIONAL_KEYS = ("device", "workers", "threads", "log_every", "tensorboard", "progress", "peak_tflops",
-                    "keep_latest", "model_configs")
+OPERATIONAL_KEYS = ("device", "workers", "threads", "log_every", "tensorboard", "report_to", "progress",
+                    "peak_tflops", "keep_latest", "model_configs")
 GRID_AXES = ("model", "dataset", "data_size", "samples_seen", "compute", "seed")
 RULE_MATCH_KEYS = ("model", "dataset", "data_size", "seed")
 FIT_FRONTIERS = ("none", "cherti", "pareto", "hull")
@@ -131,10 +132,13 @@ class Rule:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    suite: str = "synth"
-    data_root: str | None = None
-    batch_size: int = 256
-    samples_per_task: int = 1000
+    suite: str = doc_field("synth", help="suite file (relative to the study file) or built-in suite name; "
+                           "see docs/suites.md")
+    data_root: str | None = doc_field(None, help="where the suite's relative dataset paths resolve; none = "
+                                      "generate the synthetic eval sets into OUT/data/")
+    batch_size: int = doc_field(256, help="images (or captions) encoded per forward pass")
+    samples_per_task: int = doc_field(1000, help="images per generated synthetic eval set (without "
+                                      "data_root)")
 
 
 FIT_OBJECTIVES = ("huber-log", "squares-log", "squares")  # clipscale.fit.estimation.objective.OBJECTIVES
@@ -142,42 +146,51 @@ FIT_OBJECTIVES = ("huber-log", "squares-log", "squares")  # clipscale.fit.estima
 
 @dataclass(frozen=True)
 class FitSpec:
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    laws: tuple[str, ...] = ("frontier",)
-    bootstrap: int = 200
-    predict_compute: tuple[float, ...] = ()
-    frontier: str = "none"  # how points are thinned before fitting; law "frontier" is power + cherti
-    # runs with more passes over their unique data (samples_seen / data_size) are left out of laws of C
-    # alone and of the isoFLOP analysis; inf keeps every run. `constrained` is its old spelling:
-    # "exclude" = the default 10, "include" = inf
-    max_passes: float = 10.0
-    constrained: str | None = None
-    check_largest: bool = True  # refit each law without the largest compute group and predict it
-    fix: dict[str, float] = field(default_factory=dict)  # parameters held fixed (`clipscale fit --fix`)
-    link: str = "error"  # scale the law of an error is fitted on (`clipscale fit --link`)
-    objective: str = "huber-log"  # what the fits minimise (`clipscale fit --objective`)
-    n_column: str = "params_nonemb"  # model size N of laws and isoFLOP: without embeddings, or "params"
+    metrics: tuple[str, ...] = doc_field(DEFAULT_METRICS, help="metric columns to fit (accuracy-like: the "
+                                         "law is of 1 - metric)")
+    laws: tuple[str, ...] = doc_field(("frontier",), help="laws of `clipscale fit --law` to fit per metric "
+                                      "and distribution")
+    bootstrap: int = doc_field(200, help="bootstrap refits for confidence intervals (0 = none)")
+    predict_compute: tuple[float, ...] = doc_field((), help="compute values (GMACs) to predict the error at "
+                                                   "in fits.json and the report")
+    frontier: str = doc_field("none", choices=FIT_FRONTIERS, help="how points are thinned before fitting "
+                              "(law frontier is power on the cherti frontier)")
+    max_passes: float = doc_field(10.0, help="runs with more passes over their unique data (samples_seen / "
+                                  "data_size) are left out of laws of compute alone and of the isoFLOP "
+                                  "analysis; inf keeps every run")
+    constrained: str | None = doc_field(None, choices=FIT_CONSTRAINED, help="old spelling of "
+                                        "max_passes: exclude = 10, include = inf")
+    check_largest: bool = doc_field(True, help="refit each law without the largest compute group and check "
+                                    "that it predicts it (fits.json extrapolation_check)")
+    fix: dict[str, float] = doc_field(factory=dict, help="parameters held fixed in every law that has them "
+                                      "(`clipscale fit --fix`), e.g. {alpha = -0.1}")
+    link: str = doc_field("error", help="scale the law of an error is fitted on: auto, error, neglog, odds "
+                          "or boxcox:LAM (`clipscale fit --link`)")
+    objective: str = doc_field("huber-log", choices=FIT_OBJECTIVES, help="what the fits minimise "
+                               "(`clipscale fit --objective`)")
+    n_column: str = doc_field("params_nonemb", choices=FIT_N_COLUMNS, help="model size N of laws and the "
+                              "isoFLOP analysis: parameters without embeddings, or all")
 
 
 @dataclass(frozen=True)
 class ExecutorSpec:
-    jobs: int = 1
-    threads_per_job: int = 0  # 0: cores divided evenly among jobs
-    gpus_per_run: int = 0  # > 1: the run is launched with torchrun over that many local GPUs
+    jobs: int = doc_field(1, help="runs trained at once by `--executor local`")
+    threads_per_job: int = doc_field(0, help="torch threads per run; 0 = cores divided evenly among jobs")
+    gpus_per_run: int = doc_field(0, help="local GPUs per run; > 1 launches the run with torchrun")
 
 
 @dataclass(frozen=True)
 class SlurmSpec:
-    partition: str | None = None
-    nodes: int = 1
-    gpus_per_node: int = 0
-    cpus_per_task: int = 8
-    time_min: int = 60
-    mem_gb: int | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    max_requeue: int = 3
+    partition: str | None = doc_field(None, help="sbatch --partition")
+    nodes: int = doc_field(1, help="nodes per run (one torchrun rank per GPU)")
+    gpus_per_node: int = doc_field(0, help="GPUs per node (sbatch --gpus-per-node)")
+    cpus_per_task: int = doc_field(8, help="CPU cores per task (sbatch --cpus-per-task)")
+    time_min: int = doc_field(60, help="time limit per job in minutes; a timed-out run requeues and resumes")
+    mem_gb: int | None = doc_field(None, help="memory per node in GB; none = the partition's default")
+    account: str | None = doc_field(None, help="sbatch --account")
+    qos: str | None = doc_field(None, help="sbatch --qos")
+    constraint: str | None = doc_field(None, help="sbatch --constraint (node features)")
+    max_requeue: int = doc_field(3, help="times a preempted or timed-out job is requeued")
 
 
 @dataclass(frozen=True)

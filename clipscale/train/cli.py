@@ -8,27 +8,64 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    from clipscale.train.config import FIELD_NAMES, TrainConfig
+    from clipscale.confighelp import fields_of, help_line
 
     parser = subparsers.add_parser(
         "train",
         help="train one CLIP model by samples seen (run under torchrun for several GPUs)",
         description="Train one CLIP model. Every TrainConfig key can be set in the TOML file or as "
-                    "--key value (dashes or underscores); command-line values win. Bare flags mean true.",
+                    "--key value (dashes or underscores); command-line values win. Bare flags mean true. "
+                    "All keys: docs/config.md.",
     )
     parser.add_argument("config", nargs="?", help="TOML file of TrainConfig keys (optional)")
-    hints = typing.get_type_hints(TrainConfig)
-    for name in FIELD_NAMES:
-        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
-        kind = str(hints[name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
-        parser.add_argument(*flags, dest=name, metavar="V", nargs="?", const="true", default=None, help=kind)
+    for name, f in fields_of(_train_config()).items():
+        if name == "model_configs":  # --model-config FILE.json, repeatable, as in eval/import/models
+            parser.add_argument("--model-config", dest="model_configs", action="append", default=None,
+                                metavar="FILE.json", help=_escape(help_line(f)))
+            parser.add_argument("--model-configs", "--model_configs", dest="model_configs_list",
+                                metavar="A,B", default=None, help=argparse.SUPPRESS)  # the old spelling
+            continue
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=_metavar(f), nargs="?",
+                            const="true", default=None, help=_escape(help_line(f)))
+        if "_" in name:  # --data_mode works too, unlisted
+            parser.add_argument(f"--{name}", dest=name, nargs="?", const="true", default=None,
+                                help=argparse.SUPPRESS)
     parser.set_defaults(handler=_handle)
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
+def _escape(text: str) -> str:
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def _train_config() -> type:
+    from clipscale.train.config import TrainConfig
+
+    return TrainConfig
+
+
+def _metavar(f: Any) -> str:
+    """{a,b} for a field with choices, A,B for a list, else the field's type (INT, FLOAT, BOOL, STR)."""
+    choices = f.metadata.get("choices", ())
+    hint = typing.get_type_hints(_train_config())[f.name]
+    if typing.get_origin(hint) is list:
+        return ",".join(choices) if choices else "A,B"
+    if choices:
+        return "{" + ",".join(choices) + "}"
+    names = [getattr(a, "__name__", "list") for a in typing.get_args(hint) if a is not type(None)] or [
+        getattr(hint, "__name__", "V")]
+    return names[0].upper()
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from clipscale.train.config import FIELD_NAMES
 
-    return {name: getattr(args, name) for name in FIELD_NAMES if getattr(args, name, None) is not None}
+    out: dict[str, Any] = {name: getattr(args, name) for name in FIELD_NAMES
+                           if getattr(args, name, None) is not None}
+    old = getattr(args, "model_configs_list", None)
+    if old is not None:
+        listed = [x.strip() for x in old.split(",") if x.strip()]
+        out["model_configs"] = [*out.get("model_configs", []), *listed]
+    return out
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -10,10 +10,11 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clipscale.confighelp import check_choice, doc_field, fields_of
 from clipscale.errors import ClipscaleError
 from clipscale.io import read_toml
 
@@ -23,6 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DATA_MODES = ("index", "stream")
 STRATEGIES = ("ddp", "fsdp")  # under torchrun; see train/distributed.py
 AUGMENTS = ("none", "openclip")  # openclip: open_clip's training crop (data/loader.py), from (seed, step)
+REPORT_TO = ("tensorboard", "wandb")  # trackers metrics.jsonl is mirrored to (train/metrics.py)
 DEFAULT_POINTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
@@ -30,44 +32,78 @@ DEFAULT_POINTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11
 class TrainConfig:
     """One training run. Sizes are in samples (not epochs or steps), as in the paper."""
 
-    model: str = "tiny-S0"
-    model_configs: list[str] = field(default_factory=list)  # open_clip config JSONs to register first
-    train_data: str | list[dict[str, Any]] = ""  # "dir/{00000..00009}.tar", a dir, or [{shards, weight}]
-    output_dir: str = "runs/train"
-    data_size: int | None = None  # unique samples: the first N of the shards; None = all
-    data_mode: str = "index"  # "index" (random access, <= ~1e8 samples) | "stream" (data/stream.py)
-    shuffle_buffer: int = 10_000  # samples per stream-mode shuffle buffer (per rank and worker)
-    samples_seen: int = 10_000  # total training samples (all ranks); rounded up to whole batches
-    batch_size: int = 128  # global batch (all ranks)
-    lr: float | None = None  # None = the ladder's suggested lr, else 5e-4 (open_clip's default)
-    warmup: int | None = None  # samples of linear warmup; None = 10 % of samples_seen
-    schedule: str = "cosine"
-    cooldown: float = 0.2  # fraction of samples_seen spent decaying to zero ("const-cooldown")
-    weight_decay: float = 0.2
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    grad_clip: float | None = None  # max global grad norm; None = no clipping (open_clip default)
-    precision: str = "fp32"
-    grad_checkpointing: bool = False
-    compile: bool = False
-    compile_backend: str = "inductor"
-    local_loss: bool = True  # logits of local rows only vs all gathered features (same gradient)
-    strategy: str = "ddp"  # under torchrun: "ddp", or "fsdp" (FSDP2 per block; train/distributed.py)
-    seed: int = 0
-    augment: str = "none"  # "none" (centre crop) | "openclip" (RandomResizedCrop, scale (0.9, 1.0))
-    checkpoint_points: list[float] = field(default_factory=lambda: list(DEFAULT_POINTS))
-    eval_suite: str | None = None  # forwarded to clipscale.evals.evaluate_checkpoint per checkpoint
-    eval_data_root: str | None = None
-    device: str = "auto"
-    workers: int = 1  # data-loader worker processes (0 = decode in the training process)
-    threads: int | None = None  # torch intra-op threads; None = cores // local ranks (- workers on CPU)
-    resume: str = "auto"  # "auto" (latest.pt if present), "none", or a checkpoint path
-    keep_latest: bool = False  # keep a finished run's checkpoints/latest.pt (never resumable once finished)
-    log_every: int = 10  # steps between metrics.jsonl records
-    tensorboard: bool = False
-    progress: bool = True  # tqdm bar on stderr (auto-disabled when not a terminal)
-    peak_tflops: float | None = None  # accelerator peak for MFU; None = looked up from the GPU name
+    model: str = doc_field("tiny-S0", help="model name: a ladder size or any open_clip architecture "
+                           "(`clipscale models`)")
+    model_configs: list[str] = doc_field(
+        factory=list, help="open_clip model config JSONs to register first (custom architectures; name = "
+        "file stem); flag --model-config FILE.json, repeatable")
+    train_data: str | list[dict[str, Any]] = doc_field(
+        "", help="training shards: 'dir/{00000..00009}.tar', a directory, or [{shards, weight}] mixtures")
+    output_dir: str = doc_field("runs/train", help="run directory (config.json, metrics.jsonl, checkpoints/)")
+    data_size: int | None = doc_field(None, help="unique samples: the first N of the shards; none = all")
+    data_mode: str = doc_field("index", choices=DATA_MODES, help="index: random access over a tar index "
+                               "(up to ~1e8 samples); stream: sequential shards with a shuffle buffer "
+                               "(LAION scale)")
+    shuffle_buffer: int = doc_field(10_000, help="samples per stream-mode shuffle buffer (per rank and "
+                                    "worker)")
+    samples_seen: int = doc_field(10_000, help="total training samples (all ranks); rounded up to whole "
+                                  "batches")
+    batch_size: int = doc_field(128, help="global batch size (all ranks)")
+    lr: float | None = doc_field(None, help="peak learning rate; none = the ladder size's suggested lr, "
+                                 "else 5e-4 (open_clip's default)")
+    warmup: int | None = doc_field(None, help="samples of linear warmup; none = 10% of samples_seen")
+    schedule: str = doc_field("cosine", choices=SCHEDULES, help="learning-rate decay after warmup: cosine "
+                              "to zero, or constant then a linear cooldown over the last `cooldown` fraction")
+    cooldown: float = doc_field(0.2, help="fraction of samples_seen spent decaying to zero "
+                                "(schedule const-cooldown)")
+    weight_decay: float = doc_field(0.2, help="AdamW weight decay (not applied to gains, biases, norms "
+                                    "and the logit scale)")
+    beta1: float = doc_field(0.9, help="AdamW beta1")
+    beta2: float = doc_field(0.98, help="AdamW beta2")
+    eps: float = doc_field(1e-6, help="AdamW epsilon")
+    grad_clip: float | None = doc_field(None, help="max global gradient norm; none = no clipping "
+                                        "(open_clip's default)")
+    precision: str = doc_field("fp32", choices=PRECISIONS, help="numeric precision: fp32, bf16 autocast, "
+                               "or fp16 autocast with a loss scaler (amp)")
+    grad_checkpointing: bool = doc_field(False, help="recompute activations in the backward pass "
+                                         "(less memory, same result)")
+    compile: bool = doc_field(False, help="torch.compile the model")
+    compile_backend: str = doc_field("inductor", help="torch.compile backend (with compile = true)")
+    local_loss: bool = doc_field(True, help="contrastive logits of local rows against all gathered "
+                                 "features (true) or all against all (false); same gradient")
+    strategy: str = doc_field("ddp", choices=STRATEGIES, help="multi-GPU wrapping under torchrun: "
+                              "DistributedDataParallel, or FSDP2 sharding per block")
+    seed: int = doc_field(0, help="seed of initialisation and data order")
+    augment: str = doc_field("none", choices=AUGMENTS, help="training image augmentation: none (centre "
+                             "crop) or openclip (RandomResizedCrop, scale (0.9, 1.0), drawn from (seed, "
+                             "step))")
+    checkpoint_points: list[float] = doc_field(
+        factory=lambda: list(DEFAULT_POINTS), help="fractions of samples_seen at which to save a "
+        "checkpoint (and evaluate); comma-separated on the command line")
+    eval_suite: str | None = doc_field(None, help="evaluate each checkpoint on this suite (file or "
+                                       "built-in name; docs/suites.md); none = no evaluation while training")
+    eval_data_root: str | None = doc_field(None, help="where the eval suite's relative dataset paths "
+                                           "resolve")
+    device: str = doc_field("auto", choices=DEVICES, help="where to train; auto = cuda if available, "
+                            "else cpu")
+    workers: int = doc_field(1, help="data-loader worker processes (0 = decode in the training process)")
+    threads: int | None = doc_field(None, help="torch intra-op threads; none = cores / local ranks "
+                                    "(minus workers on CPU)")
+    resume: str = doc_field("auto", help="auto: continue from checkpoints/latest.pt if present; none: "
+                            "start over; or a checkpoint path")
+    keep_latest: bool = doc_field(False, help="keep a finished run's checkpoints/latest.pt (never "
+                                  "resumable once finished; removed by default)")
+    log_every: int = doc_field(10, help="optimizer steps between metrics.jsonl records (and progress "
+                               "lines when stderr is not a terminal)")
+    report_to: list[str] = doc_field(factory=list, choices=REPORT_TO, help="also log metrics to these "
+                                     "trackers; comma-separated on the command line; wandb runs offline "
+                                     "unless WANDB_MODE is set")
+    tensorboard: bool = doc_field(False, help="shorthand for adding tensorboard to report_to "
+                                  "(TensorBoard events in RUN_DIR/tensorboard/)")
+    progress: bool = doc_field(True, help="progress on stderr: a bar on a terminal, else one line per "
+                               "log interval (samples/s, loss, ETA)")
+    peak_tflops: float | None = doc_field(None, help="one accelerator's peak TFLOP/s for MFU; none = "
+                                          "looked up from the GPU name")
 
     def __post_init__(self) -> None:
         _coerce_types(self)
@@ -78,6 +114,8 @@ class TrainConfig:
         if any(not 0.0 < p <= 1.0 for p in points):
             raise _err("checkpoint_points", f"expected fractions in (0, 1], got {self.checkpoint_points}")
         self.checkpoint_points = points
+        trackers = [*self.report_to, *(["tensorboard"] if self.tensorboard else [])]
+        self.report_to = [t for t in REPORT_TO if t in trackers]  # --tensorboard: report_to tensorboard
         if self.data_size is not None and self.data_size <= 0:
             raise _err("data_size", f"expected a positive integer or none, got {self.data_size}")
         self.train_data = _check_train_data(self.train_data)
@@ -142,11 +180,12 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_ranges(cfg: TrainConfig) -> None:
-    choices = {"schedule": SCHEDULES, "precision": PRECISIONS, "device": DEVICES, "strategy": STRATEGIES,
-               "data_mode": DATA_MODES, "augment": AUGMENTS}
-    for name, valid in choices.items():
-        if getattr(cfg, name) not in valid:
-            raise _err(name, f"expected one of {', '.join(valid)}, got {getattr(cfg, name)!r}")
+    for name, f in fields_of(TrainConfig).items():  # the choices documented on each field
+        values = getattr(cfg, name) if isinstance(getattr(cfg, name), list) else [getattr(cfg, name)]
+        for value in values:
+            error = check_choice(f"train config field '{name}'", f, value)
+            if error:
+                raise ClipscaleError(error)
     positive = ("samples_seen", "batch_size", "log_every", "shuffle_buffer")
     for name in positive:
         if getattr(cfg, name) <= 0:
@@ -193,6 +232,19 @@ def _check_train_data(value: str | list[dict[str, Any]]) -> str | list[dict[str,
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# The package each tracker of report_to needs (wandb is an optional extra: pip install 'clipscale[wandb]').
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_trackers(report_to: list[str]) -> None:
+    """Fail in one line, before any run directory is made, when a tracker's package is missing."""
+    import importlib.util
+
+    for tracker in report_to:
+        package = TRACKER_PACKAGES[tracker]
+        if importlib.util.find_spec(package) is None:
+            raise _err("report_to", f"{tracker} asks for the '{package}' package, which is not installed "
+                                    f"(pip install {package}), or drop it from report_to")
 
 
 # Keys that may differ when resuming (`resume = "auto"` or a path): they change how a run is executed,
@@ -202,7 +254,7 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainCon
 # grad_checkpointing recomputes activations bit-identically; stream-mode resumes also pin `workers`
 # (session.py), because there the worker count decides which samples form each batch.
 RESUME_OPERATIONAL_KEYS: tuple[str, ...] = (
-    "workers", "threads", "progress", "log_every", "tensorboard", "peak_tflops",
+    "workers", "threads", "progress", "log_every", "tensorboard", "report_to", "peak_tflops",
     "eval_suite", "eval_data_root", "grad_checkpointing", "resume", "output_dir", "keep_latest",
     "model_configs",  # where the config file lies; the architecture itself is checked by the weights
 )

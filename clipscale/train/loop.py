@@ -34,7 +34,7 @@ from clipscale.train.distributed import (
 )
 from clipscale.train.evalhook import run_eval_hook
 from clipscale.train.loss import total_loss
-from clipscale.train.metrics import Meter, MetricsWriter, mfu, peak_tflops, progress_bar
+from clipscale.train.metrics import Meter, MetricsWriter, Progress, mfu, peak_tflops
 from clipscale.train.optim import step_lr
 from clipscale.train.session import Session, build_session
 
@@ -76,15 +76,19 @@ def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer: torc
     return StepResult(loss.detach(), norm, logit_scale.detach().exp())
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Train one run into config.output_dir; returns (and writes) summary.json's content."""
+def train(config: TrainConfig, *, progress_lines: bool | None = None) -> dict[str, Any]:
+    """Train one run into config.output_dir; returns (and writes) summary.json's content.
+
+    progress_lines: progress as lines rather than a bar (None: lines when stderr is not a terminal;
+    a study's runs always use lines, as several may share one terminal).
+    """
     done = _already_finished(config)
     if done is not None:
         return done
     session = build_session(config)
     try:
         with ckpt.StopSignals() as stop:
-            state = _loop(session, stop)
+            state = _loop(session, stop, progress_lines)
         return _finish(session, state)
     finally:
         shutdown(session.env)
@@ -102,16 +106,17 @@ def _already_finished(config: TrainConfig) -> dict[str, Any] | None:
     return ckpt.finished_summary(Path(config.output_dir), resolved, config.total_steps)
 
 
-def _loop(s: Session, stop: ckpt.StopSignals) -> str:
+def _loop(s: Session, stop: ckpt.StopSignals, progress_lines: bool | None) -> str:
     cfg, env = s.config, s.env
     total = cfg.total_steps
     points = set(ckpt.point_steps(cfg.checkpoint_points, total))
-    metrics = MetricsWriter(s.run_dir, tensorboard=cfg.tensorboard and env.is_main)
+    metrics = MetricsWriter(s.run_dir, report_to=cfg.report_to if env.is_main else (), config=cfg.to_dict())
     if env.is_main:
         metrics.truncate_after(s.start_step)
     loader = make_loader(s.dataset, s.start_step, total, workers=cfg.workers,
                          pin_memory=env.device.type == "cuda")
-    bar = progress_bar(total * cfg.batch_size, s.start_step * cfg.batch_size, cfg.progress and env.is_main)
+    bar = Progress(total * cfg.batch_size, s.start_step * cfg.batch_size,
+                   enabled=cfg.progress and env.is_main, label=s.run_dir.name, lines=progress_lines)
     peak = peak_tflops(env.device, cfg.peak_tflops)
     meter, bad = Meter(), torch.zeros((), dtype=torch.bool, device=env.device)
     batches = iter(loader)
@@ -136,7 +141,7 @@ def _loop(s: Session, stop: ckpt.StopSignals) -> str:
         if log_due or stopping:
             _check_finite(bad, done, env, s)
             record = _record(s, out, done, lr, meter, peak)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+            bar.logged(record)
             if env.is_main:
                 metrics.write(record)
             meter.reset()

@@ -20,7 +20,7 @@ from clipscale.data.loader import SampleReader, StepBatches, StepSampler, build_
 from clipscale.errors import ClipscaleError
 from clipscale.io import atomic_write_json, remove_stale_tmp
 from clipscale.train import checkpointing as ckpt
-from clipscale.train.config import TrainConfig
+from clipscale.train.config import TrainConfig, check_trackers
 from clipscale.train.distributed import (
     DistEnv,
     check_batch,
@@ -131,6 +131,7 @@ def build_session(config: TrainConfig) -> Session:
     from clipscale.models import create_model, get_tokenizer, image_size, model_config
     from clipscale.models.registry import register_model_configs
 
+    check_trackers(config.report_to)  # before anything is written: no half-made run directory
     env = init_distributed(config.device)
     check_batch(config.batch_size, env)
     if config.precision == "amp" and env.device.type != "cuda":

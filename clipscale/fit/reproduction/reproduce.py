@@ -8,6 +8,7 @@ the joint law's leave-one-run-out and H/14 + g/14 extrapolation errors next to t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,16 +118,20 @@ def reproduce_cherti2023(
     bootstrap: int = 200,
     seed: int = 0,
     link: str | float | None = "error",
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Everything `clipscale reproduce cherti2023 --json` prints; figures and CSVs go to `out`. `link` is
-    the scale of the joint law (fit.estimation.link; `auto` is chosen again inside every check's fold)."""
+    the scale of the joint law (fit.estimation.link; `auto` is chosen again inside every check's fold).
+    `progress` gets one line per target and stage (the CLI prints them on stderr)."""
+    say = progress or (lambda line: None)
     parse_link(link)
     results, arch_info = load_paper(data)
     targets = list(targets or DEFAULT_TARGETS)
     doc: dict[str, Any] = {"fits": [], "predictions": [], "prediction_mae_pct": {}, "joint": []}
     joint_params, links = {}, {}
     figures = []
-    for target in targets:
+    for i, target in enumerate(targets, 1):
+        say(f"reproduce: target {i}/{len(targets)} {target}: paper fits, joint law LOO and holdout")
         rows = target_rows(results, target)
         fits_json, fits = paper_fits(rows, target)
         doc["fits"] += fits_json
@@ -142,6 +147,7 @@ def reproduce_cherti2023(
     if out is not None:
         from clipscale.fit.reproduction.plots import write_reproduction_outputs
 
+        say(f"reproduce: figures ({bootstrap} bootstrap refits for the CI bands) and tables -> {out}")
         write_reproduction_outputs(
             Path(out), doc, figures, joint_params, bootstrap=bootstrap, seed=seed, links=links, link=link
         )
