@@ -188,6 +188,32 @@ def test_eval_of_a_locked_run_dir_refuses_in_one_line(tmp_path: Path, capsys) ->
     assert not (run / "results.jsonl").exists()
 
 
+
+def test_eval_of_a_truncated_shard_counts_the_lost_samples_as_skipped(tmp_path: Path, caplog) -> None:
+    from clipscale.evals import evaluate_run
+    from tests.test_evals_data import cls_samples, make_wds
+    from tests.test_evals_runner import save_tiny
+
+    root = make_wds(tmp_path / "d", cls_samples([i % 2 for i in range(100)]), classnames=["red", "blue"],
+                    templates=["a {c} shape"])
+    shard = root / "test" / "0.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a copy cut at about half
+    (tmp_path / "s.toml").write_text('[[dataset]]\nname = "d"\nformat = "wds"\npath = "d"\n'
+                                     'task = "zeroshot_classification"\n')
+    run = tmp_path / "run"
+    save_tiny(run / "checkpoints" / "samples_000000000100.pt")
+    (record,) = evaluate_run(run, suite=tmp_path / "s.toml")
+    assert 0 < record["n_samples"] < 100 and record["skipped"] >= 1  # the cut sample, at least
+    (stored,) = read_jsonl(run / "results.jsonl")
+    assert (stored["n_samples"], stored["skipped"]) == (record["n_samples"], record["skipped"])
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(shard) in warning and "truncated" in warning and "lost, counted as skipped" in warning
+    (root / "test" / "0_stats.json").write_text('{"successes": 100}')  # img2dataset's declared count
+    (run / "results.jsonl").unlink()
+    (record,) = evaluate_run(run, suite=tmp_path / "s.toml")
+    assert record["n_samples"] + record["skipped"] == 100
+
+
 BASE = STUDY.replace("samples_seen = [500, 1000]\n", "")
 
 
@@ -239,16 +265,41 @@ def test_batch_larger_than_samples_seen_is_refused_before_training(tmp_path: Pat
 
 def test_retrieval_task_on_a_classification_wds_set_fails_before_training(tmp_path: Path) -> None:
     root = tmp_path / "evaldata"
-    _wds_set(root / "a", None)  # no dataset_type.txt: a classification set
+    _wds_set(root / "a", "classification")
     (tmp_path / "suite.toml").write_text(_suite(["a"]))
     text = BASE + f'samples_seen = [500]\n[eval]\nsuite = "suite.toml"\ndata_root = "{root}"\n'
     study = load_study(_write_study(tmp_path, text))
-    with pytest.raises(ClipscaleError, match="task 'zeroshot_retrieval' needs a retrieval set"):
+    with pytest.raises(ClipscaleError, match=r"task 'zeroshot_retrieval' needs a retrieval set but .*"
+                                             r"dataset_type\.txt says 'classification'"):
         run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
     (root / "a" / "dataset_type.txt").write_text("retrieval\n")  # declared, but the shard has .cls labels
     with pytest.raises(ClipscaleError, match=r"first sample 's0' has no \.txt entry"):
         run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
+    (root / "a" / "dataset_type.txt").unlink()  # no type file: the declared task makes it a retrieval set
+    with pytest.raises(ClipscaleError, match=r"'s0' has no \.txt entry \(dataset type retrieval"):
+        run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
     assert not study.runs_dir.exists()
+
+
+def test_a_wds_set_without_dataset_type_takes_its_type_from_the_declared_task(tmp_path: Path) -> None:
+    from clipscale.evals.suite import check_suite, load_suite
+
+    root = tmp_path / "evaldata"
+    _wds_set(root / "a", None)
+    _wds_set(root / "r", "retrieval", caption="a red square\non grey")
+    (root / "r" / "dataset_type.txt").unlink()  # CLIP_benchmark would read it as classification
+    (tmp_path / "suite.toml").write_text(_suite(["r"]))
+    check_suite(tmp_path / "suite.toml", root=root)  # the pre-training check passes
+    (job,) = load_suite(tmp_path / "suite.toml", root=root).jobs
+    dataset = job.dataset.load()
+    assert dataset.kind == "retrieval" and dataset.captions == [["a red square", "on grey"]]
+    mixed = 'task = ["zeroshot_retrieval", "linear_probe"]'
+    (tmp_path / "mixed.toml").write_text(_suite(["r"]).replace('task = "zeroshot_retrieval"', mixed))
+    with pytest.raises(ClipscaleError, match=r"dataset_type\.txt is missing and the entry's other tasks "
+                                             r"read it as classification"):
+        check_suite(tmp_path / "mixed.toml", root=root)
+    (tmp_path / "cls.toml").write_text(_suite(["a"]).replace("zeroshot_retrieval", "linear_probe"))
+    assert load_suite(tmp_path / "cls.toml", root=root).jobs[0].dataset.load().kind == "classification"
 
 
 def test_dry_run_checks_each_distinct_setting_once_with_progress(tmp_path: Path, monkeypatch) -> None:
