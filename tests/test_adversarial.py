@@ -19,6 +19,7 @@ import pytest
 
 from clipscale.errors import ClipscaleError
 from clipscale.io import read_jsonl
+from clipscale.study.grid import default_flops as REAL_FLOPS
 from clipscale.study.grid import plan
 from clipscale.study.runner import run_study
 from clipscale.study.spec import load_study
@@ -261,6 +262,42 @@ def test_batch_larger_than_samples_seen_is_refused_before_training(tmp_path: Pat
                                              r"\(\[train\] batch_size = 4096\)"):
         run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
     assert not study.runs_dir.exists()  # nothing trained
+
+
+
+def test_samples_seen_not_a_multiple_of_the_batch_is_planned_as_whole_batches_everywhere(
+        tmp_path: Path, caplog) -> None:
+    """1000 samples at batch 300 trains 4 steps = 1200 samples: plan, run id, status, summary.json, the
+    results table and the checkpoints all say 1200 (real tiny training, real FLOPs)."""
+    import json
+    from dataclasses import replace
+
+    import clipscale.study.hooks as real
+    from clipscale.study.results import build_results_table
+    from clipscale.study.status import study_status
+
+    text = BASE.replace("batch_size = 100", "batch_size = 300\nworkers = 0\nthreads = 1").replace(
+        "samples = 4000", "samples = 600").replace("data_size = [4000]", "data_size = [600]").replace(
+        'model = ["tiny-S0", "tiny-S1"]', 'model = ["tiny-S0"]') + "samples_seen = [1000, 1200]\n"
+    study = load_study(_write_study(tmp_path, text))
+    with mock.patch("clipscale.study.grid.default_flops", REAL_FLOPS):
+        (run,) = plan(study)  # 1000 and 1200 are the same training: one run
+        assert run.samples_seen == 1200
+        (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert line == (f"{study.path}: [[grid]] #1 samples_seen: 1000 is not a whole number of batches "
+                        "(batch_size 300); planned and trained as 1200 (4 steps)")
+        hooks = replace(FAKE_HOOKS, train=real.train, train_data=real.write_train_data)
+        assert run_study(study, hooks=hooks, log=lambda s: None)["finished"] == 1
+        summary = json.loads((run.run_dir / "summary.json").read_text())
+        (status,) = study_status(study)
+        table = build_results_table(study)
+    assert summary["samples_seen"] == summary["steps"] * 300 == 1200
+    assert status["samples_seen"] == status["samples_total"] == 1200
+    assert status["compute_total"] == pytest.approx(summary["compute"], rel=1e-9)
+    assert summary["checkpoints"] == ["samples_000000000600.pt", "samples_000000001200.pt"]
+    assert sorted(table.samples_seen) == [600, 1200] and set(table.run_samples_seen) == {1200}
+    assert table.final.tolist() == [False, True]
+    assert json.loads((run.run_dir / "run.json").read_text())["samples_seen"] == 1200
 
 
 def test_retrieval_task_on_a_classification_wds_set_fails_before_training(tmp_path: Path) -> None:

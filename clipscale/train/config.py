@@ -36,7 +36,8 @@ class TrainConfig:
     data_size: int | None = None  # unique samples: the first N of the shards; None = all
     data_mode: str = "index"  # "index" (random access, <= ~1e8 samples) | "stream" (data/stream.py)
     shuffle_buffer: int = 10_000  # samples per stream-mode shuffle buffer (per rank and worker)
-    samples_seen: int = 10_000  # total training samples (all ranks); rounded up to whole batches
+    samples_seen: int = 10_000  # total training samples (all ranks); rounded up to whole batches (a study
+    # plans the rounded value, with a warning)
     batch_size: int = 128  # global batch (all ranks)
     lr: float | None = None  # None = the ladder's suggested lr, else 5e-4 (open_clip's default)
     warmup: int | None = None  # samples of linear warmup; None = 10 % of samples_seen
