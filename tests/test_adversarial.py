@@ -100,6 +100,35 @@ def test_kill_9_of_a_busy_worker_fails_that_run_alone(tmp_path: Path) -> None:
     assert result["finished"] == 1 and read_state(victim.run_dir)["state"] == "finished"
 
 
+
+def test_kill_9_of_a_worker_preparing_data_leaves_its_runs_pending(tmp_path: Path) -> None:
+    """The dataset's preparing process is killed: no run on it started, so none is failed; run exits 1
+    naming them, and a plain rerun prepares the data and finishes them."""
+    path = _write_study(tmp_path)
+    study = load_study(path)
+    calls = study.data_dir / "prep_calls.jsonl"
+    env = {**os.environ, "FAKE_PREP_SECONDS": "30", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.study_fakes", str(path), "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not calls.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        (prep,) = read_jsonl(calls)
+        os.kill(prep["pid"], signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)  # never hangs
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, (out, err)
+    assert "4 run(s) not finished" in err and "rerun `clipscale run`" in err, err
+    for run in plan(study):
+        assert read_state(run.run_dir)["state"] == "pending" and not (run.run_dir / "metrics.jsonl").exists()
+    assert not list(study.data_dir.glob(".uni-*"))  # the killed worker's half-written folder is cleared
+    result = run_study(load_study(path), jobs=2, hooks=FAKE_HOOKS, log=lambda s: None)
+    assert result["finished"] == 4 and len(list(read_jsonl(calls))) == 2
+
+
 def suite_evaluate(*, run_dir: Path, suite: str, data_root: str, device: str, batch_size: int) -> list[dict]:
     """The fake evaluator, but over the suite's own datasets: one record per (checkpoint, dataset)."""
     from clipscale.evals.suite import load_suite
