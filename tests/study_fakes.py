@@ -105,6 +105,8 @@ def evaluate(*, run_dir: Path, suite: str, data_root: str, device: str, batch_si
 
 def write_train_data(out_dir: Path, *, samples: int, seed: int, image_size: int, distribution: str) -> None:
     out_dir.mkdir(parents=True)
+    append_jsonl(out_dir.parent / "prep_calls.jsonl", {"event": "train_data", "pid": os.getpid()})
+    time.sleep(float(os.environ.get("FAKE_PREP_SECONDS", "0")))
     for i in range(2):
         (out_dir / f"{i:05d}.tar").write_bytes(b"")
     atomic_write_json(out_dir / "meta.json", {"samples": samples, "distribution": distribution})

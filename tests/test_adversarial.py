@@ -19,6 +19,7 @@ import pytest
 
 from clipscale.errors import ClipscaleError
 from clipscale.io import read_jsonl
+from clipscale.study.grid import default_flops as REAL_FLOPS
 from clipscale.study.grid import plan
 from clipscale.study.runner import run_study
 from clipscale.study.spec import load_study
@@ -97,6 +98,35 @@ def test_kill_9_of_a_busy_worker_fails_that_run_alone(tmp_path: Path) -> None:
     assert "1 run(s) failed" in err
     result = run_study(load_study(path), jobs=2, hooks=FAKE_HOOKS, retry_failed=True, log=lambda s: None)
     assert result["finished"] == 1 and read_state(victim.run_dir)["state"] == "finished"
+
+
+
+def test_kill_9_of_a_worker_preparing_data_leaves_its_runs_pending(tmp_path: Path) -> None:
+    """The dataset's preparing process is killed: no run on it started, so none is failed; run exits 1
+    naming them, and a plain rerun prepares the data and finishes them."""
+    path = _write_study(tmp_path)
+    study = load_study(path)
+    calls = study.data_dir / "prep_calls.jsonl"
+    env = {**os.environ, "FAKE_PREP_SECONDS": "30", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.study_fakes", str(path), "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not calls.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        (prep,) = read_jsonl(calls)
+        os.kill(prep["pid"], signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)  # never hangs
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, (out, err)
+    assert "4 run(s) not finished" in err and "rerun `clipscale run`" in err, err
+    for run in plan(study):
+        assert read_state(run.run_dir)["state"] == "pending" and not (run.run_dir / "metrics.jsonl").exists()
+    assert not list(study.data_dir.glob(".uni-*"))  # the killed worker's half-written folder is cleared
+    result = run_study(load_study(path), jobs=2, hooks=FAKE_HOOKS, log=lambda s: None)
+    assert result["finished"] == 4 and len(list(read_jsonl(calls))) == 2
 
 
 def suite_evaluate(*, run_dir: Path, suite: str, data_root: str, device: str, batch_size: int) -> list[dict]:
@@ -188,6 +218,32 @@ def test_eval_of_a_locked_run_dir_refuses_in_one_line(tmp_path: Path, capsys) ->
     assert not (run / "results.jsonl").exists()
 
 
+
+def test_eval_of_a_truncated_shard_counts_the_lost_samples_as_skipped(tmp_path: Path, caplog) -> None:
+    from clipscale.evals import evaluate_run
+    from tests.test_evals_data import cls_samples, make_wds
+    from tests.test_evals_runner import save_tiny
+
+    root = make_wds(tmp_path / "d", cls_samples([i % 2 for i in range(100)]), classnames=["red", "blue"],
+                    templates=["a {c} shape"])
+    shard = root / "test" / "0.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a copy cut at about half
+    (tmp_path / "s.toml").write_text('[[dataset]]\nname = "d"\nformat = "wds"\npath = "d"\n'
+                                     'task = "zeroshot_classification"\n')
+    run = tmp_path / "run"
+    save_tiny(run / "checkpoints" / "samples_000000000100.pt")
+    (record,) = evaluate_run(run, suite=tmp_path / "s.toml")
+    assert 0 < record["n_samples"] < 100 and record["skipped"] >= 1  # the cut sample, at least
+    (stored,) = read_jsonl(run / "results.jsonl")
+    assert (stored["n_samples"], stored["skipped"]) == (record["n_samples"], record["skipped"])
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(shard) in warning and "truncated" in warning and "lost, counted as skipped" in warning
+    (root / "test" / "0_stats.json").write_text('{"successes": 100}')  # img2dataset's declared count
+    (run / "results.jsonl").unlink()
+    (record,) = evaluate_run(run, suite=tmp_path / "s.toml")
+    assert record["n_samples"] + record["skipped"] == 100
+
+
 BASE = STUDY.replace("samples_seen = [500, 1000]\n", "")
 
 
@@ -237,18 +293,79 @@ def test_batch_larger_than_samples_seen_is_refused_before_training(tmp_path: Pat
     assert not study.runs_dir.exists()  # nothing trained
 
 
+
+def test_samples_seen_not_a_multiple_of_the_batch_is_planned_as_whole_batches_everywhere(
+        tmp_path: Path, caplog) -> None:
+    """1000 samples at batch 300 trains 4 steps = 1200 samples: plan, run id, status, summary.json, the
+    results table and the checkpoints all say 1200 (real tiny training, real FLOPs)."""
+    import json
+    from dataclasses import replace
+
+    import clipscale.study.hooks as real
+    from clipscale.study.results import build_results_table
+    from clipscale.study.status import study_status
+
+    text = BASE.replace("batch_size = 100", "batch_size = 300\nworkers = 0\nthreads = 1").replace(
+        "samples = 4000", "samples = 600").replace("data_size = [4000]", "data_size = [600]").replace(
+        'model = ["tiny-S0", "tiny-S1"]', 'model = ["tiny-S0"]') + "samples_seen = [1000, 1200]\n"
+    study = load_study(_write_study(tmp_path, text))
+    with mock.patch("clipscale.study.grid.default_flops", REAL_FLOPS):
+        (run,) = plan(study)  # 1000 and 1200 are the same training: one run
+        assert run.samples_seen == 1200
+        (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert line == (f"{study.path}: [[grid]] #1 samples_seen: 1000 is not a whole number of batches "
+                        "(batch_size 300); planned and trained as 1200 (4 steps)")
+        hooks = replace(FAKE_HOOKS, train=real.train, train_data=real.write_train_data)
+        assert run_study(study, hooks=hooks, log=lambda s: None)["finished"] == 1
+        summary = json.loads((run.run_dir / "summary.json").read_text())
+        (status,) = study_status(study)
+        table = build_results_table(study)
+    assert summary["samples_seen"] == summary["steps"] * 300 == 1200
+    assert status["samples_seen"] == status["samples_total"] == 1200
+    assert status["compute_total"] == pytest.approx(summary["compute"], rel=1e-9)
+    assert summary["checkpoints"] == ["samples_000000000600.pt", "samples_000000001200.pt"]
+    assert sorted(table.samples_seen) == [600, 1200] and set(table.run_samples_seen) == {1200}
+    assert table.final.tolist() == [False, True]
+    assert json.loads((run.run_dir / "run.json").read_text())["samples_seen"] == 1200
+
+
 def test_retrieval_task_on_a_classification_wds_set_fails_before_training(tmp_path: Path) -> None:
     root = tmp_path / "evaldata"
-    _wds_set(root / "a", None)  # no dataset_type.txt: a classification set
+    _wds_set(root / "a", "classification")
     (tmp_path / "suite.toml").write_text(_suite(["a"]))
     text = BASE + f'samples_seen = [500]\n[eval]\nsuite = "suite.toml"\ndata_root = "{root}"\n'
     study = load_study(_write_study(tmp_path, text))
-    with pytest.raises(ClipscaleError, match="task 'zeroshot_retrieval' needs a retrieval set"):
+    with pytest.raises(ClipscaleError, match=r"task 'zeroshot_retrieval' needs a retrieval set but .*"
+                                             r"dataset_type\.txt says 'classification'"):
         run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
     (root / "a" / "dataset_type.txt").write_text("retrieval\n")  # declared, but the shard has .cls labels
     with pytest.raises(ClipscaleError, match=r"first sample 's0' has no \.txt entry"):
         run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
+    (root / "a" / "dataset_type.txt").unlink()  # no type file: the declared task makes it a retrieval set
+    with pytest.raises(ClipscaleError, match=r"'s0' has no \.txt entry \(dataset type retrieval"):
+        run_study(study, hooks=FAKE_HOOKS, log=lambda s: None)
     assert not study.runs_dir.exists()
+
+
+def test_a_wds_set_without_dataset_type_takes_its_type_from_the_declared_task(tmp_path: Path) -> None:
+    from clipscale.evals.suite import check_suite, load_suite
+
+    root = tmp_path / "evaldata"
+    _wds_set(root / "a", None)
+    _wds_set(root / "r", "retrieval", caption="a red square\non grey")
+    (root / "r" / "dataset_type.txt").unlink()  # CLIP_benchmark would read it as classification
+    (tmp_path / "suite.toml").write_text(_suite(["r"]))
+    check_suite(tmp_path / "suite.toml", root=root)  # the pre-training check passes
+    (job,) = load_suite(tmp_path / "suite.toml", root=root).jobs
+    dataset = job.dataset.load()
+    assert dataset.kind == "retrieval" and dataset.captions == [["a red square", "on grey"]]
+    mixed = 'task = ["zeroshot_retrieval", "linear_probe"]'
+    (tmp_path / "mixed.toml").write_text(_suite(["r"]).replace('task = "zeroshot_retrieval"', mixed))
+    with pytest.raises(ClipscaleError, match=r"dataset_type\.txt is missing and the entry's other tasks "
+                                             r"read it as classification"):
+        check_suite(tmp_path / "mixed.toml", root=root)
+    (tmp_path / "cls.toml").write_text(_suite(["a"]).replace("zeroshot_retrieval", "linear_probe"))
+    assert load_suite(tmp_path / "cls.toml", root=root).jobs[0].dataset.load().kind == "classification"
 
 
 def test_dry_run_checks_each_distinct_setting_once_with_progress(tmp_path: Path, monkeypatch) -> None:

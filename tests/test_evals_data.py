@@ -150,3 +150,54 @@ def test_suite_parsing_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ClipscaleError, match="neither a file nor a built-in suite"):
         load_suite("nope")
     assert [j.task for j in load_suite("synth", root=tmp_path).jobs].count("zeroshot_classification") == 4
+
+
+def _cut_copy(root: Path, out: Path, end: int, stats: int | None = None) -> Path:
+    """A copy of wds set `root` whose shard holds only its first `end` bytes."""
+    import shutil
+
+    shutil.copytree(root, out)
+    shard = out / "test" / "0.tar"
+    shard.write_bytes((root / "test" / "0.tar").read_bytes()[:end])
+    if stats is not None:
+        (out / "test" / "0_stats.json").write_text(json.dumps({"successes": stats}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hundred(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tarfile.TarInfo]]:
+    root = make_wds(tmp_path_factory.mktemp("wds") / "full", cls_samples([i % 3 for i in range(100)]),
+                    classnames=["a", "b", "c"])
+    with tarfile.open(root / "test" / "0.tar") as tar:
+        return root, tar.getmembers()  # s00000.png, s00000.cls, s00001.png, ...
+
+
+def test_a_truncated_shard_keeps_its_whole_samples_and_counts_the_cut_one(hundred, tmp_path, caplog) -> None:
+    root, members = hundred
+    png50, cls50 = members[100], members[101]
+    cuts = {  # where the shard ends -> whole samples read
+        "inside sample 50's image": (png50.offset_data + 10, 50),
+        "in the padding after sample 50's image": (png50.offset_data + png50.size + 1, 50),
+        "inside sample 50's label header": (cls50.offset + 100, 50),
+        "between samples 50 and 51": (members[102].offset, 51),
+    }
+    for what, (end, whole) in cuts.items():
+        caplog.clear()
+        ds = load_dataset("wds", _cut_copy(root, tmp_path / what, end), name="d")
+        assert len(ds) == whole and ds.lost == 1, what  # without a declared count: the cut one, at least
+        assert ds.labels.tolist() == [i % 3 for i in range(whole)]
+        (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert "0.tar: truncated" in line and "at least 1 sample(s) lost" in line and "\n" not in line, what
+    caplog.clear()
+    ds = load_dataset("wds", _cut_copy(root, tmp_path / "stats", png50.offset_data + 10, stats=100), name="d")
+    assert len(ds) == 50 and ds.lost == 50  # img2dataset's _stats.json gives the exact count
+    assert "50 sample(s) lost" in caplog.text and "0_stats.json declares 100" in caplog.text
+
+
+def test_a_whole_shard_or_one_cut_in_its_end_blocks_loses_nothing(hundred, tmp_path, caplog) -> None:
+    root, members = hundred
+    end = members[-1].offset_data + 512  # the last member's data and padding, then the end-of-archive zeros
+    for name, size in (("whole", (root / "test" / "0.tar").stat().st_size), ("end", end + 100)):
+        ds = load_dataset("wds", _cut_copy(root, tmp_path / name, size), name="d")
+        assert len(ds) == 100 and ds.lost == 0, name
+    assert "truncated" not in caplog.text

@@ -69,7 +69,7 @@ def test_grid_expands_isoflop_groups_rules_and_blocks(tmp_path: Path) -> None:
     assert s0.train["lr"] == 3e-3  # the ladder's lr for tiny-S0
     assert s0.train["warmup"] == round(0.1 * s0.samples_seen)
     constrained = next(r for r in runs if r.data_size == 500)
-    assert constrained.samples_seen == 2000 and constrained.compute_group is None
+    assert constrained.samples_seen == 2048 and constrained.compute_group is None  # 2000: 32 whole batches
     assert all(r.run_dir == tmp_path / "out" / "runs" / r.run_id for r in runs)
 
 

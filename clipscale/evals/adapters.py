@@ -3,7 +3,9 @@
 The wds reader follows CLIP_benchmark's `build_wds_dataset` (datasets/builder.py): `<dir>/<split>/
 nshards.txt`, shards `0.tar..N-1.tar`, samples grouped by key (file name up to the first dot), image
 from the first of webp/png/jpg/jpeg, label from `.cls` (or `.npy` multi-hot when dataset_type.txt says
-multilabel), captions from `.txt` split into lines. It uses the stdlib tarfile, not webdataset,
+multilabel; without dataset_type.txt a set declared only for zero-shot retrieval is a retrieval set),
+captions from `.txt` split into lines. A shard cut short is read up to the cut and its lost samples
+counted (`EvalDataset.lost`, with a warning). It uses the stdlib tarfile, not webdataset,
 because it records byte offsets (lazy, random-access image reads) instead of streaming decoded
 samples, which lets one pass both hash and index the shards.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -20,13 +23,17 @@ from typing import Any
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.evals.datasets import ContentHasher, EvalDataset, ImageRef, read_lines
+from clipscale.evals.datasets import KINDS, ContentHasher, EvalDataset, ImageRef, read_lines
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")  # CLIP_benchmark's wds order of preference
 FOLDER_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 FORMATS = ("wds", "synth", "imagefolder", "pairs", "coco")
 CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "zeroshot_classification_templates.txt"
+TYPE_FILE = "dataset_type.txt"
+LABEL_EXT = {"classification": "cls", "multilabel": "npy", "retrieval": "txt"}
 
 
 def _optional_lines(default: Path, given: Path | None, what: str) -> list[str] | None:
@@ -35,12 +42,37 @@ def _optional_lines(default: Path, given: Path | None, what: str) -> list[str] |
     return read_lines(default, what) if default.is_file() else None
 
 
-def _wds_members(tar_path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """[(key, {ext: ImageRef | bytes})] in tar order; image parts as references, others as bytes."""
+def _clean_end(tar_path: Path, offset: int) -> bool:
+    """A tar ends with zero blocks (a cut inside them loses nothing); tarfile also stops silently at a
+    header cut short, or at no header at all, as a tar cut between two members is."""
+    with open(tar_path, "rb") as f:
+        f.seek(offset)
+        block = f.read(tarfile.BLOCKSIZE)
+    return bool(block) and block == bytes(len(block))
+
+
+def _wds_members(tar_path: Path) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    """[(key, {ext: ImageRef | bytes})] in tar order, image parts as references, others as bytes; and
+    where the shard is cut when it is truncated (None when it ends with its end-of-archive blocks).
+
+    A member whose data runs past the end of the file is left out (its sample keeps only the parts
+    before it); the caller drops an incomplete last sample."""
     samples: list[tuple[str, dict[str, Any]]] = []
+    cut: str | None = None
+    last = "its first member"
     try:
+        size = tar_path.stat().st_size
         with tarfile.open(tar_path, mode="r:") as tar:
-            for member in tar:
+            while True:
+                try:
+                    member = tar.next()
+                except tarfile.ReadError as exc:  # the previous member's padding, or a long-name header, cut
+                    cut = f"cut at byte {size}, after {last} ({exc})"
+                    break
+                if member is None:
+                    if not _clean_end(tar_path, tar.offset):
+                        cut = f"no whole tar header at byte {tar.offset} of {size}, after {last}"
+                    break
                 if not member.isfile():
                     continue
                 directory, _, base = member.name.rpartition("/")
@@ -50,6 +82,10 @@ def _wds_members(tar_path: Path) -> list[tuple[str, dict[str, Any]]]:
                 key = f"{directory}/{stem}" if directory else stem
                 if not samples or samples[-1][0] != key:
                     samples.append((key, {}))
+                if member.offset_data + member.size > size:
+                    cut = f"cut at byte {size}, inside {member.name!r}"
+                    break
+                last = repr(member.name)
                 ext = ext.lower()
                 if ext in IMAGE_EXTS:
                     samples[-1][1][ext] = ImageRef(str(tar_path), member.offset_data, member.size)
@@ -58,11 +94,46 @@ def _wds_members(tar_path: Path) -> list[tuple[str, dict[str, Any]]]:
                     samples[-1][1][ext] = f.read() if f is not None else b""
     except (tarfile.TarError, OSError) as exc:
         raise ClipscaleError(f"{tar_path}: not a readable tar shard ({exc})") from None
-    return samples
+    return samples, cut
+
+
+def _declared_count(tar_path: Path) -> int | None:
+    """Samples the shard was written with, from img2dataset's `<shard>_stats.json` ("successes");
+    CLIP_benchmark's own layout declares no count."""
+    stats = tar_path.with_name(f"{tar_path.name.removesuffix('.tar')}_stats.json")
+    try:
+        count = json.loads(stats.read_text(encoding="utf-8"))["successes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
+
+def _complete(parts: dict[str, Any], kind: str) -> bool:
+    return any(e in parts for e in IMAGE_EXTS) and LABEL_EXT[kind] in parts
+
+
+def _shard_samples(tar_path: Path, kind: str) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """A shard's samples and how many were lost to truncation (warned once). A sample cut in two is
+    dropped unless its image and label are whole. Lost: the declared count (`_stats.json`) minus the
+    samples read; without one, 1 (the sample cut in two, or the first one after the cut), a lower
+    bound: what followed the cut is gone."""
+    samples, cut = _wds_members(tar_path)
+    if cut is None:
+        return samples, 0
+    partial = int(bool(samples) and not _complete(samples[-1][1], kind))
+    samples = samples[:len(samples) - partial]
+    declared = _declared_count(tar_path)
+    lost = max(1, declared - len(samples)) if declared is not None else 1
+    why = (f"its {tar_path.stem}_stats.json declares {declared}" if declared is not None
+           else f"no {tar_path.stem}_stats.json declares its count, so those after the cut cannot be counted")
+    bound = "" if declared is not None else "at least "
+    log.warning("%s: truncated (%s): %s%d sample(s) lost, counted as skipped (%s); the %d whole sample(s) "
+                "before the cut are evaluated", tar_path, cut, bound, lost, why, len(samples))
+    return samples, lost
 
 
 def _wds_label(tar_path: Path, key: str, parts: dict[str, Any], kind: str) -> Any:
-    ext = {"classification": "cls", "multilabel": "npy", "retrieval": "txt"}[kind]
+    ext = LABEL_EXT[kind]
     if ext not in parts:
         raise ClipscaleError(f"{tar_path}: sample {key!r} has no .{ext} entry (dataset type {kind})")
     raw = parts[ext]
@@ -76,8 +147,17 @@ def _wds_label(tar_path: Path, key: str, parts: dict[str, Any], kind: str) -> An
         raise ClipscaleError(f"{tar_path}: sample {key!r} has an unreadable .{ext} entry ({exc})") from None
 
 
+def wds_kind(path: Path, declared: str | None = None) -> str:
+    """The set's type: its dataset_type.txt, else the type its declared tasks read (`declared`: a set
+    only evaluated on zero-shot retrieval is a retrieval set), else CLIP_benchmark's default."""
+    type_file = path / TYPE_FILE
+    if type_file.is_file():
+        return type_file.read_text(errors="replace").strip().lower()
+    return declared or "classification"
+
+
 def load_wds(path: Path, *, name: str, split: str = "test", classnames: Path | None = None,
-             templates: Path | None = None) -> EvalDataset:
+             templates: Path | None = None, declared_kind: str | None = None) -> EvalDataset:
     nshards_file = path / split / "nshards.txt"
     if not nshards_file.is_file():
         raise ClipscaleError(f"{nshards_file}: not found; expected a CLIP_benchmark wds directory "
@@ -86,28 +166,32 @@ def load_wds(path: Path, *, name: str, split: str = "test", classnames: Path | N
         nshards = int(nshards_file.read_text().strip())
     except ValueError:
         raise ClipscaleError(f"{nshards_file}: expected the number of shards as an integer") from None
-    type_file = path / "dataset_type.txt"
-    kind = type_file.read_text().strip().lower() if type_file.is_file() else "classification"
+    kind = wds_kind(path, declared_kind)
+    if kind not in KINDS:
+        raise ClipscaleError(f"{path / TYPE_FILE}: dataset type {kind!r}; expected one of {', '.join(KINDS)}")
     hasher = ContentHasher(f"wds|{kind}")
     images: list[ImageRef] = []
     targets: list[Any] = []
+    lost = 0
     for shard in range(nshards):
         tar_path = path / split / f"{shard}.tar"
         if not tar_path.is_file():
             raise ClipscaleError(f"{tar_path}: shard missing ({nshards_file} says {nshards} shards)")
         hasher.file(tar_path)
-        for key, parts in _wds_members(tar_path):
+        samples, shard_lost = _shard_samples(tar_path, kind)
+        lost += shard_lost
+        for key, parts in samples:
             image_ext = next((e for e in IMAGE_EXTS if e in parts), None)
             if image_ext is None:
                 raise ClipscaleError(f"{tar_path}: sample {key!r} has no image ({'/'.join(IMAGE_EXTS)})")
             images.append(parts[image_ext])
             targets.append(_wds_label(tar_path, key, parts, kind))
     if kind == "retrieval":
-        return EvalDataset(name, kind, path, images, hasher.hexdigest(), captions=targets)
+        return EvalDataset(name, kind, path, images, hasher.hexdigest(), captions=targets, lost=lost)
     labels = np.stack(targets) if kind == "multilabel" else np.asarray(targets, dtype=np.int64)
     return EvalDataset(name, kind, path, images, hasher.hexdigest(), labels=labels,
                        classnames=_optional_lines(path / CLASSNAMES_FILE, classnames, "class names"),
-                       templates=_optional_lines(path / TEMPLATES_FILE, templates, "templates"))
+                       templates=_optional_lines(path / TEMPLATES_FILE, templates, "templates"), lost=lost)
 
 
 def load_imagefolder(path: Path, *, name: str, split: str | None = None, classnames: Path | None = None,
@@ -212,14 +296,16 @@ def load_coco(path: Path, *, name: str, image_root: Path | None = None) -> EvalD
 
 def load_dataset(fmt: str, path: str | Path, *, name: str, split: str = "test",
                  classnames: str | Path | None = None, templates: str | Path | None = None,
-                 image_root: str | Path | None = None) -> EvalDataset:
-    """Build an `EvalDataset` from local files; unknown format -> error listing the valid ones."""
+                 image_root: str | Path | None = None, declared_kind: str | None = None) -> EvalDataset:
+    """Build an `EvalDataset` from local files; unknown format -> error listing the valid ones.
+    `declared_kind`: a wds set's type when it has no dataset_type.txt (see `wds_kind`)."""
     path = Path(path)
     cls_file = Path(classnames) if classnames else None
     tpl_file = Path(templates) if templates else None
     root = Path(image_root) if image_root else None
     if fmt in ("wds", "synth"):
-        return load_wds(path, name=name, split=split, classnames=cls_file, templates=tpl_file)
+        return load_wds(path, name=name, split=split, classnames=cls_file, templates=tpl_file,
+                        declared_kind=declared_kind)
     if fmt == "imagefolder":
         return load_imagefolder(path, name=name, split=split, classnames=cls_file, templates=tpl_file)
     if fmt == "pairs":

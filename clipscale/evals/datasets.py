@@ -56,6 +56,7 @@ class EvalDataset:
     templates: list[str] | None = None
     extra: dict[str, str] = field(default_factory=dict)
     train: EvalDataset | None = None  # the training split, attached for probes and fine-tuning
+    lost: int = 0  # samples of the source that could not be read (cut off by a truncated tar shard)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

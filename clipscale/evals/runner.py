@@ -131,9 +131,9 @@ def evaluate_checkpoint(
     records = []
     for job in todo:
         metrics, dataset, timings = _run_job(job, bundle, store)
-        n_valid, skipped = bundle.counts.get(dataset.fingerprint, (len(dataset), 0))
+        n_valid, undecodable = bundle.counts.get(dataset.fingerprint, (len(dataset), 0))
         record = {**head, "dataset": job.dataset.name, "task": job.task, "metrics": metrics,
-                  "n_samples": n_valid, "skipped": skipped,
+                  "n_samples": n_valid, "skipped": undecodable + dataset.lost,
                   "timings": {"checkpoint_load_s": load_s, **timings}}
         records.append(record)
         if on_record is not None:

@@ -60,10 +60,12 @@ class DatasetSpec:
     classnames: Path | None = None
     templates: Path | None = None
     image_root: Path | None = None
+    declared_kind: str | None = None  # the set type its tasks read, for a wds set without dataset_type.txt
 
     def load(self, split: str | None = None) -> EvalDataset:
         return load_dataset(self.format, self.path, name=self.name, split=split or self.split,
-                            classnames=self.classnames, templates=self.templates, image_root=self.image_root)
+                            classnames=self.classnames, templates=self.templates, image_root=self.image_root,
+                            declared_kind=self.declared_kind)
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,14 @@ def _entry_jobs(entry: dict[str, Any], base: Path, where: str) -> list[Job]:
             raise ClipscaleError(f"{where}: missing required key '{key}'")
     if entry["format"] not in FORMATS:
         raise ClipscaleError(f"{where}: format {entry['format']!r}; valid formats: {', '.join(FORMATS)}")
+    tasks = entry["task"] if isinstance(entry["task"], list) else [entry["task"]]
     spec = DatasetSpec(
         name=str(entry["name"]), format=entry["format"], path=_resolve(entry["path"], base, where, "path"),
         split=str(entry.get("split", "test")), train_split=str(entry.get("train_split", "train")),
         classnames=_resolve(entry.get("classnames"), base, where, "classnames"),
         templates=_resolve(entry.get("templates"), base, where, "templates"),
-        image_root=_resolve(entry.get("image_root"), base, where, "image_root"))
-    tasks = entry["task"] if isinstance(entry["task"], list) else [entry["task"]]
+        image_root=_resolve(entry.get("image_root"), base, where, "image_root"),
+        declared_kind="retrieval" if tasks and all(t == "zeroshot_retrieval" for t in tasks) else None)
     options = entry.get("options", {})
     if not isinstance(options, dict) or set(options) - set(tasks):
         raise ClipscaleError(f"{where}: 'options' must be tables named after this entry's tasks {tasks}")
@@ -283,18 +286,21 @@ _TASK_KINDS = {"zeroshot_retrieval": ("retrieval",),
 
 
 def _check_wds_task(source: str, job: Job) -> None:
-    """The set's type (dataset_type.txt, default classification) fits the declared task, and its first
-    shard's first sample has that type's label: a mismatch fails now, not after every run has trained."""
+    """The set's type (dataset_type.txt; without it, retrieval for a set declared only for
+    zero-shot retrieval, else classification) fits the declared task, and its first shard's first sample
+    has that type's label: a mismatch fails now, not after every run has trained."""
     import tarfile
 
+    from clipscale.evals.adapters import TYPE_FILE, wds_kind
+
     ds = job.dataset
-    type_file = ds.path / "dataset_type.txt"
-    kind = type_file.read_text(errors="replace").strip().lower() if type_file.is_file() else "classification"
+    type_file = ds.path / TYPE_FILE
+    kind = wds_kind(ds.path, ds.declared_kind)
     wanted = _TASK_KINDS.get(job.evaluator)
     where = f"{source}: dataset {ds.name!r}"
     if wanted is not None and kind not in wanted:
         said = (f"{type_file} says {kind!r}" if type_file.is_file()
-                else f"{type_file} is missing (so: classification)")
+                else f"{type_file} is missing and the entry's other tasks read it as {kind}")
         raise ClipscaleError(f"{where}: task {job.evaluator!r} needs a {' or '.join(wanted)} set but {said}")
     shard = ds.path / ds.split / "0.tar"
     if not shard.is_file():

@@ -175,7 +175,12 @@ def _task_main(conn: Any, parent: int, slot: int, threads: int, cores: list[int]
 
 
 class WorkerDied(Exception):
-    """A task's process ended without an outcome (kill -9, OOM kill): that task's failure alone."""
+    """A task's process ended without an outcome (kill -9, OOM kill): that task's failure alone.
+    `pid` names the dead process (what it half-wrote can be found by it)."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 def _death_cause(exitcode: int | None) -> str:
@@ -285,7 +290,8 @@ class ProcessExecutor:
             self._free.append(slot)
         if message is None:
             cause = _death_cause(run.proc.exitcode)
-            message = (False, WorkerDied(f"worker process {run.proc.pid} died ({cause}) mid-task"))
+            pid = run.proc.pid
+            message = (False, WorkerDied(f"worker process {pid} died ({cause}) mid-task", pid))
         if message[0]:
             run.future.set_result(message[1])
         else:

@@ -9,6 +9,10 @@ Compute-matched (isoFLOP) groups: a block may give `compute` (forward GMACs per 
 the paper's C) instead of `samples_seen`; each model then trains for samples_seen = C / GMACs, rounded
 to whole batches. A model × samples grid confounds size with compute; isoFLOP groups show which size
 wins at each budget.
+
+Runs train whole batches, so a `samples_seen` that is not a multiple of the run's batch size is
+planned as the next multiple (what the trainer trains), with a warning naming the file and block:
+the run id, run.json, `status`, the results table and summary.json then all state the same number.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +36,8 @@ from clipscale.study.spec import OPERATIONAL_KEYS, StudySpec
 # that writes `augment = "none"` keeps the ids of one that never mentions it.
 NEUTRAL_KEYS = {"augment": "none"}
 FlopsFn = Callable[[str], tuple[float, ...]]
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # plan() runs several times per command: each warning is given once
 
 
 @dataclass(frozen=True)
@@ -105,11 +112,28 @@ def resolve_train(spec: StudySpec, cell: dict[str, Any], *, used: list[bool] | N
     return train
 
 
-def _samples_for(compute: float, gmacs: float, batch: int | None) -> int:
-    samples = compute / gmacs
-    if batch:
-        return max(batch, round(samples / batch) * batch)
-    return max(1, round(samples))
+def _samples_for(compute: float, gmacs: float, batch: int) -> int:
+    return max(batch, round(compute / gmacs / batch) * batch)
+
+
+def _batch_size(train: dict[str, Any]) -> int:
+    """The run's global batch: its setting, else TrainConfig's default."""
+    from clipscale.train.config import TrainConfig
+
+    batch = train.get("batch_size", TrainConfig.__dataclass_fields__["batch_size"].default)
+    return batch if isinstance(batch, int) and batch > 0 else 1  # a bad value fails in _validate_train
+
+
+def _whole_batches(where: str, samples: int, batch: int) -> int:
+    """`samples` rounded up to whole batches, as the trainer trains them; a warning when it changes."""
+    rounded = -(-samples // batch) * batch
+    if rounded != samples:
+        message = (f"{where} samples_seen: {samples} is not a whole number of batches (batch_size {batch}); "
+                   f"planned and trained as {rounded} ({rounded // batch} steps)")
+        if message not in _WARNED:
+            _WARNED.add(message)
+            log.warning("%s", message)
+    return rounded
 
 
 def _validate_train(model: str, samples: int, train: dict[str, Any]) -> None:
@@ -198,9 +222,10 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None,
             gmacs, mparams, nonemb = cache[model]
             cell = {"model": model, "dataset": ds_name, "data_size": data_size, "seed": seed}
             train = resolve_train(spec, cell, used=used)
-            samples = (int(budget) if kind == "samples"
-                       else _samples_for(budget, gmacs, train.get("batch_size")))
+            batch = _batch_size(train)
+            samples = int(budget) if kind == "samples" else _samples_for(budget, gmacs, batch)
             _check_samples(where, kind, budget, samples, train)
+            samples = _whole_batches(where, samples, batch)
             if "warmup_fraction" in train:
                 train["warmup"] = round(train.pop("warmup_fraction") * samples)
             settings = json.dumps([model, samples, train], sort_keys=True, default=str)

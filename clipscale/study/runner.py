@@ -270,6 +270,15 @@ def _build_once(out: Path, build: Callable[[Path], None]) -> None:
     fsync_dir(out.parent)
 
 
+def discard_partial_builds(root: Path, pid: int | None) -> None:
+    """Remove the folders a killed preparing process left half-built under `root` (`_build_once` names
+    them after its pid; that process is dead, so nothing writes them any more)."""
+    if pid is None:
+        return
+    for tmp in root.glob(f".*.tmp-{pid}"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def prepare_dataset(ds: DatasetSpec, root: Path, hooks: Hooks) -> str:
     """The shard spec of a dataset, generating built-in synthetic shards first if needed."""
     if ds.shards is not None:

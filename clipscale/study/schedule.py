@@ -26,6 +26,7 @@ from clipscale.study.grid import RunPlan
 from clipscale.study.runner import (
     Hooks,
     RunTask,
+    discard_partial_builds,
     eval_datasets,
     eval_identity,
     execute_run,
@@ -150,6 +151,7 @@ class _Loop:
                 self.stop_signal = getattr(exc, "signal", "SIGTERM")
                 continue
             except WorkerDied as exc:  # the preparing process was killed: the run never started
+                discard_partial_builds(self.study.data_dir, exc.pid)
                 self._record(run, _not_started(run, f"data preparation: {exc}"))
                 continue
             except Exception as exc:  # data generation failed: every run on that data fails

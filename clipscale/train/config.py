@@ -47,7 +47,7 @@ class TrainConfig:
     shuffle_buffer: int = doc_field(10_000, help="samples per stream-mode shuffle buffer (per rank and "
                                     "worker)")
     samples_seen: int = doc_field(10_000, help="total training samples (all ranks); rounded up to whole "
-                                  "batches")
+                                  "batches (a study plans the rounded value, with a warning)")
     batch_size: int = doc_field(128, help="global batch size (all ranks)")
     lr: float | None = doc_field(None, help="peak learning rate; none = the ladder size's suggested lr, "
                                  "else 5e-4 (open_clip's default)")
