@@ -27,13 +27,15 @@ def error_of(df: Any, metric: str) -> np.ndarray:
 
 
 def targets(df: Any, metrics: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(dataset, metric) pairs the table has values for, in a stable order (the first is the headline)."""
+    """(dataset, metric) pairs the table has values for, in a stable order (the first is the headline):
+    per metric, a suite's aggregates (task "aggregate": the mean over its parts) before single datasets."""
     out = []
     for metric in metrics:
         if metric not in df.columns:
             continue
-        for dataset in sorted(df.loc[df[metric].notna(), "dataset"].unique()):
-            out.append((str(dataset), metric))
+        rows = df.loc[df[metric].notna(), ["dataset", "task"]].drop_duplicates("dataset")
+        order = sorted(rows.itertuples(index=False), key=lambda r: (r.task != "aggregate", str(r.dataset)))
+        out += [(str(r.dataset), metric) for r in order]
     return out
 
 

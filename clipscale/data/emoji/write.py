@@ -110,7 +110,22 @@ def suite_text(sets: list[tuple[str, str]]) -> str:
     for name, task in sets:
         lines += ["[[dataset]]", f'name = "{name}"', 'format = "wds"', f'path = "eval/{name}"',
                   f'task = "{task}"', ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _aggregate_lines(sets))
+
+
+# Averages over the styles built (the paper's aggregate targets): one law for "retrieval on every style"
+AGGREGATES = (("emoji_retrieval", "zeroshot_retrieval", "image_retrieval_recall@5"),
+              ("emoji_classification", "zeroshot_classification", "acc1"))
+
+
+def _aggregate_lines(sets: list[tuple[str, str]]) -> list[str]:
+    lines = []
+    for name, task, metric in AGGREGATES:
+        parts = [n for n, t in sets if t == task]
+        if len(parts) > 1:
+            lines += ["[[aggregate]]  # the mean over the styles", f'name = "{name}"', f'metric = "{metric}"',
+                      "of = [" + ", ".join(f'"{p}"' for p in parts) + "]", ""]
+    return lines
 
 
 def manifest_text(rows: list[dict[str, str]]) -> str:
