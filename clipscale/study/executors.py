@@ -142,7 +142,7 @@ def _init_worker(parent: int, slots: Any, threads: int, cores: list[int], gpus: 
     _die_with_parent(parent)
     slot = slots.get()
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["CLIPSCALE_THREADS"] = str(threads)
+    os.environ["CLIPSCALE_CPUS"] = str(threads)  # the trainer divides them (train/threads.py)
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     mine = cores[slot * threads:(slot + 1) * threads]

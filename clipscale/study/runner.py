@@ -82,13 +82,12 @@ def reached_target(summary: dict[str, Any], samples_seen: int) -> bool:
 
 
 def train_kwargs(task: RunTask) -> dict[str, Any]:
-    """TrainConfig keyword arguments of a run (threads from the worker's pinning, if any)."""
+    """TrainConfig keyword arguments of a run (threads: the trainer's share of CLIPSCALE_CPUS, the
+    cores a worker or job was given; train/threads.py)."""
     p = task.plan
     kwargs = {"model": p.model, "train_data": task.train_data, "data_size": p.data_size,
               "samples_seen": p.samples_seen, "seed": p.seed, "output_dir": str(p.run_dir),
               "resume": "auto", **p.train}
-    if "threads" not in kwargs and os.environ.get("CLIPSCALE_THREADS"):
-        kwargs["threads"] = int(os.environ["CLIPSCALE_THREADS"])
     return kwargs
 
 

@@ -59,7 +59,7 @@ class TrainConfig:
     eval_data_root: str | None = None
     device: str = "auto"
     workers: int = 1  # data-loader worker processes (0 = decode in the training process)
-    threads: int | None = None  # torch intra-op threads; None = cores // local ranks (- workers on CPU)
+    threads: int | None = None  # torch intra-op threads; None = allocated CPUs // local ranks - workers
     resume: str = "auto"  # "auto" (latest.pt if present), "none", or a checkpoint path
     log_every: int = 10  # steps between metrics.jsonl records
     tensorboard: bool = False
