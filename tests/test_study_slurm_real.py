@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs a SLURM cluster (sbatch)")]
 
 BATCH = 64
+STUDY_NAMES = ("timelimit", "refused", "reattach", "faults")
 STUDY = """
 [study]
 name = "{name}"
@@ -183,6 +184,8 @@ def time_limited(tmp_path_factory: pytest.TempPathFactory, rate: float) -> Any:
     done.set()
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
+    for name in STUDY_NAMES:  # a failed test must not leave jobs behind for the next one
+        subprocess.run(["scancel", "--name", f"clipscale-{name}"], check=False)
 
 
 def test_sbatch_refusal_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:

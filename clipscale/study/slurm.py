@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import signal
 import subprocess
@@ -106,12 +107,12 @@ class RunJob(submitit.helpers.Checkpointable):
 
 
 def _sbatch_message(exc: BaseException) -> str:
-    """sbatch's own words from submitit's long error (it quotes the command's stderr)."""
-    text = str(exc)
-    lines = [ln.strip() for ln in text.splitlines() if "sbatch: error:" in ln or "error:" in ln.lower()]
-    if not lines:
-        lines = text.strip().splitlines()[-1:] or [type(exc).__name__]
-    return lines[-1][:400]
+    """sbatch's own words from submitit's long error (it carries the command's stderr)."""
+    text = str(exc).strip()
+    errors = [ln.split("error:", 1)[1].strip() for ln in text.splitlines() if "sbatch: error:" in ln]
+    if errors:
+        return ("sbatch: " + "; ".join(errors))[:400]
+    return (text.splitlines()[-1] if text else type(exc).__name__)[:400]
 
 
 @contextlib.contextmanager
@@ -257,7 +258,8 @@ class SlurmExecutor:
         """One sbatch; a refusal is one line quoting sbatch, and leaves no files behind."""
         before = set(self.folder.iterdir()) if self.folder.is_dir() else set()
         try:
-            return self._executor.submit(RunJob(self.cpus), fn, task)
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr: quoted below
+                return self._executor.submit(RunJob(self.cpus), fn, task)
         except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as exc:
             for path in (set(self.folder.iterdir()) if self.folder.is_dir() else set()) - before:
                 with contextlib.suppress(OSError):
