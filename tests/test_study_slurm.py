@@ -9,6 +9,7 @@ from unittest import mock
 import pytest
 
 from clipscale.errors import ClipscaleError
+from clipscale.study.cli import run_exit_status
 from clipscale.io import read_jsonl
 from clipscale.study.grid import plan
 from clipscale.study.hooks import torchrun_command
@@ -214,3 +215,13 @@ def test_dry_run_plans_a_cluster_study_whose_paths_are_elsewhere(tmp_path: Path)
     assert "not checked" in lines[-1] and "/datasets/clip_benchmark" in lines[-1]
     with mock.patch("clipscale.study.grid.default_flops", fake_flops), pytest.raises(ClipscaleError):
         run_study(load_study(path), executor="slurm", log=lines.append)  # a real run still refuses
+
+
+def test_exit_status_while_runs_are_elsewhere(capsys) -> None:
+    """A run another process holds is not a finished study; a stopped driver names the jobs left running."""
+    assert run_exit_status({"outcomes": [{"run_id": "a", "status": "locked"}], "failed_runs": []}) == 1
+    assert "held by another process (a)" in capsys.readouterr().err
+    stopped = {"signal": "SIGTERM", "interrupted_runs": [], "running_jobs": ["a (job 12)"],
+               "outcomes": [{"run_id": "a", "status": "running", "job_id": "12"}]}
+    assert run_exit_status(stopped) == 128 + 15
+    assert "1 SLURM job(s) keep running: a (job 12)" in capsys.readouterr().err

@@ -53,6 +53,12 @@ def run_exit_status(result: dict[str, Any]) -> int:
         print(f"clipscale: error: {len(left)} run(s) interrupted, resumable: {', '.join(left[:5])}"
               f"{', ...' if len(left) > 5 else ''}; rerun `clipscale run` to resume", file=sys.stderr)
         return 1
+    locked = [o["run_id"] for o in result.get("outcomes", []) if o["status"] == "locked"]
+    if locked:  # another process is training them: this study is not finished, whatever else happened
+        listed = ", ".join(locked[:5]) + (", ..." if len(locked) > 5 else "")
+        print(f"clipscale: error: {len(locked)} run(s) are held by another process ({listed}); rerun "
+              "`clipscale run` once it is done", file=sys.stderr)
+        return 1
     failed = result.get("failed_runs") or []
     if failed:
         listed = ", ".join(failed[:5]) + (", ..." if len(failed) > 5 else "")

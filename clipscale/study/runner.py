@@ -336,11 +336,8 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
 
 def _live_jobs(exe: Any, runs: list[RunPlan]) -> dict[str, str]:
     """run id -> job id of every run whose recorded SLURM job is still queued or running."""
-    live_job = getattr(exe, "live_job", None)
-    if live_job is None:
-        return {}
-    found = {r.run_id: live_job(r) for r in runs}
-    return {run_id: job for run_id, job in found.items() if job is not None}
+    live_jobs = getattr(exe, "live_jobs", None)
+    return live_jobs(runs) if live_jobs is not None else {}
 
 
 def _check_stream_world_size(study: StudySpec, runs: list[RunPlan], exe: Any, executor: str) -> None:

@@ -228,21 +228,21 @@ class SlurmExecutor:
         if not self.on_cluster:
             self.poll_seconds = 0.5
 
-    def live_job(self, run: Any) -> str | None:
-        """The run's recorded job if SLURM still has work for it."""
-        record = slurm_jobs.read_record(run.run_dir) if self.on_cluster else None
-        if record is None:
-            return None
-        job_id = str(record["job_id"])
-        info = slurm_jobs.query_jobs([job_id]).get(job_id)
-        return job_id if info is not None and info.live else None
+    def live_jobs(self, runs: list[Any]) -> dict[str, str]:
+        """run id -> job id of each run whose recorded job SLURM still has work for (one query)."""
+        if not self.on_cluster:
+            return {}
+        recorded = {run.run_id: str(r["job_id"]) for run in runs
+                    if (r := slurm_jobs.read_record(run.run_dir)) is not None}
+        info = slurm_jobs.query_jobs(sorted(set(recorded.values()))) if recorded else {}
+        return {run_id: job for run_id, job in recorded.items() if job in info and info[job].live}
 
     def submit(self, fn: Callable[..., Any], task: Any) -> SlurmJobHandle:
         run = task.plan
         if self.nnodes > 1:
             task = replace(task, nnodes=self.nnodes)
         with _signals_deferred(), _submit_lock(run.run_dir):
-            job_id = self.live_job(run)
+            job_id = self.live_jobs([run]).get(run.run_id)
             if job_id is not None:
                 self.reattached.append(job_id)
                 self.tracker.watch(job_id)
