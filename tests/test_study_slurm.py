@@ -9,8 +9,8 @@ from unittest import mock
 import pytest
 
 from clipscale.errors import ClipscaleError
-from clipscale.study.cli import run_exit_status
 from clipscale.io import read_jsonl
+from clipscale.study.cli import run_exit_status
 from clipscale.study.grid import plan
 from clipscale.study.hooks import torchrun_command
 from clipscale.study.runner import RunTask, execute_run, prepare_dataset, prepare_eval, run_study
