@@ -200,7 +200,7 @@ def test_sbatch_refusal_is_one_line_and_leaves_no_files(study, tmp_path, monkeyp
         executor.submit(execute_run, task)
     assert str(err.value).count("\n") == 0 and "sbatch: Invalid generic resource (gres)" in str(err.value)
     assert not list(study.output_dir.rglob("*.pkl")) and not list(study.output_dir.rglob("*.sh"))
-    assert read_record(run.run_dir) is None
+    assert not run.run_dir.exists()
 
 
 def test_dry_run_plans_a_cluster_study_whose_paths_are_elsewhere(tmp_path: Path) -> None:

@@ -198,7 +198,7 @@ def test_sbatch_refusal_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     assert len(errors) == 1 and "sbatch" in errors[0] and "partition" in errors[0].lower(), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list((tmp_path / "out").rglob("*.pkl")) and not list((tmp_path / "out").rglob("*.sh"))
-    assert not list((tmp_path / "out").rglob("slurm_job.json"))
+    assert not list((tmp_path / "out" / "runs").glob("*"))
 
 
 def test_killed_driver_rerun_reattaches_and_a_requeue_does_not_fool_it(tmp_path: Path, rate: float) -> None:

@@ -135,12 +135,19 @@ def _signals_deferred() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _submit_lock(run_dir: Path) -> Iterator[None]:
-    """Two `clipscale run`s on one study must not both submit a job for the same run."""
+    """Two `clipscale run`s on one study must not both submit a job for the same run: flock the run
+    directory itself (no lock file to leave behind; a directory made here goes again if submission fails)."""
+    made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / ".submit.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run_dir, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if still empty
+        raise
     finally:
         os.close(fd)
 
