@@ -251,7 +251,8 @@ def check_eval(study: StudySpec, *, missing_ok: bool = False) -> list[str]:
     unchecked = [d.shards for d in study.datasets.values()
                  if d.shards is not None and not Path(d.shards).parent.is_dir()] if missing_ok else []
     suite = study.eval.suite
-    if missing_ok and not Path(suite).is_file() and suite not in builtin_suites():
+    a_path = suite.endswith(".toml") or "/" in suite  # a bare name must be a built-in suite, here too
+    if missing_ok and a_path and not Path(suite).is_file() and suite not in builtin_suites():
         return [*unchecked, suite]
     if study.eval.data_root:
         root = study.eval_root()
