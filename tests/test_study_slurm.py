@@ -18,7 +18,7 @@ from clipscale.study.slurm import SlurmExecutor, _slurm_parameters, job_outcome
 from clipscale.study.slurm_jobs import JobTracker, read_record, write_record
 from clipscale.study.spec import load_study
 from clipscale.study.state import read_state, write_state
-from clipscale.study.status import format_status, study_status
+from clipscale.study.status import format_status, study_status, watch_status
 from clipscale.train.threads import allocated_cpus, threads_per_rank
 from tests.study_fakes import FAKE_HOOKS, fake_flops
 
@@ -225,3 +225,20 @@ def test_exit_status_while_runs_are_elsewhere(capsys) -> None:
                "outcomes": [{"run_id": "a", "status": "running", "job_id": "12"}]}
     assert run_exit_status(stopped) == 128 + 15
     assert "1 SLURM job(s) keep running: a (job 12)" in capsys.readouterr().err
+
+
+def test_status_watch_refreshes_until_interrupted(study, tmp_path, monkeypatch, capsys) -> None:
+    _fake_bin(tmp_path, monkeypatch, squeue="echo '5|PENDING||Priority|0'", sacct=NO_ACCOUNTING)
+    write_record(plan(study)[0].run_dir, "5")
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("time.sleep", sleep)
+    assert watch_status(study, every=3) == 0
+    out = capsys.readouterr().out
+    assert out.count("job 5 PENDING") == 2 and sleeps == [3, 3]  # printed, waited, printed again
+    assert "queued" in out  # a queued run is not a run never submitted
