@@ -132,9 +132,10 @@ def _mid_training(root: Path, exclude: set[str], *, need_latest: bool = False) -
     return None
 
 
-def _study_job_ids(name: str) -> set[str]:
-    """Every job SLURM's accounting has for the study (a requeued job keeps its id)."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "now-1hour", "--name", f"clipscale-{name}",
+def _study_job_ids(name: str, since: float) -> set[str]:
+    """Every job SLURM's accounting has for the study since `since` (a requeued job keeps its id)."""
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 1))
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", start, "--name", f"clipscale-{name}",
                           "-o", "JobIDRaw"], capture_output=True, text=True, check=True).stdout
     return {line.strip() for line in out.splitlines() if line.strip()}
 
@@ -168,6 +169,7 @@ def time_limited(tmp_path_factory: pytest.TempPathFactory, rate: float) -> Any:
     root = tmp_path_factory.mktemp("timelimit")
     path = _write_study(root, "timelimit", seconds=170, rate=rate, runs=1, time_min=3)
     proc = _clipscale("run", str(path), "--executor", "slurm", log=root / "driver.log")
+    started = time.time()
     seen: list[dict[str, Any]] = []
     done = threading.Event()
 
@@ -181,7 +183,7 @@ def time_limited(tmp_path_factory: pytest.TempPathFactory, rate: float) -> Any:
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    yield {"root": root, "proc": proc, "seen": seen, "done": done}
+    yield {"root": root, "proc": proc, "seen": seen, "done": done, "started": started}
     done.set()
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -204,6 +206,7 @@ def test_sbatch_refusal_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
 def test_killed_driver_rerun_reattaches_and_a_requeue_does_not_fool_it(tmp_path: Path, rate: float) -> None:
     """Happy path end to end, with the driver killed while jobs run and a job requeued mid-training."""
     path = _write_study(tmp_path, "reattach", seconds=20, rate=rate)
+    started = time.time()
     first = _clipscale("run", str(path), "--executor", "slurm", log=tmp_path / "first.log")
     _wait("3 submitted jobs", lambda: len([r for r in _runs(tmp_path) if _job(r)]) == 3, 300)
     _wait("a job running", lambda: any(_squeue_state(_job(r)) == "RUNNING" for r in _runs(tmp_path)), 300)
@@ -222,7 +225,7 @@ def test_killed_driver_rerun_reattaches_and_a_requeue_does_not_fool_it(tmp_path:
     assert _finish(second, 420) == 0, (tmp_path / "second.log").read_text()
 
     assert {r.name: _job(r) for r in _runs(tmp_path)} == jobs  # no run got a second job
-    assert _study_job_ids("reattach") == set(jobs.values())
+    assert _study_job_ids("reattach", started) == set(jobs.values())
     for run in _runs(tmp_path):
         summary = _read(run / "summary.json")
         assert summary["state"] == "finished" and _read(run / "state.json")["state"] == "finished"
@@ -274,5 +277,5 @@ def test_time_limit_checkpoints_and_resumes_without_repeating_a_step(time_limite
     assert summary["state"] == "finished"
     assert summary["resumed_from_step"] == stops[-1]["steps"] > 0  # from the step it stopped at, no earlier
     assert _read(run / "slurm_job.json")["restarts"] >= 1  # the same job, requeued
-    assert _study_job_ids("timelimit") == {_job(run)}
+    assert _study_job_ids("timelimit", time_limited["started"]) == {_job(run)}
     assert (root / "out" / "report.html").exists()

@@ -366,6 +366,7 @@ def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, A
     if stop is not None and still:
         log(f"study {study.name}: stopped by {stop}; {len(still)} SLURM job(s) keep running: "
             f"{', '.join(still)}; rerun `clipscale run` to wait for them and report")
+    if stop is not None and (interrupted or not still):
         log(f"study {study.name}: stopped by {stop}; {len(interrupted)} run(s) interrupted and resumable"
             + (f" ({', '.join(interrupted)})" if interrupted else "") + "; rerun `clipscale run` to resume")
     failed = [r.run_id for r in runs if read_state(r.run_dir)["state"] == "failed"]
