@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -242,3 +247,25 @@ def test_status_watch_refreshes_until_interrupted(study, tmp_path, monkeypatch, 
     out = capsys.readouterr().out
     assert out.count("job 5 PENDING") == 2 and sleeps == [3, 3]  # printed, waited, printed again
     assert "queued" in out  # a queued run is not a run never submitted
+
+
+def test_time_limit_signal_checkpoints_the_trainer(synth_train_shards: Path, tmp_path: Path) -> None:
+    """submitit's USR2 (90 s before the limit) stops `clipscale train` like SIGTERM: latest.pt at the stop."""
+    from clipscale.models import read_checkpoint
+
+    out = tmp_path / "run"
+    args = ["--train-data", str(synth_train_shards), "--output-dir", str(out), "--model", "tiny-S0",
+            "--samples-seen", "320000", "--batch-size", "32", "--lr", "0.002", "--workers", "0",
+            "--threads", "1", "--log-every", "10", "--checkpoint-points", "1.0"]
+    proc = subprocess.Popen([sys.executable, "-m", "clipscale.cli", "train", *args], stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR2)
+    proc.wait(timeout=60)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "interrupted" and summary["signal"] == "SIGUSR2"
+    assert 0 < summary["steps"] < 10000
+    assert read_checkpoint(out / "checkpoints" / "latest.pt")["clipscale"]["step"] == summary["steps"]
