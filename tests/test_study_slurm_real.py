@@ -59,7 +59,7 @@ batch_size = 64
 [slurm]
 cpus_per_task = 1
 time_min = {time_min}
-max_requeue = 4
+max_requeue = 6
 {extra}
 """
 
