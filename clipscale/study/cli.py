@@ -43,13 +43,21 @@ def run_exit_status(result: dict[str, Any]) -> int:
     if stop:
         ids = result.get("interrupted_runs") or []
         listed = f": {', '.join(ids)}" if ids else ""
-        print(f"clipscale: interrupted by {stop}; {len(ids)} run(s) left resumable{listed}; "
-              "rerun `clipscale run` to resume", file=sys.stderr)
+        jobs = result.get("running_jobs") or []
+        running = f"; {len(jobs)} SLURM job(s) keep running: {', '.join(jobs)}" if jobs else ""
+        print(f"clipscale: interrupted by {stop}; {len(ids)} run(s) left resumable{listed}{running}; "
+              "rerun `clipscale run` to resume" + (" and wait for them" if jobs else ""), file=sys.stderr)
         return 128 + int(signal.Signals[stop]) if stop in signal.Signals.__members__ else 130
     left = [o["run_id"] for o in result.get("outcomes", []) if o["status"] == "interrupted"]
     if left:  # SLURM jobs stopped without requeue: the executor itself was not signalled
         print(f"clipscale: error: {len(left)} run(s) interrupted, resumable: {', '.join(left[:5])}"
               f"{', ...' if len(left) > 5 else ''}; rerun `clipscale run` to resume", file=sys.stderr)
+        return 1
+    locked = [o["run_id"] for o in result.get("outcomes", []) if o["status"] == "locked"]
+    if locked:  # another process is training them: this study is not finished, whatever else happened
+        listed = ", ".join(locked[:5]) + (", ..." if len(locked) > 5 else "")
+        print(f"clipscale: error: {len(locked)} run(s) are held by another process ({listed}); rerun "
+              "`clipscale run` once it is done", file=sys.stderr)
         return 1
     failed = result.get("failed_runs") or []
     if failed:
@@ -67,9 +75,12 @@ def run_exit_status(result: dict[str, Any]) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from clipscale.study.status import format_status, study_status
+    from clipscale.study.status import format_status, study_status, watch_status
 
-    rows = study_status(_load(args))
+    study = _load(args)
+    if args.watch is not None:
+        return watch_status(study, every=args.watch, as_json=args.json)
+    rows = study_status(study)
     print(json.dumps(rows, indent=2) if args.json else format_status(rows))
     return 0
 
@@ -112,6 +123,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("status", help="table of a study's runs: state, progress, loss, ETA")
     _study_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--watch", type=float, nargs="?", const=10.0, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS (default 10) until every run is finished or failed, or Ctrl-C")
     p.set_defaults(handler=_status)
 
     p = subparsers.add_parser("results", help="rebuild the tidy results table from the run directories")

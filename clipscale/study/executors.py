@@ -148,7 +148,7 @@ def call_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
 def _pin(slot: int, threads: int, cores: list[int], gpus: list[str], pin: bool) -> None:
     """Pin this process to its slot's cores/GPUs before torch is imported."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["CLIPSCALE_THREADS"] = str(threads)
+    os.environ["CLIPSCALE_CPUS"] = str(threads)  # the trainer divides them (train/threads.py)
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     mine = cores[slot * threads:(slot + 1) * threads]

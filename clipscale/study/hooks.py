@@ -29,10 +29,6 @@ def train(kwargs: dict[str, Any]) -> dict[str, Any]:
     from clipscale.train import TrainConfig
     from clipscale.train import train as train_run
 
-    if kwargs.get("threads"):
-        import torch
-
-        torch.set_num_threads(int(kwargs["threads"]))
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return train_run(TrainConfig(**kwargs), progress_lines=True)  # lines: runs may share a terminal
@@ -114,7 +110,10 @@ def train_torchrun(kwargs: dict[str, Any], *, nproc: int, nnodes: int = 1, node_
     log_path = run_dir / "torchrun.log"
     launched = time.time()
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        # torchrun itself ignores SLURM's time-limit USR2 (by default it would die of it, orphaning its
+        # ranks); the ranks, which SLURM signals too, set their own handler and checkpoint
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                preexec_fn=_ignore_usr2)
         try:
             returncode = proc.wait()
         except KeyboardInterrupt:
@@ -124,6 +123,10 @@ def train_torchrun(kwargs: dict[str, Any], *, nproc: int, nnodes: int = 1, node_
     if returncode != 0 and not _interrupted_since(run_dir / "summary.json", launched):
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise ClipscaleError(f"torchrun exited {returncode}: {tail[0][:300]} (see {log_path})")
+
+
+def _ignore_usr2() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def _interrupted_since(summary_path: Path, since: float) -> bool:

@@ -84,13 +84,12 @@ def reached_target(summary: dict[str, Any], samples_seen: int) -> bool:
 
 
 def train_kwargs(task: RunTask) -> dict[str, Any]:
-    """TrainConfig keyword arguments of a run (threads from the worker's pinning, if any)."""
+    """TrainConfig keyword arguments of a run (threads: the trainer's share of CLIPSCALE_CPUS, the
+    cores a worker or job was given; train/threads.py)."""
     p = task.plan
     kwargs = {"model": p.model, "train_data": task.train_data, "data_size": p.data_size,
               "samples_seen": p.samples_seen, "seed": p.seed, "output_dir": str(p.run_dir),
               "resume": "auto", **p.train}
-    if "threads" not in kwargs and os.environ.get("CLIPSCALE_THREADS"):
-        kwargs["threads"] = int(os.environ["CLIPSCALE_THREADS"])
     return kwargs
 
 
@@ -310,19 +309,33 @@ def prepare_eval(study: StudySpec, hooks: Hooks) -> str:
     return str(out)
 
 
-def check_eval(study: StudySpec) -> None:
-    """Refuse a bad [eval] suite (unknown suite, dataset, task, option; missing data) before any training."""
-    from clipscale.evals.suite import check_suite
+def check_eval(study: StudySpec, *, missing_ok: bool = False) -> list[str]:
+    """Refuse a bad [eval] suite (unknown suite, dataset, task, option; missing data) before any training.
 
+    `missing_ok` (dry runs, which may plan a cluster's study elsewhere): paths that do not exist here
+    (eval data root, suite file, shard folders) are returned, unchecked, instead of refused.
+    """
+    from clipscale.evals.suite import builtin_suites, check_suite
+
+    unchecked = [d.shards for d in study.datasets.values()
+                 if d.shards is not None and not Path(d.shards).parent.is_dir()] if missing_ok else []
+    suite = study.eval.suite
+    a_path = suite.endswith(".toml") or "/" in suite  # a bare name must be a built-in suite, here too
+    if missing_ok and a_path and not Path(suite).is_file() and suite not in builtin_suites():
+        return [*unchecked, suite]
     if study.eval.data_root:
         root = study.eval_root()
         if not root.is_dir():
+            if missing_ok:
+                check_suite(suite, root=None)  # names, formats, tasks, options: no data read
+                return [*unchecked, str(root)]
             raise ClipscaleError(f"{study.path}: [eval] data_root {str(root)!r} is not a directory")
-        check_suite(study.eval.suite, root=root)
-        return
+        check_suite(suite, root=root)
+        return unchecked
     from clipscale.data.synth.evalsets import TASKS
 
-    check_suite(study.eval.suite, root=_eval_identity_dir(study)[0], available=tuple(t.name for t in TASKS))
+    check_suite(suite, root=_eval_identity_dir(study)[0], available=tuple(t.name for t in TASKS))
+    return unchecked
 
 
 def needs_work(run: RunPlan, *, retry_failed: bool, eval_id: str = "") -> bool:
@@ -362,22 +375,29 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     from clipscale.study.schedule import make_executor, schedule
 
     runs = plan(study, progress=log)
-    check_eval(study)
+    unchecked = check_eval(study, missing_ok=dry_run)
     if dry_run:
         from clipscale.study.spec import dataset_notes
 
         log(format_plan(runs))
         for line in dataset_notes(study):
             log(line)
-        return {"planned": len(runs), "total_compute": sum(r.compute for r in runs), "outcomes": []}
+        if unchecked:
+            log(f"not checked (not found here; they must exist where the runs train): {', '.join(unchecked)}")
+        return {"planned": len(runs), "total_compute": sum(r.compute for r in runs), "outcomes": [],
+                "unchecked": unchecked}
     study.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(study.output_dir / "plan.json", {"study": study.name, "runs": [r.cell() for r in runs]})
     eval_id = eval_identity(study)
-    todo = [r for r in runs if needs_work(r, retry_failed=retry_failed, eval_id=eval_id)]
-    failed_before = sum(read_state(r.run_dir)["state"] == "failed" for r in runs) if not retry_failed else 0
-    log(f"study {study.name}: {len(runs)} runs, {len(runs) - len(todo) - failed_before} finished, "
-        f"{failed_before} failed (use --retry-failed), {len(todo)} to run")
     exe = make_executor(executor, study, jobs=jobs, slurm_backend=slurm_backend)
+    live = _live_jobs(exe, runs)  # SLURM jobs of an earlier `clipscale run`: waited for, not resubmitted
+    todo = [r for r in runs if r.run_id in live
+            or needs_work(r, retry_failed=retry_failed, eval_id=eval_id)]
+    failed_before = sum(read_state(r.run_dir)["state"] == "failed" and r.run_id not in live
+                        for r in runs) if not retry_failed else 0
+    queued = f" ({len(live)} already in SLURM: {', '.join(sorted(live.values()))})" if live else ""
+    log(f"study {study.name}: {len(runs)} runs, {len(runs) - len(todo) - failed_before} finished, "
+        f"{failed_before} failed (use --retry-failed), {len(todo)} to run{queued}")
     previous = _stop_on_signals()
     try:
         _check_stream_world_size(study, todo, exe, executor)
@@ -388,6 +408,12 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return _summarize(study, runs, outcomes, stop, log)
+
+
+def _live_jobs(exe: Any, runs: list[RunPlan]) -> dict[str, str]:
+    """run id -> job id of every run whose recorded SLURM job is still queued or running."""
+    live_jobs = getattr(exe, "live_jobs", None)
+    return live_jobs(runs) if live_jobs is not None else {}
 
 
 def _check_stream_world_size(study: StudySpec, runs: list[RunPlan], exe: Any, executor: str) -> None:
@@ -407,14 +433,19 @@ def _check_stream_world_size(study: StudySpec, runs: list[RunPlan], exe: Any, ex
 
 def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, Any]], stop: str | None,
                log: Callable[[str], None]) -> dict[str, Any]:
-    states = ("finished", "failed", "skipped", "locked", "interrupted", "pending")
+    states = ("finished", "failed", "skipped", "locked", "interrupted", "pending", "running")
     counts = {s: sum(o["status"] == s for o in outcomes) for s in states}
     log(f"study {study.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     interrupted = [o["run_id"] for o in outcomes if o["status"] == "interrupted"]
-    if stop is not None:
+    still = [f"{o['run_id']} (job {o['job_id']})" for o in outcomes if o["status"] == "running"]
+    if stop is not None and still:
+        log(f"study {study.name}: stopped by {stop}; {len(still)} SLURM job(s) keep running: "
+            f"{', '.join(still)}; rerun `clipscale run` to wait for them and report")
+    if stop is not None and (interrupted or not still):
         log(f"study {study.name}: stopped by {stop}; {len(interrupted)} run(s) interrupted and resumable"
             + (f" ({', '.join(interrupted)})" if interrupted else "") + "; rerun `clipscale run` to resume")
     failed = [r.run_id for r in runs if read_state(r.run_dir)["state"] == "failed"]
     unfinished = [r.run_id for r in runs if effective_state(r.run_dir) not in ("finished", "failed")]
     return {**counts, "planned": len(runs), "outcomes": outcomes, "signal": stop,
-            "interrupted_runs": interrupted, "failed_runs": failed, "unfinished_runs": unfinished}
+            "interrupted_runs": interrupted, "failed_runs": failed, "unfinished_runs": unfinished,
+            "running_jobs": still}

@@ -194,8 +194,14 @@ class _Loop:
         return outcome
 
     def stop(self, signal_name: str) -> None:
-        """Start nothing more; let running runs checkpoint, then record what each of them became."""
-        self.log(f"stopping on {signal_name}: {len(self.active)} running run(s) checkpoint, none starts")
+        """Start nothing more; let running runs checkpoint, then record what each of them became.
+
+        SLURM jobs are not stopped: they belong to SLURM, and a rerun reattaches to them."""
+        if self.remote:
+            self.log(f"stopping on {signal_name}: no more jobs are submitted; {len(self.active)} SLURM "
+                     "job(s) keep running and a rerun of `clipscale run` waits for them")
+        else:
+            self.log(f"stopping on {signal_name}: {len(self.active)} running run(s) checkpoint, none starts")
         with _signals_ignored():
             abort = getattr(self.exe, "abort", None)
             if abort is not None and not self.remote:
@@ -209,6 +215,10 @@ class _Loop:
 
     def _after_stop(self, handle: Any, run: RunPlan, signal_name: str) -> dict[str, Any] | None:
         """A stopped run's outcome, from its result if it came back, else from its run directory."""
+        job_id = getattr(handle, "job_id", None)
+        if self.remote and job_id is not None and not handle.done():  # still SLURM's: not ours to judge
+            return {"run_id": run.run_id, "status": "running", "error": None, "seconds": 0.0,
+                    "job_id": job_id}
         if handle is not None and handle.done() and not handle.cancelled():
             try:
                 return handle.result()

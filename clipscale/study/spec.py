@@ -57,6 +57,8 @@ FIT_FRONTIERS = ("none", "cherti", "pareto", "hull")
 FIT_N_COLUMNS = ("params_nonemb", "params")  # results-table column that is N ([fit] n_column)
 FIT_CONSTRAINED = ("exclude", "include")
 DEFAULT_METRICS = ("image_retrieval_recall@5",)
+USR2_BEFORE_LIMIT_S = 90  # submitit's --signal=USR2@90: the job checkpoints and requeues on it
+MIN_TIME_MIN = 3  # 180 s - 90 s warning - up to 30 s until SLURM checks limits: at least ~1 minute to train
 
 
 def _fail(where: str, msg: str) -> ClipscaleError:
@@ -191,6 +193,13 @@ class SlurmSpec:
     qos: str | None = doc_field(None, help="sbatch --qos")
     constraint: str | None = doc_field(None, help="sbatch --constraint (node features)")
     max_requeue: int = doc_field(3, help="times a preempted or timed-out job is requeued")
+
+    def __post_init__(self) -> None:
+        if self.time_min < MIN_TIME_MIN:
+            raise _fail("[slurm] time_min", f"{self.time_min} minutes is below the {MIN_TIME_MIN} a job "
+                        f"needs to make progress: submitit has SLURM send USR2 {USR2_BEFORE_LIMIT_S} s "
+                        "before the limit and SLURM checks limits about every 30 s, so the job would stop "
+                        "and requeue within seconds of every start")
 
 
 @dataclass(frozen=True)

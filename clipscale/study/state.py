@@ -49,7 +49,10 @@ def write_state(run_dir: Path, state: str, *, error: str | None = None, **extra:
     previous = read_state(run_dir)
     attempts = previous.get("attempts", 0) + (1 if state == "running" else 0)
     record = {"state": state, "error": error, "attempts": attempts, "host": socket.gethostname(),
-              "pid": os.getpid(), "updated": time.time(), **extra}
+              "pid": os.getpid(), "updated": time.time()}
+    if os.environ.get("SLURM_JOB_ID"):  # which job wrote it: the driver tells a rerun's from a requeue's
+        record["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    record.update(extra)
     atomic_write_json(Path(run_dir) / STATE_FILE, record)
     return record
 

@@ -136,8 +136,13 @@ class Checkpointer:
                                optimizer_state=optimizer_state, extra=extra)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+
 class StopSignals:
-    """SIGTERM/SIGINT set a flag the loop checks every few steps (SLURM preemption, Ctrl-C).
+    """SIGTERM/SIGINT/SIGUSR2 set a flag the loop checks every few steps: SLURM preemption and
+    `scontrol requeue` (SIGTERM), Ctrl-C, and the time-limit warning submitit asks SLURM for (USR2,
+    90 s before the limit; the job requeues itself once the trainer has returned).
 
     The loop then writes latest.pt and exits: a signal never interrupts a checkpoint write.
     """
@@ -147,7 +152,7 @@ class StopSignals:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
                 self._old[sig] = signal.signal(sig, self._handle)
         return self

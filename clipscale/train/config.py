@@ -87,8 +87,8 @@ class TrainConfig:
     device: str = doc_field("auto", choices=DEVICES, help="where to train; auto = cuda if available, "
                             "else cpu")
     workers: int = doc_field(1, help="data-loader worker processes (0 = decode in the training process)")
-    threads: int | None = doc_field(None, help="torch intra-op threads; none = cores / local ranks "
-                                    "(minus workers on CPU)")
+    threads: int | None = doc_field(None, help="torch intra-op threads; none = allocated CPUs / local "
+                                    "ranks (minus workers on CPU; train/threads.py)")
     resume: str = doc_field("auto", help="auto: continue from checkpoints/latest.pt if present; none: "
                             "start over; or a checkpoint path")
     keep_latest: bool = doc_field(False, help="keep a finished run's checkpoints/latest.pt (never "

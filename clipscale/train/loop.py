@@ -228,6 +228,8 @@ def _finish(s: Session, state: str) -> dict[str, Any]:
         "skipped_samples": s.index_skipped.get("incomplete_samples", 0) + decode_skipped,
         "skipped": {**s.index_skipped, "corrupt_samples": decode_skipped},
         "wall_time_s": time.time() - s.started, "world_size": s.env.world_size, "lr": cfg.lr,
+        "resumed_from_step": s.start_step,  # where this session began: 0, or the step of latest.pt
+        "threads": torch.get_num_threads(),  # intra-op threads it trained with (train/threads.py)
         "checkpoints": sorted(p.name for p in (s.run_dir / "checkpoints").glob("samples_*.pt")),
     }
     if state == "interrupted":

@@ -7,7 +7,6 @@ seed -> model -> resume weights -> wrap (DDP/FSDP, compile) -> optimizer -> resu
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -89,16 +88,13 @@ def _fallback_gmacs(model_name: str) -> float:
     return counter.get_total_flops() / 2e9
 
 
-def _set_threads(config: TrainConfig, device: torch.device) -> None:
-    """Default: this rank's share of the cores, minus its decode workers on CPU (a spinning OpenMP
-    thread that shares a core with a worker slows tiny CPU steps by 10x or more)."""
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-        return
-    share = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if device.type == "cpu":
-        share -= config.workers
-    torch.set_num_threads(max(1, share))
+def _set_threads(config: TrainConfig) -> None:
+    """Default: this rank's share of the CPUs allocated to it, minus its decode workers (a spinning
+    OpenMP thread that shares a core with a worker slows tiny CPU steps by 10x or more)."""
+    from clipscale.train.threads import threads_per_rank
+
+    torch.set_num_threads(config.threads if config.threads is not None
+                          else threads_per_rank(workers=config.workers))
 
 
 def _write_run_files(run_dir: Path, config: TrainConfig, model_cfg: dict[str, Any]) -> None:
@@ -137,7 +133,7 @@ def build_session(config: TrainConfig) -> Session:
     if config.precision == "amp" and env.device.type != "cuda":
         raise ClipscaleError("train config field 'precision': 'amp' (fp16) needs a CUDA device; "
                              "use fp32 on CPU")
-    _set_threads(config, env.device)
+    _set_threads(config)
     register_model_configs(config.model_configs)  # --model-config / model_configs = [...]
     if config.eval_suite:  # a bad suite (templates, class names, paths) fails now, not after training
         _check_eval_suite(config)
