@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo demo-real test lint venv clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/clipscale demo
+
+# Real captioned images (emoji from pinned npm packages; needs npm on PATH), then a study on them.
+demo-real: $(STAMP)
+	$(BIN)/clipscale demo --real
 
 lint: $(STAMP)
 	$(BIN)/ruff check clipscale tests bench

@@ -103,7 +103,8 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from clipscale.study.demo import run_demo
 
-    return run_demo(out=args.out, jobs=args.jobs)
+    out = args.out or ("clipscale-real" if args.real else "clipscale-demo")
+    return run_demo(out=out, jobs=args.jobs, real=args.real, packages=args.packages)
 
 
 def register(subparsers: Any) -> None:
@@ -141,6 +142,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=_report)
 
     p = subparsers.add_parser("demo", help="the built-in demo study: generate, train, evaluate, fit, report")
-    p.add_argument("--out", default="clipscale-demo", help="output directory (default: ./clipscale-demo)")
+    p.add_argument("--out", default=None, help="output directory (default: ./clipscale-demo, with --real "
+                   "./clipscale-real)")
     p.add_argument("--jobs", type=int, default=None, help="runs at once (default: the demo's setting)")
+    p.add_argument("--real", action="store_true", help="the real-data study instead: emoji images in three "
+                   "styles with their CLDR captions, built first into OUT/data (default: off)")
+    p.add_argument("--packages", default=None, metavar="NODE_MODULES",
+                   help="with --real: read the pinned npm packages from here (default: install them with "
+                   "npm into a cache folder)")
     p.set_defaults(handler=_demo)

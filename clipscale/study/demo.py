@@ -1,5 +1,8 @@
 """`clipscale demo`: the built-in study (demo.toml) end to end — data, training, evaluation, fits, report.
 
+`clipscale demo --real` runs demo_real.toml instead: the same stages on real captioned images (emoji in
+three styles, `clipscale data emoji`), built into OUT/data first from the pinned npm packages.
+
 It is an ordinary study: rerunning it skips what is done, and `clipscale status/results/report` work on
 it with `clipscale-demo`'s copy of the study file. At the end (the same results → fits → report stage
 as `clipscale run`) it prints the fitted laws, the isoFLOP analysis and the data-constrained runs, so a
@@ -16,22 +19,37 @@ from typing import Any
 from clipscale.study.spec import StudySpec, load_study
 
 DEMO_FILES = ("demo.toml", "demo_suite.toml")
+REAL_FILES = ("demo_real.toml",)  # its suite is written with the data (OUT/data/emoji_suite.toml)
+REAL_DATA = "data"  # OUT/data: `clipscale data emoji` output, as demo_real.toml names it
 
 
-def install_demo(out: str | Path) -> Path:
+def install_demo(out: str | Path, *, files: tuple[str, ...] = DEMO_FILES) -> Path:
     """Copy the demo study (and its eval suite) into `out`, so the user can inspect and rerun it."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for name in DEMO_FILES:
+    for name in files:
         text = resources.files("clipscale.study").joinpath(name).read_text(encoding="utf-8")
         target = out / name
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             target.write_text(text, encoding="utf-8")
-    return out / "demo.toml"
+    return out / files[0]
 
 
 def demo_study(out: str | Path) -> StudySpec:
     return load_study(install_demo(out))
+
+
+def real_demo_study(out: str | Path, *, packages: str | Path | None = None) -> StudySpec:
+    """The real-data study in `out`, its data built first into OUT/data (kept: a rerun reuses it)."""
+    from clipscale.data.emoji import build_emoji_dataset
+
+    data = Path(out).resolve() / REAL_DATA
+    if not (data / "meta.json").is_file():
+        start = time.time()
+        meta = build_emoji_dataset(data, packages=packages)
+        print(f"clipscale demo --real: built {meta['concepts']['total']:,} emoji concepts in "
+              f"{len(meta['styles'])} styles into {data} ({time.time() - start:.0f} s)")
+    return load_study(install_demo(out, files=REAL_FILES))
 
 
 def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
@@ -68,18 +86,20 @@ def _ci(ci: Any) -> str:
     return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "n/a"
 
 
-def run_demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None) -> int:
+def run_demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None, real: bool = False,
+             packages: str | Path | None = None) -> int:
     from clipscale.study.pipeline import finish_study
     from clipscale.study.runner import run_study
 
     start = time.time()
-    study = demo_study(out)
+    study = real_demo_study(out, packages=packages) if real else demo_study(out)
     print(f"clipscale demo: study {study.path} -> {study.output_dir}")
     outcome = run_study(study, jobs=jobs)
     done = finish_study(study, log=lambda s: None)
     if not done["complete"]:
+        again = f"clipscale demo{' --real' if real else ''} --out {out}"
         print(f"clipscale demo: {len(done['missing'])} runs did not finish "
-              f"(`clipscale status {study.path}`); rerun `clipscale demo --out {out}` to continue them")
+              f"(`clipscale status {study.path}`); rerun `{again}` to continue them")
         return 1
     for line in summarize(done["doc"], primary=study.fit.metrics[0]):
         print(line)
