@@ -12,11 +12,35 @@ def register(subparsers: Any) -> None:
     _register_predict(subparsers)
     _register_reproduce(subparsers)
     _register_isoflop(subparsers)
+    _register_compare(subparsers)
 
 
 def _register_fit(subparsers: Any) -> None:
     p = subparsers.add_parser("fit", help="fit a scaling law to a results table (CSV, JSON lines, parquet)")
     p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
+    _add_law_options(p, y_required=True)
+    p.add_argument(
+        "--max-passes",
+        type=float,
+        metavar="N",
+        help="leave out rows with more than N passes over their unique data (samples_seen / data_size), "
+        "as a study's [fit] max_passes does (default: keep every row; studies use 10)",
+    )
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N refits")
+    p.add_argument(
+        "--holdout", metavar="EXPR", help="boolean expression: rows held out of the fit and scored"
+    )
+    p.add_argument("--loo", action="store_true", help="leave-one-run-out error")
+    p.add_argument("--huber-delta", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", metavar="FILE", help="write a log-log figure (.png/.svg/.pdf)")
+    p.add_argument("--save", metavar="FIT.json", help="save the fit(s) for clipscale predict")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(handler=_fit)
+
+
+def _add_law_options(p: Any, *, y_required: bool) -> None:
+    """The options that say which law is fitted to which points (`fit` and `compare`)."""
     p.add_argument(
         "--law",
         default="power",
@@ -66,30 +90,54 @@ def _register_fit(subparsers: Any) -> None:
         ("S", "samples seen"),
     ):
         p.add_argument(f"--{key}", help=f"{what}: column name or pandas expression")
-    p.add_argument("--y", required=True, help="error column or expression (accuracy with --error)")
+    p.add_argument("--y", required=y_required, help="error column or expression (accuracy with --error)")
     p.add_argument("--error", action="store_true", help="y is accuracy-like: fit 1 - y")
     p.add_argument("--loss", action="store_true", help="y is a positive loss, not an error in (0, 1]")
     p.add_argument("--where", help="pandas query selecting rows")
     p.add_argument("--by", help="fit one law per value of this column and compare")
     p.add_argument("--run", help="column identifying runs (bootstrap and --loo resample/leave out runs)")
-    p.add_argument(
-        "--max-passes",
-        type=float,
-        metavar="N",
-        help="leave out rows with more than N passes over their unique data (samples_seen / data_size), "
-        "as a study's [fit] max_passes does (default: keep every row; studies use 10)",
+
+
+def _register_compare(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "compare", help="compare groups across compute: error differences and crossover, with CIs"
     )
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N refits")
-    p.add_argument(
-        "--holdout", metavar="EXPR", help="boolean expression: rows held out of the fit and scored"
-    )
-    p.add_argument("--loo", action="store_true", help="leave-one-run-out error")
+    p.add_argument("source", help="results table (then --by and the law options) or FITS.json (fit --save)")
+    _add_law_options(p, y_required=False)
+    p.add_argument("--at", nargs="+", type=float, metavar="C",
+                   help="compute values (default: the largest C measured, 10x and 100x beyond it)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="refits per group (a table)")
     p.add_argument("--huber-delta", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", metavar="FILE", help="write a log-log figure (.png/.svg/.pdf)")
-    p.add_argument("--save", metavar="FIT.json", help="save the fit(s) for clipscale predict")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(handler=_fit)
+    p.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from clipscale.errors import ClipscaleError
+    from clipscale.fit.analyses.compare import compare_saved, compare_table, is_saved_fits
+    from clipscale.fit.table import load_table
+    from clipscale.io import dumps
+
+    if is_saved_fits(args.source):
+        doc = compare_saved(args.source, by=args.by, at=args.at)
+    else:
+        if not args.by or not args.y:
+            raise ClipscaleError("compare TABLE needs --by COL (the groups) and --y (and the law's inputs)")
+        doc = compare_table(
+            load_table(args.source), by=args.by, at=args.at, bootstrap=args.bootstrap, law=args.law,
+            C=args.C, N=args.N, D=args.D, U=args.U, S=args.S, y=args.y, where=args.where,
+            error=args.error, seed=args.seed, run=args.run, huber_delta=args.huber_delta, loss=args.loss,
+            frontier=args.frontier, fix=_fix(args.fix), link=args.link, objective=args.objective,
+            frontier_bins=args.frontier_bins, fit_where=args.fit_where,
+        )
+    if args.json:
+        print(dumps(doc, indent=2))
+    else:
+        from clipscale.fit.text import print_compare_text
+
+        print_compare_text(doc)
+    return 0
 
 
 def _register_predict(subparsers: Any) -> None:

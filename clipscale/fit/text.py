@@ -128,3 +128,32 @@ def print_isoflop_text(doc: dict[str, Any], *, k: float) -> None:
                 print(
                     f"  C={b['C']:.4g}: N*={b['N_opt']:.4g} y*={b['y_opt']:.4g} ({b['n_sizes']} sizes){flag}"
                 )
+
+
+def _c(v: float | None, open_side: str) -> str:
+    return f"{v:.4g}" if v is not None else open_side
+
+
+def print_compare_text(doc: dict[str, Any]) -> None:
+    """`clipscale compare` without --json: per pair, the difference at each C and the crossover."""
+    lo, hi = doc["range"]
+    print(f"law {doc['law']}; differences E[a] - E[b] with {100 * doc['level']:g}% CIs; crossovers searched "
+          f"over C in [{lo:.4g}, {hi:.4g}]")
+    for p in doc["pairs"]:
+        a, b = p["groups"]
+        print(f"{a} vs {b}:" + (f"  ({p['ci_note']})" if p.get("ci_note") else ""))
+        for r in p["at"]:
+            ci = f"  [{r['ci'][0]:.4g}, {r['ci'][1]:.4g}]" if r["ci"] else ""
+            verdict = {None: "", False: ": no clear difference"}.get(r["excludes_zero"], "")
+            if r["excludes_zero"]:
+                verdict = f": {a if r['difference'] < 0 else b} lower"
+            print(f"  C={r['C']:.4g}: {r['difference']:+.4g}{ci}{verdict}")
+        x = p["crossover"]
+        if x["C"] is None:
+            print("  crossover: none in range" + (
+                f" ({x['refits_with_crossover']} of {p['n_refits']} refits have one)"
+                if x["refits_with_crossover"] else ""))
+            continue
+        ci = f"  [{_c(x['ci'][0], 'below range')}, {_c(x['ci'][1], 'beyond range')}]" if x["ci"] else ""
+        more = f" (and {len(x['all']) - 1} more)" if len(x["all"]) > 1 else ""
+        print(f"  crossover: C={x['C']:.4g}{ci}{more}; {x['lower_after']} lower beyond it")
