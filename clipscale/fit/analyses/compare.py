@@ -134,7 +134,7 @@ def _crossover(grid: np.ndarray, d: np.ndarray, boot: np.ndarray | None, q: list
             ends.append(-np.inf if found and np.sign(row[-1]) == late_sign else np.inf)
     out["refits_with_crossover"] = n_in
     if found:
-        lo, hi = np.percentile(np.asarray(ends), q)
+        lo, hi = np.percentile(np.asarray(ends), q, method="inverted_cdf")  # no interpolation with ±inf
         out["ci"] = [float(np.exp(v)) if np.isfinite(v) else None for v in (lo, hi)]
     return out
 
