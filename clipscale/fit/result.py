@@ -8,7 +8,12 @@ from typing import Any
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.estimation.bootstrap import percentile_ci, run_bootstrap, undefined_counts
+from clipscale.fit.estimation.bootstrap import (
+    ci_ends_at_bound,
+    percentile_ci,
+    run_bootstrap,
+    undefined_counts,
+)
 from clipscale.fit.estimation.estimate import Optimum, fit_prepared, r2_log, r2_target
 from clipscale.fit.estimation.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
 from clipscale.fit.estimation.objective import DEFAULT_OBJECTIVE
@@ -286,7 +291,8 @@ def _result(spec: Law, prep: Prepared, opt: Optimum, points: Prepared, choice: L
         input_ranges={k: (float(v.min()), float(v.max())) for k, v in prep.raw.items()},
         frontier=prep.frontier,
         fixed=dict(prep.fix),
-        at_bound=opt.at_bound,
+        at_bound=list(opt.at_bound),
+        at_bound_reasons=dict(opt.at_bound),
         r2=r2_target(prep, opt),
         n_fitted=points.n,
         notes=list(opt.notes),
@@ -294,6 +300,8 @@ def _result(spec: Law, prep: Prepared, opt: Optimum, points: Prepared, choice: L
         link_choice={k: v for k, v in choice.to_dict().items() if k not in ("lambda", "name")},
     )
     result.objective_kind = prep.objective
+    if opt.residuals is not None:
+        result.residuals = [float(v) for v in opt.residuals]
     result.dof = {"n_fitted": points.n, "n_free": prep.n_free}
     if points.n < prep.n_free + MIN_DOF:
         result.dof["warning"] = (
@@ -334,6 +342,9 @@ def _attach_bootstrap(result: FitResult, prep: Prepared, opt: Optimum, *, n_boot
                       delta: float, groups: np.ndarray | None) -> None:
     """Percentile CIs, the refits' median and parameters (what `predict` draws its CIs from); no CI (with
     the reason) from fewer than 2/3 successful refits or fewer points than parameters + 2."""
+    if prep.n_free == 0:
+        result.ci_unavailable = "every parameter is fixed: there is nothing to resample"
+        return
     try:
         boot = run_bootstrap(prep, opt, n_boot=n_boot, seed=seed, delta=delta, groups=groups)
     except ClipscaleError:
@@ -352,5 +363,10 @@ def _attach_bootstrap(result: FitResult, prep: Prepared, opt: Optimum, *, n_boot
     if result.ci_unavailable:
         return
     result.ci = {k: v for k, v in percentile_ci(boot).items() if k not in prep.fix}
+    for name, why in ci_ends_at_bound(boot).items():
+        old = result.at_bound_reasons.get(name)
+        result.at_bound_reasons[name] = f"{old}; {why}" if old else why
+        if name not in result.at_bound:
+            result.at_bound.append(name)
     result.bootstrap_params = boot.samples[:, : prep.law.n_params].tolist()
     result.bootstrap_undefined = undefined_counts(boot)

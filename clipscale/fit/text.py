@@ -41,9 +41,12 @@ def print_fit_text(doc: dict[str, Any]) -> None:
             note += f"  (bootstrap median {med:.6g})" if med is not None else ""
             print(f"  {k:>16} = {v:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else "") + note)
         if f.get("at_bound"):
+            reasons = f.get("at_bound_reasons") or {}
+            why = "; ".join(f"{k}: {reasons[k]}" for k in f["at_bound"] if k in reasons)
             print(
-                f"  warning: {', '.join(f['at_bound'])} ended at a bound of the allowed range: the data "
-                "do not determine it (try another --frontier, fewer parameters, or --fix)"
+                f"  warning: {', '.join(f['at_bound'])} ended at a bound of the allowed range"
+                + (f" ({why})" if why else "")
+                + ": the data do not determine it (try another --frontier, fewer parameters, or --fix)"
             )
         link = f.get("link", {})
         if link.get("by") == "auto" and link.get("scores_pct"):
@@ -54,6 +57,10 @@ def print_fit_text(doc: dict[str, Any]) -> None:
             )
         elif link.get("lambda", -1.0) != -1.0:
             print(f"  link: {link['name']} (lambda {link['lambda']:g}, given)")
+        if f.get("residuals"):
+            r = [abs(v) for v in f["residuals"]]
+            print(f"  residuals ({f.get('objective_kind')} scale) of the {len(r)} points: mean |r| "
+                  f"{sum(r) / len(r):.4g}, max |r| {max(r):.4g}")
         for note in f.get("notes", []):
             print(f"  note: {note}")
         for name, val in f["validation"].items():

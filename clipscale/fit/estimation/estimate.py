@@ -39,8 +39,9 @@ class Optimum:
     n_starts_at_best: int
     converged: bool
     fitted: Prepared | None = None  # the frontier points the law was fitted to (None: all points)
-    at_bound: list[str] = field(default_factory=list)  # free parameters that ended at a bound
+    at_bound: dict[str, str] = field(default_factory=dict)  # free parameters at a bound -> why
     notes: list[str] = field(default_factory=list)  # e.g. a lower minimum than the published estimator's
+    residuals: np.ndarray | None = None  # per point, of a fully fixed parameter set (score_fixed)
 
 
 # ------------------------------------------------------------------------------------ lines
@@ -253,9 +254,29 @@ def fit_prepared(
         opt = fit_prepared(sub, delta=delta, starts=starts, max_starts=max_starts)
         opt.fitted = sub
         return opt
+    if prep.n_free == 0:
+        return score_fixed(prep, delta=delta, weights=weights)
     if prep.law.kind in ("loglinear", "frontier"):
         return fit_line(prep, weights)
     return fit_lse(prep, delta=delta, weights=weights, starts=starts, max_starts=max_starts)
+
+
+def score_fixed(prep: Prepared, *, delta: float, weights: np.ndarray | None = None) -> Optimum:
+    """Every parameter fixed (--fix all): nothing is optimised; the objective of that point (in the units
+    the law's estimator reports: fit_line's squared log10 residuals for lines), and its residuals."""
+    params = dict(prep.fix)
+    w = np.ones(prep.n) if weights is None else np.asarray(weights, float)
+    logp = prep.law.log_predict(params, prep.raw)
+    if prep.law.kind in ("loglinear", "frontier"):
+        res = prep.y - np.exp(logp) if prep.objective == "squares" else (prep.log_y - logp) / np.log(10)
+        obj = float(np.sum(w * res**2))
+        theta = None
+    else:
+        res, _ = objectives.residuals(prep.objective, prep.y, prep.log_y, logp)
+        obj = float(np.dot(w, objectives.rho(prep.objective, res, delta)[0]))
+        theta = prep.law.from_params(params, prep.centre)
+    return Optimum(params, theta, obj, 0, 0, True, notes=["every parameter fixed: scored, not fitted"],
+                   residuals=res)
 
 
 def r2_log(prep: Prepared, opt: Optimum) -> float:
