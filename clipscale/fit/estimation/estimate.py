@@ -134,10 +134,20 @@ def _best_of(prep: Prepared, axes: list[np.ndarray], delta: float, k: int) -> np
         grid = uncentred_grid(prep, grid)
     lo, hi = bounds_array(prep)
     grid = np.unique(np.clip(grid, lo, hi), axis=0)
-    chunks = np.array_split(grid, -(-grid.shape[0] // 4096))
-    obj = np.concatenate([_grid_objective(prep, g, delta) for g in chunks])
+    obj = np.concatenate([_grid_objective(prep, g, delta) for g in _grid_chunks(prep, grid)])
     order = np.argsort(obj, kind="stable")
     return grid[order[:k]]
+
+
+GRID_CELLS = 2**21  # points × terms × grid rows per chunk: ~16 MB per float64 temporary, ~0.2 GB in all
+
+
+def _grid_chunks(prep: Prepared, grid: np.ndarray) -> list[np.ndarray]:
+    """The grid in chunks whose (grid rows × points × terms) arrays hold at most GRID_CELLS values, so
+    screening the starts takes bounded memory however many rows are fitted (one row per chunk at most)."""
+    n_terms = prep.design.shape[0] // prep.n if prep.design is not None else 4
+    rows = max(1, GRID_CELLS // max(1, prep.n * n_terms))
+    return np.array_split(grid, -(-grid.shape[0] // rows))
 
 
 def _grid_objective(prep: Prepared, grid: np.ndarray, delta: float) -> np.ndarray:
