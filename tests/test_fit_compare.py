@@ -86,7 +86,7 @@ def test_saved_fits_compare_from_their_bootstrap_params(
     assert saved["pairs"][0]["crossover"] == direct["pairs"][0]["crossover"]
     assert main(["compare", str(tmp_path / "fits.json"), "--at", "1e3", "1e7"]) == 0
     out = capsys.readouterr().out
-    assert "a vs b:" in out and "crossover: C=" in out
+    assert "a vs b (crossover searched over C in [1000, 1e+09]):" in out and "crossover: C=" in out
     assert main(["compare", str(tmp_path / "fits.json"), "--by", "other"]) == 2
     assert "grouped by 'g', not --by 'other'" in capsys.readouterr().err
 

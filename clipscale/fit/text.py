@@ -143,12 +143,13 @@ def _c(v: float | None, open_side: str) -> str:
 
 def print_compare_text(doc: dict[str, Any]) -> None:
     """`clipscale compare` without --json: per pair, the difference at each C and the crossover."""
-    lo, hi = doc["range"]
-    print(f"law {doc['law']}; differences E[a] - E[b] with {100 * doc['level']:g}% CIs; crossovers searched "
-          f"over C in [{lo:.4g}, {hi:.4g}]")
+    print(f"law {doc['law']}; differences E[a] - E[b] with {100 * doc['level']:g}% CIs")
     for p in doc["pairs"]:
         a, b = p["groups"]
-        print(f"{a} vs {b}:" + (f"  ({p['ci_note']})" if p.get("ci_note") else ""))
+        lo, hi = p.get("range") or doc["range"]
+        where = f"{p['dataset']}/{p['metric']} {p['law']}: " if "dataset" in p else ""
+        print(f"{where}{a} vs {b} (crossover searched over C in [{lo:.4g}, {hi:.4g}]):"
+              + (f"  ({p['ci_note']})" if p.get("ci_note") else ""))
         for r in p["at"]:
             ci = f"  [{r['ci'][0]:.4g}, {r['ci'][1]:.4g}]" if r["ci"] else ""
             verdict = {None: "", False: ": no clear difference"}.get(r["excludes_zero"], "")

@@ -61,6 +61,7 @@ def _target_section(df: Any, fits: dict[str, Any], dataset: str, metric: str) ->
     failed = _of(fits.get("failed", []), dataset, metric)
     section = {"dataset": dataset, "metric": metric, "fits": saved + failed,
                "differences": _of(fits.get("differences", []), dataset, metric), "isoflop": isoflop,
+               "comparisons": _of(fits.get("comparisons", []), dataset, metric),
                "scaling_png": plots.scaling_figure(points, every[every.error > 0], drawn,
                                                    title=f"{dataset}: {ylabel}", ylabel=ylabel)}
     if any(o.get("budgets") for o in isoflop):

@@ -154,15 +154,31 @@ def compare_table(df: Any, *, by: str, at: list[float] | None = None, bootstrap:
 
 def compare_saved(path: str, *, by: str | None = None, at: list[float] | None = None) -> dict[str, Any]:
     """Compare the fits of a saved document (`clipscale fit --save`, a study's fits.json) from their saved
-    `bootstrap_params`; `by`, if given, must be the column the document was grouped by."""
+    `bootstrap_params`; `by`, if given, must be the column the document was grouped by. A study's fits
+    (entries naming their `distribution`) are compared per target and law, distribution against
+    distribution, as the study's report does."""
     from clipscale.fit.predict import read_fits
 
     doc, fits = read_fits(path)
     if by is not None and doc.get("by") not in (None, by):
         raise ClipscaleError(f"{path}: the fits are grouped by {doc['by']!r}, not --by {by!r}")
-    out = compare_fits(fits, at=at)
-    return {"by": doc.get("by", by), "law": ",".join(sorted({f.law for _, f in fits})), "source": str(path),
-            **out}
+    head = {"by": doc.get("by", by), "law": ",".join(sorted({f.law for _, f in fits})), "source": str(path)}
+    entries = doc["fits"]
+    if not all("distribution" in e for e in entries):
+        return {**head, **compare_fits(fits, at=at)}
+    parts: dict[tuple[Any, ...], list[tuple[Any, FitResult]]] = {}
+    for e, (_, f) in zip(entries, fits, strict=True):
+        parts.setdefault((e.get("dataset"), e.get("metric"), f.law), []).append((e["distribution"], f))
+    pairs, out = [], {}
+    for (dataset, metric, law), group in parts.items():
+        if len(group) < 2 or get_law(law).inputs != ("C",):
+            continue
+        out = compare_fits(group, at=at)
+        pairs += [{**p, "dataset": dataset, "metric": metric, "law": law, "range": out["range"]}
+                  for p in out["pairs"]]
+    if not pairs:
+        raise ClipscaleError(f"{path}: no target has two or more distributions fitted with a law of compute")
+    return {**head, "at": at, "range": None, "level": out["level"], "pairs": pairs}
 
 
 def is_saved_fits(path: str) -> bool:
