@@ -83,3 +83,19 @@ def test_from_dict_checks_before_building() -> None:
     entry["params"]["alpha"] = float("inf")
     with pytest.raises(ClipscaleError, match=r"^my fit: params.alpha: expected a finite number"):
         FitResult.from_dict(entry, "my fit")
+
+
+def test_report_checks_the_fits_it_reads(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from clipscale.report.build import read_fits
+
+    study = SimpleNamespace(output_dir=tmp_path, path=tmp_path / "study.toml")
+    doc = _document()
+    (tmp_path / "fits.json").write_text(json.dumps(doc))
+    assert read_fits(study)["fits"][0]["law"] == "power"
+    (tmp_path / "fits.json").write_text(json.dumps({**doc, "fits": []}))  # a study whose every fit failed
+    assert read_fits(study)["fits"] == []
+    (tmp_path / "fits.json").write_text(json.dumps(_edit(doc, "fits/0/bootstrap_params/0", [1.0, 2.0, 3.0])))
+    with pytest.raises(ClipscaleError, match=r"fits.json: fits\[0\]: bootstrap_params\[0\]: expected a row"):
+        read_fits(study)
