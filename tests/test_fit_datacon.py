@@ -116,8 +116,10 @@ def test_published_fit_reproduced_on_fit_set_182(capsys: pytest.CaptureFixture[s
     finds elsewhere is reported in `notes`, not hidden. Tolerances (issue 19): the float32 estimator's
     point moves with the machine's float32 arithmetic. bench/bench_datacon_sensitivity.py measured, over
     inputs moved by one float32 ulp, shuffled rows, 1/2/4 threads and starts moved by ±10 %, R_D* in
-    [15.349, 15.392] and R_N* in [5.311, 5.320] within the published basin, the objective the same to 7
-    digits (15.387 here, 15.378 on another x86-64 machine); DATACON_TOL is 1.5x that half-spread."""
+    [15.349, 15.387] and R_N* in [5.311, 5.320] within the published basin, the objective the same to 7
+    digits (15.387 here, 15.378 on another x86-64 machine); DATACON_TOL is ~1.5x that half-spread. 4 of
+    the 15 perturbed runs ended in another basin (R_D* ≈ 47, see docs/scaling-laws.md), never an
+    unperturbed one."""
     fit = _cli_fit(capsys, PUBLISHED)
     assert fit["params"]["R_D_star"] == pytest.approx(15.37, abs=DATACON_TOL["R_D_star"])
     assert fit["params"]["R_N_star"] == pytest.approx(5.315, abs=DATACON_TOL["R_N_star"])
