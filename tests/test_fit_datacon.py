@@ -26,6 +26,8 @@ PUBLISHED = {
     "B": float(np.exp(7.3049974)),
     "E_inf": float(np.exp(0.6254804)),
 }
+# the published estimator's machine spread (1.5x half its range: test_published_fit_reproduced_on_fit_set_182)
+DATACON_TOL = {"R_D_star": 0.035, "R_N_star": 0.01}
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/external/datablations not present")
 
 
@@ -109,12 +111,18 @@ def _cli_fit(capsys: pytest.CaptureFixture[str], fix: dict[str, float]) -> dict:
 
 @needs_data
 def test_published_fit_reproduced_on_fit_set_182(capsys: pytest.CaptureFixture[str]) -> None:
-    """Issue 12: with the five published coefficients fixed, R_D* = 15.39, R_N* = 5.31, objective 0.01583
+    """Issue 12: with the five published coefficients fixed, R_D* ≈ 15.4, R_N* ≈ 5.3, objective 0.01583
     and R² of loss 0.772 (the published estimator, `datacon_published_fit`); the lower minimum our own search
-    finds elsewhere is reported in `notes`, not hidden."""
+    finds elsewhere is reported in `notes`, not hidden. Tolerances (issue 19): the float32 estimator's
+    point moves with the machine's float32 arithmetic. bench/bench_datacon_sensitivity.py measured, over
+    inputs moved by one float32 ulp, shuffled rows, 1/2/4 threads and starts moved by ±10 %, R_D* in
+    [15.349, 15.387] and R_N* in [5.311, 5.320] within the published basin, the objective the same to 7
+    digits (15.387 here, 15.378 on another x86-64 machine); DATACON_TOL is ~1.5x that half-spread. 4 of
+    the 15 perturbed runs ended in another basin (R_D* ≈ 47, see docs/scaling-laws.md), never an
+    unperturbed one."""
     fit = _cli_fit(capsys, PUBLISHED)
-    assert fit["params"]["R_D_star"] == pytest.approx(15.39, abs=0.01)
-    assert fit["params"]["R_N_star"] == pytest.approx(5.31, abs=0.01)
+    assert fit["params"]["R_D_star"] == pytest.approx(15.37, abs=DATACON_TOL["R_D_star"])
+    assert fit["params"]["R_N_star"] == pytest.approx(5.315, abs=DATACON_TOL["R_N_star"])
     assert round(fit["objective"], 5) == 0.01583
     assert fit["objective"] == pytest.approx(0.0158259, abs=2e-7)
     assert round(fit["r2"], 3) == 0.772
@@ -147,10 +155,10 @@ def test_objective_definition_and_the_float64_minimum_near_the_published_point()
 def test_published_estimator_with_one_repetition_parameter_fixed() -> None:
     kw = _published_inputs()
     fit = fit_law("data-constrained", loss=True, fix={**PUBLISHED, "R_N_star": 5.309743}, **kw)
-    assert fit.params["R_D_star"] == pytest.approx(15.39, abs=0.01)
+    assert fit.params["R_D_star"] == pytest.approx(15.37, abs=DATACON_TOL["R_D_star"])
     assert fit.objective == pytest.approx(0.0158259, abs=2e-7) and fit.r2 == pytest.approx(0.772, abs=1e-3)
     fit = fit_law("data-constrained", loss=True, fix={**PUBLISHED, "R_D_star": 15.387756}, **kw)
-    assert fit.params["R_N_star"] == pytest.approx(5.31, abs=0.01)
+    assert fit.params["R_N_star"] == pytest.approx(5.315, abs=DATACON_TOL["R_N_star"])
 
 
 def test_published_estimator_applies_only_to_the_repetition_parameters() -> None:

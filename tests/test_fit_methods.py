@@ -44,8 +44,8 @@ def test_fix_on_lines_and_non_linear_laws() -> None:
     assert sat.params["alpha"] == pytest.approx(-0.2, rel=1e-4) and sat.params["A"] == pytest.approx(
         5.0, rel=1e-3
     )
-    with pytest.raises(ClipscaleError, match="nothing is left to fit"):
-        fit_law("power", y=y, C=c, fix={"A": 3.0, "alpha": -0.1})
+    # every parameter fixed: scored, not fitted (issue 19; tests/test_fit_bounds.py)
+    assert fit_law("power", y=y, C=c, fix={"A": 3.0, "alpha": -0.1}).params == {"A": 3.0, "alpha": -0.1}
 
 
 def test_cli_fix_at_bound_json_and_bad_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -290,3 +290,21 @@ def test_every_law_is_checked_on_the_largest_compute_group(finished: Path) -> No
             assert check["verdict"] in ("held", "missed") and check["ci_low"] < check["ci_high"]
     text = (finished / "out" / "report.html").read_text()
     assert "Does the law predict the largest run?" in text and "95% prediction interval" in text
+
+
+def test_distributions_are_compared_across_compute(finished: Path, capsys) -> None:
+    """fits.json's `comparisons`: per target and law of compute, uniform against zipf at the largest
+    compute measured and beyond, with the crossover; the report shows them; `clipscale compare` on
+    fits.json gives the same numbers from the saved refits."""
+    doc = _fits(finished)
+    comps = doc["comparisons"]
+    assert {(c["dataset"], c["law"]) for c in comps} == {(f["dataset"], f["law"]) for f in doc["fits"]}
+    for c in comps:
+        assert c["groups"] == ["uniform", "zipf"] and len(c["at"]) == 3
+        assert all(r["ci"] is None or r["ci"][0] <= r["ci"][1] for r in c["at"])
+        assert c["crossover"]["C"] is None or c["range"][0] <= c["crossover"]["C"] <= c["range"][1]
+    assert "Which distribution is better, across compute?" in (finished / "out" / "report.html").read_text()
+    assert main(["compare", str(finished / "out" / "fits.json"), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["pairs"]
+    assert [p["at"] for p in again] == [c["at"] for c in comps]
+    assert [p["crossover"] for p in again] == [c["crossover"] for c in comps]

@@ -12,11 +12,36 @@ def register(subparsers: Any) -> None:
     _register_predict(subparsers)
     _register_reproduce(subparsers)
     _register_isoflop(subparsers)
+    _register_compare(subparsers)
 
 
 def _register_fit(subparsers: Any) -> None:
     p = subparsers.add_parser("fit", help="fit a scaling law to a results table (CSV, JSON lines, parquet)")
     p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
+    _add_law_options(p, y_required=True)
+    p.add_argument(
+        "--max-passes",
+        type=float,
+        metavar="N",
+        help="leave out rows with more than N passes over their unique data (samples_seen / data_size), "
+        "as a study's [fit] max_passes does (default: keep every row; studies use 10)",
+    )
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N refits")
+    p.add_argument(
+        "--holdout", metavar="EXPR", help="boolean expression: rows held out of the fit and scored"
+    )
+    p.add_argument("--loo", action="store_true", help="leave-one-run-out error")
+    p.add_argument("--huber-delta", type=float, default=1e-3,
+                   help="Huber loss threshold on log residuals (larger = closer to least squares)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap resamples")
+    p.add_argument("--plot", metavar="FILE", help="write a log-log figure (.png/.svg/.pdf)")
+    p.add_argument("--save", metavar="FIT.json", help="save the fit(s) for clipscale predict")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(handler=_fit)
+
+
+def _add_law_options(p: Any, *, y_required: bool) -> None:
+    """The options that say which law is fitted to which points (`fit` and `compare`)."""
     p.add_argument(
         "--law",
         default="power",
@@ -66,31 +91,55 @@ def _register_fit(subparsers: Any) -> None:
         ("S", "samples seen"),
     ):
         p.add_argument(f"--{key}", help=f"{what}: column name or pandas expression")
-    p.add_argument("--y", required=True, help="error column or expression (accuracy with --error)")
+    p.add_argument("--y", required=y_required, help="error column or expression (accuracy with --error)")
     p.add_argument("--error", action="store_true", help="y is accuracy-like: fit 1 - y")
     p.add_argument("--loss", action="store_true", help="y is a positive loss, not an error in (0, 1]")
     p.add_argument("--where", help="pandas query selecting rows")
     p.add_argument("--by", help="fit one law per value of this column and compare")
     p.add_argument("--run", help="column identifying runs (bootstrap and --loo resample/leave out runs)")
-    p.add_argument(
-        "--max-passes",
-        type=float,
-        metavar="N",
-        help="leave out rows with more than N passes over their unique data (samples_seen / data_size), "
-        "as a study's [fit] max_passes does (default: keep every row; studies use 10)",
+
+
+def _register_compare(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "compare", help="compare groups across compute: error differences and crossover, with CIs"
     )
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N refits")
-    p.add_argument(
-        "--holdout", metavar="EXPR", help="boolean expression: rows held out of the fit and scored"
-    )
-    p.add_argument("--loo", action="store_true", help="leave-one-run-out error")
+    p.add_argument("source", help="results table (then --by and the law options) or FITS.json (fit --save)")
+    _add_law_options(p, y_required=False)
+    p.add_argument("--at", nargs="+", type=float, metavar="C",
+                   help="compute values (default: the largest C measured, 10x and 100x beyond it)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="refits per group (a table)")
     p.add_argument("--huber-delta", type=float, default=1e-3,
                    help="Huber loss threshold on log residuals (larger = closer to least squares)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap resamples")
-    p.add_argument("--plot", metavar="FILE", help="write a log-log figure (.png/.svg/.pdf)")
-    p.add_argument("--save", metavar="FIT.json", help="save the fit(s) for clipscale predict")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(handler=_fit)
+    p.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from clipscale.errors import ClipscaleError
+    from clipscale.fit.analyses.compare import compare_saved, compare_table, is_saved_fits
+    from clipscale.fit.table import load_table
+    from clipscale.io import dumps
+
+    if is_saved_fits(args.source):
+        doc = compare_saved(args.source, by=args.by, at=args.at)
+    else:
+        if not args.by or not args.y:
+            raise ClipscaleError("compare TABLE needs --by COL (the groups) and --y (and the law's inputs)")
+        doc = compare_table(
+            load_table(args.source), by=args.by, at=args.at, bootstrap=args.bootstrap, law=args.law,
+            C=args.C, N=args.N, D=args.D, U=args.U, S=args.S, y=args.y, where=args.where,
+            error=args.error, seed=args.seed, run=args.run, huber_delta=args.huber_delta, loss=args.loss,
+            frontier=args.frontier, fix=_fix(args.fix), link=args.link, objective=args.objective,
+            frontier_bins=args.frontier_bins, fit_where=args.fit_where,
+        )
+    if args.json:
+        print(dumps(doc, indent=2))
+    else:
+        from clipscale.fit.text import print_compare_text
+
+        print_compare_text(doc)
+    return 0
 
 
 def _register_predict(subparsers: Any) -> None:
@@ -183,24 +232,9 @@ def _isoflop(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(doc, indent=2))
         return 0
-    for g in doc.get("groups", [{"group": None, **doc}]):
-        head = f"[{g['group']}] " if g["group"] is not None else ""
-        ci = lambda v: f" [{v[0]:.4g}, {v[1]:.4g}]" if v else ""  # noqa: E731
-        print(
-            f"{head}N* ∝ C^{g['a']:.4g}{ci(g['a_ci'])}  D* ∝ C^{g['b']:.4g}{ci(g['b_ci'])}  "
-            f"({g['n_budgets_used']} of {len(g['budgets'])} budgets; D = C/({args.k:g}·N); "
-            f"parabola window: {_window_text(doc['window'])})"
-        )
-        if g.get("ci_note"):
-            print(f"  {g['ci_note']}")
-        for b in g["budgets"]:
-            if b["n_sizes"] >= 3:
-                flag = "  edge: excluded" if b["edge"] else ""
-                if not b["edge"] and b["window_used"] != min(b["n_sizes"], doc["window"] or b["n_sizes"]):
-                    flag += f"  (no vertex in the window: fitted {b['window_used']} sizes around the best)"
-                print(
-                    f"  C={b['C']:.4g}: N*={b['N_opt']:.4g} y*={b['y_opt']:.4g} ({b['n_sizes']} sizes){flag}"
-                )
+    from clipscale.fit.text import print_isoflop_text
+
+    print_isoflop_text(doc, k=args.k)
     return 0
 
 
@@ -218,19 +252,15 @@ def _window(text: str | None) -> dict[str, Any]:
         raise ClipscaleError(f"--window {text!r}: expected an integer >= 3 or 'all'") from None
 
 
-def _window_text(window: int | None) -> str:
-    return "every size" if window is None else f"{window} sizes nearest the best run"
-
-
 def _fit(args: argparse.Namespace) -> int:
     from clipscale.fit.plot import check_figure_path
-    from clipscale.fit.table import column, fit_table_results, load_table
+    from clipscale.fit.table import column, fit_table_results, leave_out_passes, load_table
     from clipscale.io import dumps
 
     if args.plot:
         check_figure_path(args.plot)
     df = load_table(args.table)
-    df, passes_note = _passes(df, args.max_passes, args.where)
+    df, passes_note = leave_out_passes(df, args.max_passes, args.where)
     doc, results = fit_table_results(
         df,
         law=args.law,
@@ -277,41 +307,12 @@ def _fit(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(doc, indent=2))
     else:
-        _print_fit_text(doc)
+        from clipscale.fit.text import print_fit_text
+
+        print_fit_text(doc)
         if passes_note:
             print(f"note: {passes_note['text']}")
     return 0
-
-
-def _passes(df: Any, max_passes: float | None, where: str | None) -> tuple[Any, dict[str, Any] | None]:
-    """Rows over `max_passes` passes (samples_seen / data_size) left out; and what to tell the user: how
-    many were left out, or, without --max-passes, how many of the rows fitted repeat their data."""
-    from clipscale.errors import ClipscaleError
-    from clipscale.fit.table import filter_rows
-
-    has = {"samples_seen", "data_size"} <= set(df.columns)
-    if max_passes is not None and not has:
-        raise ClipscaleError("--max-passes needs the table's samples_seen and data_size columns (passes = "
-                             "samples_seen / data_size); this table lacks "
-                             f"{', '.join(sorted({'samples_seen', 'data_size'} - set(df.columns)))}")
-    if max_passes is not None and not max_passes > 0:
-        raise ClipscaleError(f"--max-passes {max_passes:g}: expected a number of passes > 0")
-    if not has:
-        return df, None
-    selected = filter_rows(df, where)
-    passes = (selected.samples_seen / selected.data_size).astype(float)
-    if max_passes is None:
-        repeated = passes > 1
-        if not repeated.any():
-            return df, None
-        return df, {"max_passes": None, "left_out_rows": 0, "repeating_rows": int(repeated.sum()),
-                    "text": f"{int(repeated.sum())} of {len(selected)} rows repeat their unique data (up to "
-                    f"{passes.max():.3g} passes); --max-passes N leaves out those over N (studies: 10)"}
-    over = passes > max_passes
-    note = {"max_passes": max_passes, "left_out_rows": int(over.sum()), "of_rows": len(selected),
-            "text": f"--max-passes {max_passes:g}: left out {int(over.sum())} of {len(selected)} rows with "
-            f"more than {max_passes:g} passes over their unique data (samples_seen / data_size)"}
-    return df.drop(index=selected.index[over.to_numpy()]), note
 
 
 def _fix(items: list[str]) -> dict[str, float]:
@@ -329,76 +330,6 @@ def _fix(items: list[str]) -> dict[str, float]:
                 f"--fix {item!r}: expected KEY=VALUE with a number, e.g. alpha=0.35"
             ) from None
     return out
-
-
-def _print_fit_text(doc: dict[str, Any]) -> None:
-    frontier = f" on the {doc['frontier']} frontier" if doc.get("frontier", "none") != "none" else ""
-    print(f"law {doc['law']}: {doc['formula']}{frontier}")
-    for f in doc["fits"]:
-        head = f"[{f['group']}] " if f["group"] is not None else ""
-        fitted = (
-            f" ({f['n_fitted']} on the frontier)" if f.get("n_fitted", f["n_points"]) != f["n_points"] else ""
-        )
-        r2 = "r2 not meaningful" if f.get("dof", {}).get("warning") else (
-            f"r2_log={f['r2_log']:.4f} r2={f['r2']:.4f}")
-        print(
-            f"{head}n={f['n_points']}{fitted} objective={f['objective']:.4g} ({f.get('objective_kind')}) "
-            f"{r2} starts at best {f['n_starts_at_best']}/{f['n_starts']}"
-        )
-        for w in [f.get("dof", {}).get("warning"), *f.get("warnings", [])]:
-            if w:
-                print(f"  warning: {w}")
-        if f.get("ci_unavailable"):
-            print(f"  no CI: {f['ci_unavailable']}")
-        if f.get("bootstrap_failed"):
-            print(f"  {f['bootstrap_failed']} bootstrap refits failed")
-        for k, v in {**f["params"], **f["derived"]}.items():
-            ci = f["ci"].get(k)
-            missing = f.get("bootstrap_undefined", {}).get(k)
-            note = f" (undefined in {missing} resamples)" if missing else ""
-            note += " (fixed)" if k in f.get("fixed", {}) else ""
-            note += " AT BOUND" if k in f.get("at_bound", []) else ""
-            med = f.get("bootstrap_median", {}).get(k)
-            note += f"  (bootstrap median {med:.6g})" if med is not None else ""
-            print(f"  {k:>16} = {v:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else "") + note)
-        if f.get("at_bound"):
-            print(
-                f"  warning: {', '.join(f['at_bound'])} ended at a bound of the allowed range: the data "
-                "do not determine it (try another --frontier, fewer parameters, or --fix)"
-            )
-        link = f.get("link", {})
-        if link.get("by") == "auto" and link.get("scores_pct"):
-            scores = ", ".join(f"{k} {v:.2f}" for k, v in link["scores_pct"].items())
-            print(
-                f"  link: {link['name']} (lambda {link['lambda']:g}; auto: forward MAE in points when "
-                f"predicting N = {', '.join(f'{n:.4g}' for n in link['predicted_N'])}: {scores})"
-            )
-        elif link.get("lambda", -1.0) != -1.0:
-            print(f"  link: {link['name']} (lambda {link['lambda']:g}, given)")
-        for note in f.get("notes", []):
-            print(f"  note: {note}")
-        for name, val in f["validation"].items():
-            print(f"  {name}: {_validation_text(val)}")
-    links = {f["group"]: f.get("link", {}).get("name", "error") for f in doc["fits"]}
-    if len(set(links.values())) > 1:
-        chosen = ", ".join(f"{g}: {name}" for g, name in links.items())
-        print(f"note: the groups' laws are of different scales ({chosen}); their exponents are not compared")
-    for d in doc.get("differences", []):
-        a, b = d["groups"]
-        verdict = "differs" if d["excludes_zero"] else "no clear difference"
-        print(
-            f"{d['param']}[{a}] - {d['param']}[{b}] = {d['difference']:.4g}  "
-            f"95% CI [{d['ci'][0]:.4g}, {d['ci'][1]:.4g}]: {verdict}"
-        )
-
-
-def _validation_text(val: dict[str, Any]) -> str:
-    if val.get("units") == "loss":
-        return (
-            f"MAE {val['mae']:.4g} (loss units) = {val['mae_rel_pct']:.3f}% of the loss over {val['n']} rows "
-            f"(max {val['max_abs_err']:.4g}, {val['max_rel_err_pct']:.3f}%)"
-        )
-    return f"MAE {val['mae_pct']:.3f} points over {val['n']} rows (max {val['max_abs_err_pct']:.3f})"
 
 
 def _floats(text: str | None, name: str) -> list[float] | None:
@@ -442,36 +373,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(out, indent=2))
     else:
-        _print_prediction_text(out)
+        from clipscale.fit.text import print_prediction_text
+
+        print_prediction_text(out)
     return 0
-
-
-EXTRAPOLATION_WARN = 10.0  # beyond this factor past the fitted range a prediction gets a warning
-
-
-def _print_prediction_text(out: dict[str, Any]) -> None:
-    """Predicted error per input row (with its CI), how far beyond the fitted range, and the allocation."""
-    print(f"law {out['law']}: " + ", ".join(f"{k}={v:.6g}" for k, v in out["params"].items()))
-    pred = out.get("prediction")
-    if pred:
-        names = list(pred["inputs"])
-        for i, e in enumerate(pred["predicted_error"]):
-            where = ", ".join(f"{k}={pred['inputs'][k][i]:.4g}" for k in names)
-            ci = ""
-            if pred.get("ci_low") is not None:
-                ci = f"  95% CI [{pred['ci_low'][i]:.4g}, {pred['ci_high'][i]:.4g}]"
-            elif pred.get("ci_note"):
-                ci = f"  (no CI: {pred['ci_note']})"
-            print(f"  {where}: predicted error {e:.4g}{ci}")
-        for k, factor in pred.get("extrapolation", {}).items():
-            print(f"  {k}: extrapolates {factor:.3g}x beyond the fitted range")
-            if factor > EXTRAPOLATION_WARN:
-                print(f"  warning: {k} is more than {EXTRAPOLATION_WARN:g}x beyond the largest fitted value; "
-                      "the law is untested there")
-    alloc = out.get("allocation")
-    if alloc:
-        print("  allocation: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in alloc.items() if not isinstance(v, (list, dict))))
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -14,31 +14,43 @@ from scipy.optimize import minimize_scalar
 from clipscale.errors import ClipscaleError
 from clipscale.fit.laws import get_law
 from clipscale.fit.result import FitResult, save_fits, saved_fit_document
+from clipscale.fit.saved import check_fits_document
 
-__all__ = ["load_fit", "optimal_allocation", "predict_with_ci", "save_fits", "saved_fit_document"]
+__all__ = ["load_fit", "optimal_allocation", "predict_with_ci", "read_fits", "save_fits",
+           "saved_fit_document"]
+
+
+def _read_document(path: Path) -> tuple[Any, list[dict[str, Any]]]:
+    """The checked entries of a saved-fit document (clipscale.fit.saved)."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ClipscaleError(f"{path}: cannot read a saved fit ({exc})") from None
+    return doc, check_fits_document(doc, str(path))
+
+
+def read_fits(path: str | Path) -> tuple[dict[str, Any], list[tuple[Any, FitResult]]]:
+    """Every fit of a saved document, as (group, FitResult), each checked on read."""
+    path = Path(path)
+    doc, fits = _read_document(path)
+    return doc, [(f.get("group"), FitResult.from_dict(f, f"{path}: fits[{i}]")) for i, f in enumerate(fits)]
 
 
 def load_fit(path: str | Path, group: str | None = None) -> FitResult:
-    import json
-
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ClipscaleError(f"{path}: cannot read a saved fit ({exc})") from None
-    fits = doc.get("fits") if isinstance(doc, dict) else None
-    if not fits:
-        raise ClipscaleError(f"{path}: no 'fits' list; write one with clipscale fit --save")
+    _, fits = _read_document(path)
     if group is None:
         if len(fits) > 1:
             raise ClipscaleError(
                 f"{path} holds {len(fits)} groups; pick one with --group "
                 f"({', '.join(_group_text(f.get('group')) for f in fits)})"
             )
-        return FitResult.from_dict(fits[0])
-    for f in fits:
+        return FitResult.from_dict(fits[0], f"{path}: fits[0]")
+    for i, f in enumerate(fits):
         if _group_matches(f.get("group"), group):
-            return FitResult.from_dict(f)
+            return FitResult.from_dict(f, f"{path}: fits[{i}]")
     names = ", ".join(_group_text(f.get("group")) for f in fits)
     raise ClipscaleError(f"{path}: no group {group!r}; groups are: {names}")
 

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipscale.errors import ClipscaleError
-from clipscale.fit.estimation.bootstrap import percentile_ci, run_bootstrap, undefined_counts
+from clipscale.fit.estimation.bootstrap import (
+    ci_ends_at_bound,
+    percentile_ci,
+    run_bootstrap,
+    undefined_counts,
+)
 from clipscale.fit.estimation.estimate import Optimum, fit_prepared, r2_log, r2_target
 from clipscale.fit.estimation.link import IDENTITY, LinkChoice, inverse, link_name, parse_link
 from clipscale.fit.estimation.objective import DEFAULT_OBJECTIVE
 from clipscale.fit.estimation.points import Prepared, frontier_subset, prepare, unidentified_params
 from clipscale.fit.estimation.validate import select_link
 from clipscale.fit.laws import Law, derived_quantities, get_law
+from clipscale.fit.saved import check_fit_entry, save_fits, saved_fit_document
 
 FIT_FORMAT = "clipscale-fit/1"
-SAVED_FORMAT = "clipscale-fits/1"
+__all__ = ["FitResult", "fit_law", "save_fits", "saved_fit_document"]
 
 
 @dataclass
@@ -54,6 +59,8 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)  # e.g. exact duplicate rows
     bootstrap_median: dict[str, float] = field(default_factory=dict)  # refits' median, beside params
     ci_unavailable: str | None = None  # why there is no CI although a bootstrap was asked for
+    at_bound_reasons: dict[str, str] = field(default_factory=dict)  # at_bound name -> what is at which bound
+    residuals: list[float] = field(default_factory=list)  # per point, only when every parameter is fixed
 
     def extrapolation(self, **inputs: Any) -> dict[str, float]:
         """Per input outside the fitted range: how far out the farthest value lies, as a factor (> 1)."""
@@ -134,11 +141,15 @@ class FitResult:
             "warnings": list(self.warnings),
             "bootstrap_median": dict(self.bootstrap_median),
             "ci_unavailable": self.ci_unavailable,
+            "at_bound_reasons": dict(self.at_bound_reasons),
+            "residuals": list(self.residuals),
             "bootstrap_params": [list(map(float, r)) for r in self.bootstrap_params],
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FitResult:
+    def from_dict(cls, d: dict[str, Any], source: str = "saved fit") -> FitResult:
+        """A saved fit, checked first (clipscale.fit.saved): a bad key is one line naming `source` and it."""
+        check_fit_entry(d, source, names=None)
         try:
             law = get_law(d["law"])
             params = {k: float(d["params"][k]) for k in law.params}
@@ -172,9 +183,11 @@ class FitResult:
                 warnings=[str(v) for v in d.get("warnings", [])],
                 bootstrap_median={k: float(v) for k, v in (d.get("bootstrap_median") or {}).items()},
                 ci_unavailable=d.get("ci_unavailable"),
+                at_bound_reasons={str(k): str(v) for k, v in (d.get("at_bound_reasons") or {}).items()},
+                residuals=[float(v) for v in d.get("residuals") or []],
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ClipscaleError(f"not a clipscale fit: missing or bad field {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ClipscaleError(f"{source}: not a clipscale fit: missing or bad field {exc}") from None
 
 
 def _frontier_points(d: dict[str, Any]) -> dict[str, list[Any]]:
@@ -278,7 +291,8 @@ def _result(spec: Law, prep: Prepared, opt: Optimum, points: Prepared, choice: L
         input_ranges={k: (float(v.min()), float(v.max())) for k, v in prep.raw.items()},
         frontier=prep.frontier,
         fixed=dict(prep.fix),
-        at_bound=opt.at_bound,
+        at_bound=list(opt.at_bound),
+        at_bound_reasons=dict(opt.at_bound),
         r2=r2_target(prep, opt),
         n_fitted=points.n,
         notes=list(opt.notes),
@@ -286,6 +300,8 @@ def _result(spec: Law, prep: Prepared, opt: Optimum, points: Prepared, choice: L
         link_choice={k: v for k, v in choice.to_dict().items() if k not in ("lambda", "name")},
     )
     result.objective_kind = prep.objective
+    if opt.residuals is not None:
+        result.residuals = [float(v) for v in opt.residuals]
     result.dof = {"n_fitted": points.n, "n_free": prep.n_free}
     if points.n < prep.n_free + MIN_DOF:
         result.dof["warning"] = (
@@ -326,6 +342,9 @@ def _attach_bootstrap(result: FitResult, prep: Prepared, opt: Optimum, *, n_boot
                       delta: float, groups: np.ndarray | None) -> None:
     """Percentile CIs, the refits' median and parameters (what `predict` draws its CIs from); no CI (with
     the reason) from fewer than 2/3 successful refits or fewer points than parameters + 2."""
+    if prep.n_free == 0:
+        result.ci_unavailable = "every parameter is fixed: there is nothing to resample"
+        return
     try:
         boot = run_bootstrap(prep, opt, n_boot=n_boot, seed=seed, delta=delta, groups=groups)
     except ClipscaleError:
@@ -344,37 +363,10 @@ def _attach_bootstrap(result: FitResult, prep: Prepared, opt: Optimum, *, n_boot
     if result.ci_unavailable:
         return
     result.ci = {k: v for k, v in percentile_ci(boot).items() if k not in prep.fix}
+    for name, why in ci_ends_at_bound(boot).items():
+        old = result.at_bound_reasons.get(name)
+        result.at_bound_reasons[name] = f"{old}; {why}" if old else why
+        if name not in result.at_bound:
+            result.at_bound.append(name)
     result.bootstrap_params = boot.samples[:, : prep.law.n_params].tolist()
     result.bootstrap_undefined = undefined_counts(boot)
-
-
-def _group_name(g: Any) -> Any:
-    """A group label as JSON holds it: numpy scalars become Python ones, tuples (several --by keys) lists."""
-    if hasattr(g, "item"):
-        return g.item()
-    if isinstance(g, tuple):
-        return [_group_name(v) for v in g]
-    return g
-
-
-def saved_fit_document(results: list[tuple[Any, ...]], *, by: str | None = None) -> dict[str, Any]:
-    """The saved-fit document (`clipscale fit --save`, read by `clipscale predict`): one entry per group.
-
-    `results` holds (group, FitResult, ...) tuples, e.g. what `fit_table_results` returns second; the
-    group is the value of the `by` column (None for an ungrouped fit), what `predict --group` matches."""
-    fits = []
-    for entry in results:
-        group, fit = entry[0], entry[1]
-        if not isinstance(fit, FitResult):
-            raise ClipscaleError(
-                f"saved_fit_document: expected (group, FitResult, ...), got {type(fit).__name__}"
-            )
-        fits.append({"group": _group_name(group), **fit.to_dict()})
-    return {"format": SAVED_FORMAT, "by": by, "fits": fits}
-
-
-def save_fits(path: str | Path, results: list[tuple[Any, ...]], *, by: str | None = None) -> None:
-    """Write `saved_fit_document(results, by=by)` to `path` atomically."""
-    from clipscale.io import atomic_write_json
-
-    atomic_write_json(path, saved_fit_document(results, by=by))

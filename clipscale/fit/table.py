@@ -344,3 +344,33 @@ def _fit_group(
             validation["holdout"] = {"expr": holdout, **validation["holdout"]}
     out["validation"] = validation
     return out, result
+
+
+def leave_out_passes(
+    df: pd.DataFrame, max_passes: float | None, where: str | None
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """Rows over `max_passes` passes (samples_seen / data_size) left out; and what to tell the user: how
+    many were left out, or, without --max-passes, how many of the rows fitted repeat their data."""
+    has = {"samples_seen", "data_size"} <= set(df.columns)
+    if max_passes is not None and not has:
+        raise ClipscaleError("--max-passes needs the table's samples_seen and data_size columns (passes = "
+                             "samples_seen / data_size); this table lacks "
+                             f"{', '.join(sorted({'samples_seen', 'data_size'} - set(df.columns)))}")
+    if max_passes is not None and not max_passes > 0:
+        raise ClipscaleError(f"--max-passes {max_passes:g}: expected a number of passes > 0")
+    if not has:
+        return df, None
+    selected = filter_rows(df, where)
+    passes = (selected.samples_seen / selected.data_size).astype(float)
+    if max_passes is None:
+        repeated = passes > 1
+        if not repeated.any():
+            return df, None
+        return df, {"max_passes": None, "left_out_rows": 0, "repeating_rows": int(repeated.sum()),
+                    "text": f"{int(repeated.sum())} of {len(selected)} rows repeat their unique data (up to "
+                    f"{passes.max():.3g} passes); --max-passes N leaves out those over N (studies: 10)"}
+    over = passes > max_passes
+    note = {"max_passes": max_passes, "left_out_rows": int(over.sum()), "of_rows": len(selected),
+            "text": f"--max-passes {max_passes:g}: left out {int(over.sum())} of {len(selected)} rows with "
+            f"more than {max_passes:g} passes over their unique data (samples_seen / data_size)"}
+    return df.drop(index=selected.index[over.to_numpy()]), note

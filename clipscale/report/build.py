@@ -61,6 +61,7 @@ def _target_section(df: Any, fits: dict[str, Any], dataset: str, metric: str) ->
     failed = _of(fits.get("failed", []), dataset, metric)
     section = {"dataset": dataset, "metric": metric, "fits": saved + failed,
                "differences": _of(fits.get("differences", []), dataset, metric), "isoflop": isoflop,
+               "comparisons": _of(fits.get("comparisons", []), dataset, metric),
                "scaling_png": plots.scaling_figure(points, every[every.error > 0], drawn,
                                                    title=f"{dataset}: {ylabel}", ylabel=ylabel)}
     if any(o.get("budgets") for o in isoflop):
@@ -73,12 +74,19 @@ def _target_section(df: Any, fits: dict[str, Any], dataset: str, metric: str) ->
 def read_fits(study: Any) -> dict[str, Any]:
     path = study.output_dir / "fits.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ClipscaleError(
             f"{path}: no saved fits; `clipscale report {study.path}` fits them first") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ClipscaleError(f"{path}: not JSON ({exc})") from None
+    from clipscale.fit.saved import check_fit_entry
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("fits", []), list):
+        raise ClipscaleError(f"{path}: fits: expected a document with a list of fits")
+    for i, entry in enumerate(doc.get("fits", [])):  # a study may have none (every fit failed)
+        check_fit_entry(entry, f"{path}: fits[{i}]", names=None)
+    return doc
 
 
 def write_report(study: Any, *, out: str | Path | None = None, fits: dict[str, Any] | None = None,

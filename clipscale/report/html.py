@@ -85,6 +85,26 @@ def differences_table(diffs: list[dict[str, Any]]) -> str:
     return table(["law", "exponent", "distributions", "difference", "95% CI", "CI excludes 0"], rows)
 
 
+def comparisons_table(pairs: list[dict[str, Any]]) -> str:
+    """`clipscale compare` between distributions: the error difference at each compute with its CI, and
+    the crossover compute (open CI ends lie outside the range searched)."""
+    rows = []
+    for p in pairs:
+        x = p["crossover"]
+        if x["C"] is None:
+            cross = "none in range"
+        else:
+            ends = [num(v) if v is not None else "out of range" for v in (x["ci"] or [])]
+            cross = f"{num(x['C'])}" + (f" [{', '.join(ends)}]" if ends else "")
+            cross += f"; then {esc(x['lower_after'])} is lower"
+        for r in p["at"]:
+            ci = f"[{num(r['ci'][0])}, {num(r['ci'][1])}]" if r["ci"] else esc(p.get("ci_note") or "–")
+            pair = esc(" − ".join(map(str, p["groups"])))
+            rows.append([esc(p["law"]), pair, num(r["C"]), num(r["difference"]), ci, cross])
+    return table(["law", "distributions", "compute C", "error difference", "95% CI", "crossover C [95% CI]"],
+                 rows)
+
+
 def _ci_text(value: Any, ci: Any, spec: str = ".3f") -> str:
     text = num(value, spec)
     return f"{text} [{num(ci[0], spec)}, {num(ci[1], spec)}]" if ci else text
@@ -180,6 +200,13 @@ def _section(s: dict[str, Any]) -> str:
                   "prediction interval (bootstrap of the refit plus its residual scatter).</p>", check]
     if s["differences"]:
         parts += ["<h4>Do the distributions scale differently?</h4>", differences_table(s["differences"])]
+    if s.get("comparisons"):
+        parts += ["<h4>Which distribution is better, across compute?</h4>",
+                  "<p>Predicted error of the first distribution minus the second's, at the largest compute "
+                  "measured and beyond (or <code>[fit] predict_compute</code>), and the compute where one "
+                  "overtakes the other (searched from the smallest compute measured to the largest shown); "
+                  "95% CIs from the bootstrap refits (<code>clipscale compare</code>).</p>",
+                  comparisons_table(s["comparisons"])]
     if s["isoflop"]:
         parts += ["<h4>isoFLOP analysis: compute-optimal model size</h4>",
                   "<p>Per compute budget a parabola of log error in log N through the budget's model sizes; "

@@ -105,8 +105,10 @@ def _entry(doc_fit: dict[str, Any], result: Any, rows: Any, meta: dict[str, Any]
 
 
 def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: StudySpec,
-               headline: bool, first_law: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list]:
-    """One law on one target, per distribution: (saved-fit entries, failures, exponent differences)."""
+               headline: bool, first_law: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list,
+                                                         list[dict[str, Any]]]:
+    """One law on one target, per distribution: (saved-fit entries, failures, exponent differences,
+    comparisons across compute)."""
     from clipscale.fit.laws import get_law
 
     rows = _rows_for(points, get_law(law).inputs)
@@ -138,7 +140,23 @@ def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: Study
             entry.update(_check_largest(g, law=law, metric=metric, study=study, frontier=entry["frontier"]))
     for d in differences:
         d.update(dataset=dataset, metric=metric, law=law)
-    return entries, failed, differences
+    compared = _comparisons([(e["distribution"], r) for e, (_, r, _) in zip(entries, per_group, strict=True)],
+                            study=study)
+    return entries, failed, differences, [{**c, "dataset": dataset, "metric": metric, "law": law}
+                                          for c in compared]
+
+
+def _comparisons(fits: list[tuple[Any, Any]], *, study: StudySpec) -> list[dict[str, Any]]:
+    """`clipscale compare` between the distributions (`fit.analyses.compare`): each pair's error
+    difference at [fit] predict_compute (default: the largest compute measured, 10x and 100x) and their
+    crossover, with bootstrap CIs. Needs a law of compute alone and two or more distributions."""
+    from clipscale.fit.analyses.compare import compare_fits
+    from clipscale.fit.laws import get_law
+
+    if len(fits) < 2 or get_law(fits[0][1].law).inputs != ("C",):
+        return []
+    doc = compare_fits(fits, at=list(study.fit.predict_compute) or None)
+    return [{**pair, "range": doc["range"], "level": doc["level"]} for pair in doc["pairs"]]
 
 
 def _check_largest(rows: Any, *, law: str, metric: str, study: StudySpec, frontier: str) -> dict[str, Any]:
@@ -232,17 +250,19 @@ def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None
                      "frontier": study.fit.frontier, "max_passes": None if limit == float("inf") else limit,
                      "fix": dict(study.fit.fix), "check_largest": study.fit.check_largest,
                      "bootstrap": study.fit.bootstrap, "inputs": input_columns(study)},
-        "fits": [], "failed": [], "differences": [], "isoflop": [], "constrained_runs": [], "off_law": []}
+        "fits": [], "failed": [], "differences": [], "comparisons": [], "isoflop": [], "constrained_runs": [],
+        "off_law": []}
     fitted_runs: set[str] = set()
     for i, (dataset, metric) in enumerate(targets(df, study.fit.metrics) if len(df) else []):
         points = final_points(df, dataset, metric, max_passes=limit)
         fitted_runs |= set(points.run_id)
         for j, law in enumerate(study.fit.laws):
-            entries, failed, diffs = fit_target(points, dataset=dataset, metric=metric, law=law, study=study,
-                                                headline=i == 0, first_law=j == 0)
+            entries, failed, diffs, compared = fit_target(points, dataset=dataset, metric=metric, law=law,
+                                                          study=study, headline=i == 0, first_law=j == 0)
             doc["fits"] += entries
             doc["failed"] += failed
             doc["differences"] += diffs
+            doc["comparisons"] += compared
             doc["off_law"] += _off_law(points, entries) if j == 0 else []
         doc["isoflop"] += isoflop_target(points, dataset=dataset, metric=metric, study=study)
         repeated = set(points[points.constrained].run_id)

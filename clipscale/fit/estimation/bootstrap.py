@@ -8,11 +8,12 @@ is counted and dropped, never silently turned into NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from clipscale.errors import ClipscaleError
+from clipscale.fit.estimation.bounds import bound_sides
 from clipscale.fit.estimation.estimate import Optimum, fit_prepared
 from clipscale.fit.estimation.points import Prepared
 from clipscale.fit.laws import derived_quantities
@@ -25,6 +26,7 @@ class BootstrapResult:
     names: list[str]  # parameter names then derived-quantity names
     samples: np.ndarray  # (n_ok, len(names))
     n_failed: int
+    at_bound: dict[tuple[str, str], int] = field(default_factory=dict)  # (name, lower|upper) -> refits
 
 
 def group_index(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
@@ -46,7 +48,7 @@ def run_bootstrap(
     rng = np.random.default_rng(seed)
     dnames = list(derived_quantities(prep.law, full.params))
     names = list(prep.law.params) + dnames
-    rows, failed = [], 0
+    rows, failed, sides = [], 0, {}
     for _ in range(n_boot):
         counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
         w = counts[idx].astype(float)
@@ -67,9 +69,25 @@ def run_bootstrap(
             continue
         derived = derived_quantities(prep.law, opt.params)  # a resample may have no optimum: NaN here
         rows.append(params + [derived.get(k, np.nan) for k in dnames])
+        if opt.theta is not None:
+            for name, where in bound_sides(opt.fitted or prep, opt.theta).items():
+                key = (name, where.split()[-1])
+                sides[key] = sides.get(key, 0) + 1
     if not rows:
         raise ClipscaleError(f"every one of {n_boot} bootstrap refits failed")
-    return BootstrapResult(names, np.array(rows), failed)
+    return BootstrapResult(names, np.array(rows), failed, sides)
+
+
+def ci_ends_at_bound(boot: BootstrapResult, level: float = CI_LEVEL) -> dict[str, str]:
+    """Parameters whose percentile CI has an end among refits that ended at a bound (more than the
+    (1 - level) / 2 share of refits on that side), name -> why."""
+    n_ok, tail = boot.samples.shape[0], (1 - level) / 2
+    out = {}
+    for (name, side), k in sorted(boot.at_bound.items()):
+        if k > tail * n_ok:
+            why = f"the CI's {side} end is at the {side} bound ({k} of {n_ok} refits ended there)"
+            out[name] = f"{out[name]}; {why}" if name in out else why
+    return out
 
 
 def undefined_counts(boot: BootstrapResult) -> dict[str, int]:

@@ -39,8 +39,9 @@ class Optimum:
     n_starts_at_best: int
     converged: bool
     fitted: Prepared | None = None  # the frontier points the law was fitted to (None: all points)
-    at_bound: list[str] = field(default_factory=list)  # free parameters that ended at a bound
+    at_bound: dict[str, str] = field(default_factory=dict)  # free parameters at a bound -> why
     notes: list[str] = field(default_factory=list)  # e.g. a lower minimum than the published estimator's
+    residuals: np.ndarray | None = None  # per point, of a fully fixed parameter set (score_fixed)
 
 
 # ------------------------------------------------------------------------------------ lines
@@ -133,10 +134,20 @@ def _best_of(prep: Prepared, axes: list[np.ndarray], delta: float, k: int) -> np
         grid = uncentred_grid(prep, grid)
     lo, hi = bounds_array(prep)
     grid = np.unique(np.clip(grid, lo, hi), axis=0)
-    chunks = np.array_split(grid, -(-grid.shape[0] // 4096))
-    obj = np.concatenate([_grid_objective(prep, g, delta) for g in chunks])
+    obj = np.concatenate([_grid_objective(prep, g, delta) for g in _grid_chunks(prep, grid)])
     order = np.argsort(obj, kind="stable")
     return grid[order[:k]]
+
+
+GRID_CELLS = 2**21  # points × terms × grid rows per chunk: ~16 MB per float64 temporary, ~0.2 GB in all
+
+
+def _grid_chunks(prep: Prepared, grid: np.ndarray) -> list[np.ndarray]:
+    """The grid in chunks whose (grid rows × points × terms) arrays hold at most GRID_CELLS values, so
+    screening the starts takes bounded memory however many rows are fitted (one row per chunk at most)."""
+    n_terms = prep.design.shape[0] // prep.n if prep.design is not None else 4
+    rows = max(1, GRID_CELLS // max(1, prep.n * n_terms))
+    return np.array_split(grid, -(-grid.shape[0] // rows))
 
 
 def _grid_objective(prep: Prepared, grid: np.ndarray, delta: float) -> np.ndarray:
@@ -253,9 +264,29 @@ def fit_prepared(
         opt = fit_prepared(sub, delta=delta, starts=starts, max_starts=max_starts)
         opt.fitted = sub
         return opt
+    if prep.n_free == 0:
+        return score_fixed(prep, delta=delta, weights=weights)
     if prep.law.kind in ("loglinear", "frontier"):
         return fit_line(prep, weights)
     return fit_lse(prep, delta=delta, weights=weights, starts=starts, max_starts=max_starts)
+
+
+def score_fixed(prep: Prepared, *, delta: float, weights: np.ndarray | None = None) -> Optimum:
+    """Every parameter fixed (--fix all): nothing is optimised; the objective of that point (in the units
+    the law's estimator reports: fit_line's squared log10 residuals for lines), and its residuals."""
+    params = dict(prep.fix)
+    w = np.ones(prep.n) if weights is None else np.asarray(weights, float)
+    logp = prep.law.log_predict(params, prep.raw)
+    if prep.law.kind in ("loglinear", "frontier"):
+        res = prep.y - np.exp(logp) if prep.objective == "squares" else (prep.log_y - logp) / np.log(10)
+        obj = float(np.sum(w * res**2))
+        theta = None
+    else:
+        res, _ = objectives.residuals(prep.objective, prep.y, prep.log_y, logp)
+        obj = float(np.dot(w, objectives.rho(prep.objective, res, delta)[0]))
+        theta = prep.law.from_params(params, prep.centre)
+    return Optimum(params, theta, obj, 0, 0, True, notes=["every parameter fixed: scored, not fitted"],
+                   residuals=res)
 
 
 def r2_log(prep: Prepared, opt: Optimum) -> float:

@@ -26,8 +26,6 @@ def check_fix(law: Law, fix: dict[str, float] | None) -> tuple[dict[str, float],
             )
         if not np.isfinite(v):
             raise ClipscaleError(f"--fix {k}={v}: expected a finite number")
-    if len(fix) == law.n_params:
-        raise ClipscaleError(f"--fix holds every parameter of {law.name!r} fixed: nothing is left to fit")
     if law.kind != "lse" or not fix:
         return fix, {}
     zero = dict.fromkeys(law.inputs, 0.0)
