@@ -49,12 +49,7 @@ SKIP_MARK = "<!-- readme-test: skip"
 STUDY_VERBS = ("run", "status", "results", "report")
 # Commands the README states that fail for a known, filed reason: strict xfail, so the entry must go
 # once the fix lands. Key: the command's argv after `clipscale`, joined by spaces.
-KNOWN_FAILURES: dict[str, str] = {
-    "run laion.toml --executor slurm --dry-run":
-        "issue 21: --dry-run must plan without the cluster's data paths (SLURM part of the issue)",
-    "run laion.toml --executor slurm":  # run here as a dry run
-        "issue 21: --dry-run must plan without the cluster's data paths (SLURM part of the issue)",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def readme_commands(text: str) -> list[list[str]]:
@@ -150,3 +145,29 @@ def test_readme_command_runs(argv: list[str], demo_shaped_study: Path, monkeypat
         code = main(run)
     err = capsys.readouterr().err
     assert code == 0, f"`clipscale {' '.join(run)}` exited {code}: {err[-2000:]}"
+
+
+def test_readme_fit_reproduces_the_studys_law(demo_shaped_study: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Step 3's `clipscale fit` on the demo's results.csv gives the law the study itself fitted."""
+    import json
+
+    from clipscale.cli import main
+
+    text = README.read_text(encoding="utf-8")
+    fits = [c for c in readme_commands(text)
+            if c[:2] == ["fit", "clipscale-demo/results.csv"] and "--save" in c]
+    assert fits, "README step 3 has no `clipscale fit clipscale-demo/results.csv ... --save FILE`"
+    argv = fits[0]
+    monkeypatch.chdir(demo_shaped_study)
+    assert main(argv) == 0, capsys.readouterr().err
+    saved = json.loads((demo_shaped_study / argv[argv.index("--save") + 1]).read_text())
+    study = json.loads((demo_shaped_study / "clipscale-demo" / "fits.json").read_text())
+    ours = {f["group"]: f for f in saved["fits"]}
+    for entry in study["fits"]:
+        if entry["group"] in ours:  # the headline target's groups: --group uniform / zipf
+            mine = ours[entry["group"]]
+            assert mine["n_points"] == entry["n_points"], entry["group"]
+            for key, value in entry["params"].items():
+                assert mine["params"][key] == pytest.approx(value, rel=1e-6), (entry["group"], key)
+    assert {f["group"] for f in study["fits"]} & set(ours), "no group of the study's fits in the README's fit"
