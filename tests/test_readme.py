@@ -11,7 +11,7 @@ in-process (`clipscale.cli.main`) from a scratch directory holding a demo-shaped
 - A study file the README shows as a TOML block (the `[study]` table) is written under the name the
   commands give it (`laion.toml`); commands on it get `--output-dir` in the scratch directory, and
   `run --executor slurm` on it gets `--dry-run` (no cluster here). `run --executor slurm` on the demo
-  study gets `--slurm-backend local`.
+  study gets `--slurm-backend local`; `status --watch` is run once, without `--watch`.
 - Lines that are not `clipscale` commands (`make`, `ls`, `xdg-open`) are skipped; so is every command
   of a block preceded by `<!-- readme-test: skip ... -->` (say why in the comment).
 """
@@ -78,6 +78,9 @@ def adapt(argv: list[str], *, scratch: Path, readme_text: str) -> list[str]:
         if SHARED is None:
             pytest.skip("../shared (the paper's published tables) is not on this machine")
         argv = [a.replace("../shared", str(SHARED)) for a in argv]
+    if argv[:1] == ["status"] and "--watch" in argv:  # refreshes until every run ends: one look here
+        i = argv.index("--watch")
+        argv = argv[:i] + argv[i + 1 + (i + 1 < len(argv) and argv[i + 1].isdigit()):]
     if argv[:1] == ["demo"]:
         out = argv[argv.index("--out") + 1] if "--out" in argv else "clipscale-demo"
         argv = ["run", f"{out.rstrip('/')}/demo.toml"]
