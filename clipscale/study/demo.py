@@ -62,9 +62,12 @@ def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
     lines += [f"  {line}" for line in map(describe_check, doc["fits"]) if line]
     if "left_out" in doc:
         lines.append(f"  {left_out_text(doc['left_out'])}")
-    lines.append(f"isoFLOP analysis ({primary}; N_opt in M params; edge = minimum at the smallest or largest "
-                 "size, excluded):")
-    for o in (o for o in doc["isoflop"] if o["metric"] == primary):
+    lines += _comparisons(doc)
+    iso = [o for o in doc["isoflop"] if o["metric"] == primary]
+    if iso:  # only grids with compute-matched groups have an isoFLOP analysis
+        lines.append(f"isoFLOP analysis ({primary}; N_opt in M params; edge = minimum at the smallest or "
+                     "largest size, excluded):")
+    for o in iso:
         budgets = ", ".join(f"C={b['C']:.3g}: " + ("edge" if b.get("edge") else f"{b['N_opt']:.3g}")
                             for b in o.get("budgets", []))
         exp = (f" -> N_opt ∝ C^{o['a']:.2f} (95% CI {_ci(o.get('a_ci'))})" if o.get("a") is not None
@@ -74,6 +77,25 @@ def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
     lines += [f"  [{r['group']}] {r['model']} on {r['data_size']} samples x{r['repeats']:.0f}: error "
               f"{r['error']:.3f} = {r['ratio']:.2f}x the law's" for r in doc["off_law"]
               if "/" not in r["group"]] or ["  (none)"]
+    return lines
+
+
+def _comparisons(doc: dict[str, Any]) -> list[str]:
+    """The headline target's distributions compared across compute (`clipscale compare`): the predicted
+    error difference at the largest compute measured, with its CI."""
+    if not doc["fits"] or not doc.get("comparisons"):
+        return []
+    head = doc["fits"][0]
+    lines = [f"distributions compared ({head['dataset']}, {head['law']} law; E[a] - E[b] at the largest C "
+             "measured, 95% CI):"]
+    for p in doc["comparisons"]:
+        if (p.get("dataset"), p.get("law")) != (head["dataset"], head["law"]) or not p["at"]:
+            continue
+        (a, b), r = p["groups"], p["at"][0]
+        ci = f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else "n/a"
+        verdict = (f"{a if r['difference'] < 0 else b} lower" if r["excludes_zero"]
+                   else "no clear difference: the CI includes 0")
+        lines.append(f"  {a} vs {b} at C={r['C']:.3g}: {r['difference']:+.3f} {ci}: {verdict}")
     return lines
 
 
