@@ -72,10 +72,11 @@ def help_line(f: dataclasses.Field) -> str:
 
 
 def check_choice(where: str, f: dataclasses.Field, value: Any) -> str | None:
-    """The one-line error for a value outside the field's choices, else None."""
+    """The one-line error for a value outside the field's choices, else None: the allowed values and the
+    value given first, then the field's meaning (which would read as the last choice's if put between)."""
     choices = field_choices(f)
     if choices and value not in choices:
-        return f"{where}: expected one of {', '.join(choices)} ({field_help(f)}), got {value!r}"
+        return f"{where}: expected one of {', '.join(choices)}, got {value!r} ({field_help(f)})"
     return None
 
 

@@ -70,7 +70,8 @@ def test_validation_error_uses_the_field_doc():
     from clipscale.errors import ClipscaleError
     from clipscale.train.config import TrainConfig
 
-    with pytest.raises(ClipscaleError, match=r"'schedule': expected one of cosine, const-cooldown \(lea"):
+    expected = r"'schedule': expected one of cosine, const-cooldown, got 'linear' \(lea"
+    with pytest.raises(ClipscaleError, match=expected):
         TrainConfig(train_data="x.tar", schedule="linear")
 
 

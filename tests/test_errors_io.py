@@ -149,7 +149,10 @@ def test_read_only_run_dir_in_eval(tmp_path: Path, tiny_trained_run: Path, synth
     shutil.copytree(tiny_trained_run, run, ignore=shutil.ignore_patterns("results.jsonl"))
     with read_only(run):
         rc = main(["eval", str(run), "--suite", "synth", "--data-root", str(synth_eval_sets)])
-        _one_line_error(capsys, rc, str(run / "results.jsonl"))
+        # eval takes the run's lock before anything else (issue 20), so the first path it cannot write,
+        # named in the one-line error, is RUN_DIR/.lock: it stops before evaluating anything
+        _one_line_error(capsys, rc, str(run / ".lock"))
+    assert not (run / "results.jsonl").exists()
 
 
 class _Tokenizer:

@@ -66,7 +66,7 @@ def test_a_corrupt_checkpoint_of_a_run_is_skipped_and_the_others_evaluated(
     first, *rest = sorted((run / "checkpoints").glob("samples_*.pt"))
     first.write_bytes(first.read_bytes()[:4096])  # cut short (disk fault, partial copy)
     args = ["eval", str(run), "--suite", "synth", "--data-root", str(synth_eval_sets),
-            "--out", str(tmp_path / "o")]
+            "--out", str(tmp_path / "o"), "--json"]  # stdout as JSON lines (text without --json, issue 21)
     assert main(args) == 2
     captured = capsys.readouterr()
     line = captured.err.strip().splitlines()[-1]

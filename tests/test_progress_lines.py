@@ -27,16 +27,20 @@ samples_seen = 400
 
 
 def test_run_prints_a_line_per_run_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from clipscale.study.grid import plan
     from clipscale.study.runner import run_study
     from clipscale.study.spec import load_study
     from tests.study_fakes import FAKE_HOOKS, fake_flops
 
     (tmp_path / "s.toml").write_text(STUDY)
     with mock.patch("clipscale.study.grid.default_flops", fake_flops):
-        run_study(load_study(tmp_path / "s.toml"), hooks=FAKE_HOOKS, jobs=1, log=lambda s: None)
+        study = load_study(tmp_path / "s.toml")
+        run_study(study, hooks=FAKE_HOOKS, jobs=1, log=lambda s: None)
+        runs = plan(study)
+    assert {r.samples_seen for r in runs} == {512}  # 400 is planned as 4 whole batches of 128 (issue 20)
     starts = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("start ")]
-    assert len(starts) == 2
-    assert all(ln.endswith(", uni, 400 samples)") for ln in starts), starts
+    # the line names what the run trains (the planned samples, as status and summary.json do)
+    assert sorted(starts) == sorted(f"start {r.run_id} ({r.model}, uni, 512 samples)" for r in runs), starts
     assert {ln.split()[2] for ln in starts} == {"(tiny-S0,", "(tiny-S1,"}
 
 

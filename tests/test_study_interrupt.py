@@ -155,8 +155,14 @@ def test_signal_stops_study_leaves_runs_resumable(study, jobs: int, sig: signal.
     assert proc.returncode == 128 + sig, (out, err)
     interrupted = _check_after_stop(study)
     assert 1 <= len(interrupted) <= jobs
-    assert f"interrupted by {sig.name}" in err and len(err.strip().splitlines()) == 1, err
-    assert all(r.run_id in err for r in interrupted)
+    # the interruption is reported once, in one line, with no traceback; the other stderr lines are the
+    # "start RUN_ID" progress lines of the runs that started (issue 21)
+    lines = err.strip().splitlines()
+    reported = [line for line in lines if "interrupted" in line]
+    assert len(reported) == 1 and f"interrupted by {sig.name}" in reported[0], err
+    assert "Traceback" not in err, err
+    assert all(line.startswith("start ") for line in lines if line not in reported), err
+    assert all(r.run_id in reported[0] for r in interrupted)  # the start lines name them too
     assert all(read_state(r.run_dir)["state"] == "interrupted" for r in interrupted)
     assert not [p for p in _worker_pids(study, proc.pid) if _alive(p)]  # workers went with the executor
     _rerun_completes(study, jobs, interrupted)

@@ -268,6 +268,7 @@ def test_stream_runs_refuse_an_executor_with_another_world_size(study, capsys) -
     text = study.path.read_text()
     study.path.write_text(text + '\n[slurm]\nnodes = 2\ngpus_per_node = 4\n')
     assert _run(load_study(study.path))["finished"] == 8  # index mode: same batches on any world size
+    capsys.readouterr()  # those runs' "start RUN_ID" lines (issue 21)
     stream = text.replace('checkpoint_points = [0.5, 1.0]',
                           'checkpoint_points = [0.5, 1.0]\ndata_mode = "stream"')
     study.path.write_text(stream + '\n[slurm]\nnodes = 2\ngpus_per_node = 4\n')
@@ -276,6 +277,7 @@ def test_stream_runs_refuse_an_executor_with_another_world_size(study, capsys) -
     first = plan(load_study(study.path))[0].run_id
     assert err.count("\n") == 1 and f"stream-mode run {first} is planned for world size 8" in err, err
     assert "world size 1" in err
-    assert not (study.runs_dir / first).exists()  # nothing trained
+    assert not [r.run_id for r in plan(load_study(study.path)) if (study.runs_dir / r.run_id).exists()]
+    assert "start " not in err  # refused before any run started: nothing trained
     study.path.write_text(stream + '\n[executor]\ngpus_per_run = 1\n')  # the local launch it describes
     assert _run(load_study(study.path))["finished"] == 8
