@@ -85,10 +85,10 @@ def adapt(argv: list[str], *, scratch: Path, readme_text: str) -> list[str]:
         out = argv[argv.index("--out") + 1] if "--out" in argv else "clipscale-demo"
         argv = ["run", f"{out.rstrip('/')}/demo.toml"]
     if argv[0] in STUDY_VERBS and len(argv) > 1 and argv[1].endswith(".toml"):
-        study = scratch / argv[1]
-        if not study.exists() and _readme_study(readme_text) is not None:  # the README's own study file
-            study.parent.mkdir(parents=True, exist_ok=True)
-            study.write_text(_readme_study(readme_text), encoding="utf-8")
+        study, shown = scratch / argv[1], _readme_study(readme_text)
+        if shown is not None and (not study.exists() or study.read_text(encoding="utf-8") == shown):
+            study.parent.mkdir(parents=True, exist_ok=True)  # the README's own study file
+            study.write_text(shown, encoding="utf-8")
             argv += ["--output-dir", str(scratch / "readme-study-out")]
             if argv[0] == "run" and "slurm" in argv and "--dry-run" not in argv:
                 argv.append("--dry-run")
