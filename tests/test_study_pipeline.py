@@ -308,3 +308,17 @@ def test_distributions_are_compared_across_compute(finished: Path, capsys) -> No
     again = json.loads(capsys.readouterr().out)["pairs"]
     assert [p["at"] for p in again] == [c["at"] for c in comps]
     assert [p["crossover"] for p in again] == [c["crossover"] for c in comps]
+
+
+def test_a_suites_aggregate_is_the_headline_target() -> None:
+    """Per metric, aggregates (the mean over a suite's sets) come first: the study's headline law and
+    `--group DISTRIBUTION` are of the aggregate, not of whichever dataset sorts first."""
+    import pandas as pd
+
+    from clipscale.report.analysis import targets
+
+    task = "retrieval"
+    df = pd.DataFrame({"dataset": ["b_set", "a_set", "mean", "b_set"], "task": [task, task, "aggregate", task],
+                       "recall": [0.1, 0.2, 0.15, 0.3], "acc1": [None, 0.5, None, None]})
+    assert targets(df, ("recall", "acc1")) == [("mean", "recall"), ("a_set", "recall"), ("b_set", "recall"),
+                                               ("a_set", "acc1")]
