@@ -318,7 +318,8 @@ def test_a_suites_aggregate_is_the_headline_target() -> None:
     from clipscale.report.analysis import targets
 
     task = "retrieval"
-    df = pd.DataFrame({"dataset": ["b_set", "a_set", "mean", "b_set"], "task": [task, task, "aggregate", task],
+    df = pd.DataFrame({"dataset": ["b_set", "a_set", "mean", "b_set"],
+                       "task": [task, task, "aggregate", task],
                        "recall": [0.1, 0.2, 0.15, 0.3], "acc1": [None, 0.5, None, None]})
     assert targets(df, ("recall", "acc1")) == [("mean", "recall"), ("a_set", "recall"), ("b_set", "recall"),
                                                ("a_set", "acc1")]
