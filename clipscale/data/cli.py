@@ -10,6 +10,8 @@ import functools
 import sys
 from typing import Any
 
+from clipscale.jsonout import add_json_flag, emit, progress_to_stderr
+
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR",
@@ -19,6 +21,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distribution", default="uniform", metavar="NAME",
                         help="attribute/caption distribution: uniform (default) or zipf")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR")
+    add_json_flag(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -62,6 +65,7 @@ def _register_emoji(verbs: Any) -> None:
                        help="a node_modules folder holding the four pinned packages; default: install them "
                             "with npm into a cache folder ($XDG_CACHE_HOME/clipscale/npm/)")
     emoji.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR")
+    add_json_flag(emoji)
     emoji.set_defaults(handler=_emoji)
 
 
@@ -74,9 +78,13 @@ def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from clipscale.data.synth import write_train_shards
 
-    meta = write_train_shards(args.out, samples=args.samples, seed=args.seed, image_size=args.image_size,
-                              distribution=args.distribution, shard_size=args.shard_size,
-                              overwrite=args.overwrite)
+    with progress_to_stderr(args.json):
+        meta = write_train_shards(args.out, samples=args.samples, seed=args.seed, image_size=args.image_size,
+                                  distribution=args.distribution, shard_size=args.shard_size,
+                                  overwrite=args.overwrite)
+    if args.json:
+        emit({"out": args.out, "meta": meta})
+        return 0
     print(f"wrote {meta['samples']:,} samples in {meta['num_shards']} shard(s) to {args.out} "
           f"({meta['image_size']} px, distribution {meta['distribution']}, seed {meta['seed']})")
     return 0
@@ -85,10 +93,14 @@ def _synth(args: argparse.Namespace) -> int:
 def _synth_eval(args: argparse.Namespace) -> int:
     from clipscale.data.synth import write_eval_sets
 
-    meta = write_eval_sets(args.out, seed=args.seed, image_size=args.image_size,
-                           samples_per_task=args.samples_per_task,
-                           train_samples_per_task=args.train_samples_per_task,
-                           distribution=args.distribution, overwrite=args.overwrite)
+    with progress_to_stderr(args.json):
+        meta = write_eval_sets(args.out, seed=args.seed, image_size=args.image_size,
+                               samples_per_task=args.samples_per_task,
+                               train_samples_per_task=args.train_samples_per_task,
+                               distribution=args.distribution, overwrite=args.overwrite)
+    if args.json:
+        emit({"out": args.out, "meta": meta})
+        return 0
     tasks = ", ".join(meta["tasks"])
     print(f"wrote {len(meta['tasks'])} eval sets ({tasks}) of {meta['samples_per_task']:,} images each "
           f"to {args.out} ({meta['image_size']} px, seed {meta['seed']})")
@@ -98,8 +110,12 @@ def _synth_eval(args: argparse.Namespace) -> int:
 def _emoji(args: argparse.Namespace) -> int:
     from clipscale.data.emoji import build_emoji_dataset
 
-    meta = build_emoji_dataset(args.out, styles=args.styles, image_size=args.image_size,
-                               packages=args.packages, overwrite=args.overwrite)
+    with progress_to_stderr(args.json):
+        meta = build_emoji_dataset(args.out, styles=args.styles, image_size=args.image_size,
+                                   packages=args.packages, overwrite=args.overwrite)
+    if args.json:
+        emit({"out": args.out, "meta": meta})
+        return 0
     per_style = ", ".join(f"{s} {c['train']:,} train / {c['unseen']:,} unseen"
                           for s, c in meta["samples"].items() if s in meta["styles"])
     concepts = meta["concepts"]

@@ -6,6 +6,10 @@ import argparse
 import json
 from typing import Any
 
+from clipscale.jsonout import add_json_flag, emit, progress_to_stderr
+
+RUN_STATES = ("finished", "failed", "skipped", "locked", "interrupted", "pending", "running")
+
 
 def _study_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", metavar="STUDY.toml", help="study file")
@@ -22,13 +26,37 @@ def _run(args: argparse.Namespace) -> int:
     from clipscale.study.runner import run_study
 
     study = _load(args)
-    result = run_study(study, executor=args.executor, jobs=args.jobs, dry_run=args.dry_run,
-                       retry_failed=args.retry_failed, slurm_backend=args.slurm_backend)
-    if not args.dry_run and not args.no_report and not result.get("signal"):
-        from clipscale.study.pipeline import finish_study
+    done: dict[str, Any] | None = None
+    with progress_to_stderr(args.json):
+        result = run_study(study, executor=args.executor, jobs=args.jobs, dry_run=args.dry_run,
+                           retry_failed=args.retry_failed, slurm_backend=args.slurm_backend)
+        if not args.dry_run and not args.no_report and not result.get("signal"):
+            from clipscale.study.pipeline import finish_study
 
-        finish_study(study)  # results -> fits -> report, once every run has finished
-    return run_exit_status(result)
+            done = finish_study(study)  # results -> fits -> report, once every run has finished
+    status = run_exit_status(result)
+    if args.json:
+        emit({"study": study.name, "output_dir": study.output_dir, "dry_run": args.dry_run,
+              **run_document(result), **finish_document(done), "exit_status": status})
+    return status
+
+
+def run_document(result: dict[str, Any]) -> dict[str, Any]:
+    """`run_study`'s facts for --json: counts per state, the run ids left over, and the signal."""
+    if "unchecked" in result:  # a dry run: the plan only
+        return {k: result[k] for k in ("planned", "total_compute", "unchecked")}
+    keys = ("planned", *RUN_STATES, "signal", "failed_runs", "interrupted_runs", "unfinished_runs",
+            "running_jobs")
+    return {**{k: result.get(k) for k in keys},
+            "runs": [{"run_id": o["run_id"], "status": o["status"]} for o in result.get("outcomes", [])]}
+
+
+def finish_document(done: dict[str, Any] | None) -> dict[str, Any]:
+    """`finish_study`'s facts for --json: complete or not, what is missing, the paths it wrote."""
+    if done is None:
+        return {"complete": None, "missing": [], "results": None, "fits": None, "report": None}
+    return {"complete": done["complete"], "missing": done["missing"],
+            **{k: done.get(k) for k in ("results", "fits", "report")}}
 
 
 def run_exit_status(result: dict[str, Any]) -> int:
@@ -86,25 +114,39 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from clipscale.study.results import write_results
+    from clipscale.study.results import write_results_table
 
-    path = write_results(_load(args), fmt=args.format, out=args.out)
-    print(path)
+    with progress_to_stderr(args.json):
+        path, rows = write_results_table(_load(args), fmt=args.format, out=args.out)
+    if args.json:
+        emit({"path": path, "format": args.format, "rows": rows})
+    else:
+        print(path)
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     from clipscale.study.pipeline import finish_study
 
-    finish_study(_load(args), require_complete=False, out=args.out)
+    with progress_to_stderr(args.json):
+        study = _load(args)
+        done = finish_study(study, require_complete=False, out=args.out)
+    if args.json:
+        emit({"study": study.name, "output_dir": study.output_dir, **finish_document(done)})
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from clipscale.study.demo import run_demo
+    from clipscale.study.demo import demo, print_demo
 
     out = args.out or ("clipscale-real" if args.real else "clipscale-demo")
-    return run_demo(out=out, jobs=args.jobs, real=args.real, packages=args.packages)
+    with progress_to_stderr(args.json):
+        doc = demo(out=out, jobs=args.jobs, real=args.real, packages=args.packages)
+    if args.json:
+        emit(doc)
+    else:
+        print_demo(doc)
+    return doc["exit_status"]
 
 
 def register(subparsers: Any) -> None:
@@ -119,6 +161,7 @@ def register(subparsers: Any) -> None:
                    help="stop after the runs: no results table, fits.json or report.html")
     p.add_argument("--slurm-backend", choices=("auto", "slurm", "local", "debug"), default="auto",
                    help="with --executor slurm: submitit's cluster (local/debug run the same jobs here)")
+    add_json_flag(p)
     p.set_defaults(handler=_run)
 
     p = subparsers.add_parser("status", help="table of a study's runs: state, progress, loss, ETA")
@@ -133,12 +176,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=("csv", "parquet", "json"), default="csv",
                    help="table file format (json: one JSON object per row, JSON lines)")
     p.add_argument("--out", default=None, help="output file (default: OUTPUT_DIR/results.<ext>)")
+    add_json_flag(p)
     p.set_defaults(handler=_results)
 
     p = subparsers.add_parser("report", help="fit the study's laws (fits.json) and write its HTML report, "
                                                  "also for an unfinished study (marked incomplete)")
     _study_arg(p)
     p.add_argument("--out", default=None, help="output file (default: OUTPUT_DIR/report.html)")
+    add_json_flag(p)
     p.set_defaults(handler=_report)
 
     p = subparsers.add_parser("demo", help="the built-in demo study: generate, train, evaluate, fit, report")
@@ -150,4 +195,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--packages", default=None, metavar="NODE_MODULES",
                    help="with --real: read the pinned npm packages from here (default: install them with "
                    "npm into a cache folder)")
+    add_json_flag(p)
     p.set_defaults(handler=_demo)

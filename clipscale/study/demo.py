@@ -110,6 +110,15 @@ def _ci(ci: Any) -> str:
 
 def run_demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None, real: bool = False,
              packages: str | Path | None = None) -> int:
+    """The demo with its text output; returns the exit status."""
+    doc = demo(out=out, jobs=jobs, real=real, packages=packages)
+    print_demo(doc)
+    return doc["exit_status"]
+
+
+def demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None, real: bool = False,
+         packages: str | Path | None = None) -> dict[str, Any]:
+    """Run the demo study; returns what `clipscale demo` reports (text or --json) and its exit status."""
     from clipscale.study.pipeline import finish_study
     from clipscale.study.runner import run_study
 
@@ -118,14 +127,29 @@ def run_demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None, rea
     print(f"clipscale demo: study {study.path} -> {study.output_dir}")
     outcome = run_study(study, jobs=jobs)
     done = finish_study(study, log=lambda s: None)
-    if not done["complete"]:
-        again = f"clipscale demo{' --real' if real else ''} --out {out}"
-        print(f"clipscale demo: {len(done['missing'])} runs did not finish "
-              f"(`clipscale status {study.path}`); rerun `{again}` to continue them")
-        return 1
-    for line in summarize(done["doc"], primary=study.fit.metrics[0]):
+    counts = ("planned", "finished", "failed", "skipped", "locked", "interrupted", "pending", "running")
+    doc: dict[str, Any] = {
+        "study": str(study.path), "output_dir": str(study.output_dir),
+        **{k: outcome.get(k) for k in counts},
+        **{k: outcome.get(k) for k in ("signal", "failed_runs", "interrupted_runs", "unfinished_runs")},
+        "complete": done["complete"], "missing": done["missing"],
+        "again": f"clipscale demo{' --real' if real else ''} --out {out}"}
+    if done["complete"]:
+        doc["summary"] = summarize(done["doc"], primary=study.fit.metrics[0])
+        doc.update({kind: str(done[kind]) for kind in ("results", "fits", "report")})
+    doc["wall_time_s"] = time.time() - start
+    doc["exit_status"] = 1 if not done["complete"] or outcome.get("failed") else 0
+    return doc
+
+
+def print_demo(doc: dict[str, Any]) -> None:
+    """`clipscale demo`'s text output of a `demo()` result."""
+    if not doc["complete"]:
+        print(f"clipscale demo: {len(doc['missing'])} runs did not finish "
+              f"(`clipscale status {doc['study']}`); rerun `{doc['again']}` to continue them")
+        return
+    for line in doc["summary"]:
         print(line)
     for kind in ("results", "fits", "report"):
-        print(f"{kind}: {done[kind]}")
-    print(f"demo finished in {time.time() - start:.0f} s; `clipscale status {study.path}` lists every run")
-    return 1 if outcome.get("failed") else 0
+        print(f"{kind}: {doc[kind]}")
+    print(f"demo finished in {doc['wall_time_s']:.0f} s; `clipscale status {doc['study']}` lists every run")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from clipscale.jsonout import add_json_flag, emit, progress_to_stderr
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -21,6 +23,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="STUDY_OR_DIR", help="a study file or an output directory")
     p.add_argument("--model-config", action="append", default=[], metavar="FILE.json",
                    help="register an open_clip model config (name = file stem) first; repeatable")
+    add_json_flag(p)
     p.set_defaults(handler=_handle)
 
 
@@ -28,6 +31,9 @@ def _handle(args: argparse.Namespace) -> int:
     from clipscale.models.registry import register_model_configs
     from clipscale.study.importing import import_runs
 
-    register_model_configs(args.model_config)
-    import_runs(args.sources, out=args.out)
+    with progress_to_stderr(args.json):
+        register_model_configs(args.model_config)
+        done = import_runs(args.sources, out=args.out)
+    if args.json:
+        emit({"out": args.out, "runs": done["runs"], "table": done["table"]})
     return 0

@@ -159,9 +159,15 @@ def table_bytes(df: Any, fmt: str) -> bytes:
 
 def write_results(study: StudySpec, *, fmt: str = "csv", out: str | Path | None = None) -> Path:
     """Rebuild the table and write it atomically (default STUDY_OUT/results.<ext>)."""
+    return write_results_table(study, fmt=fmt, out=out)[0]
+
+
+def write_results_table(study: StudySpec, *, fmt: str = "csv", out: str | Path | None = None
+                        ) -> tuple[Path, int]:
+    """`write_results`, also returning the number of rows written (for `clipscale results --json`)."""
     if fmt not in FORMATS:
         raise ClipscaleError(f"unknown results format {fmt!r}; valid: {', '.join(FORMATS)}")
     df = build_results_table(study)
     path = Path(out) if out else study.output_dir / f"results.{FORMATS[fmt]}"
     atomic_write_bytes(path, table_bytes(df, fmt))
-    return path
+    return path, len(df)

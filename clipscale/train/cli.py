@@ -6,6 +6,8 @@ import argparse
 import typing
 from typing import Any
 
+from clipscale.jsonout import add_json_flag, emit, progress_to_stderr
+
 
 def register(subparsers: Any) -> None:
     from clipscale.confighelp import fields_of, help_line
@@ -30,6 +32,7 @@ def register(subparsers: Any) -> None:
         if "_" in name:  # --data_mode works too, unlisted
             parser.add_argument(f"--{name}", dest=name, nargs="?", const="true", default=None,
                                 help=argparse.SUPPRESS)
+    add_json_flag(parser)
     parser.set_defaults(handler=_handle)
 
 
@@ -73,10 +76,14 @@ def _handle(args: argparse.Namespace) -> int:
 
     from clipscale.train import load_train_config, train
 
-    config = load_train_config(args.config, overrides_from_args(args))
-    summary = train(config)
-    print(f"{summary['state']}: {config.model}, {summary['samples_seen']:,} samples seen, compute "
-          f"{summary['compute']:.4g} GMACs, {summary['wall_time_s']:.1f} s; run dir {config.output_dir}")
+    with progress_to_stderr(args.json):
+        config = load_train_config(args.config, overrides_from_args(args))
+        summary = train(config)
+    if args.json:
+        emit({"model": config.model, "output_dir": config.output_dir, **summary})
+    else:
+        print(f"{summary['state']}: {config.model}, {summary['samples_seen']:,} samples seen, compute "
+              f"{summary['compute']:.4g} GMACs, {summary['wall_time_s']:.1f} s; run dir {config.output_dir}")
     if summary["state"] == "interrupted":
         return 128 + int(signal.Signals[summary["signal"]])
     return 0
