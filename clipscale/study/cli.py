@@ -45,8 +45,8 @@ def run_document(result: dict[str, Any]) -> dict[str, Any]:
     """`run_study`'s facts for --json: counts per state, the run ids left over, and the signal."""
     if "unchecked" in result:  # a dry run: the plan only
         return {k: result[k] for k in ("planned", "total_compute", "unchecked")}
-    keys = ("planned", *RUN_STATES, "signal", "failed_runs", "interrupted_runs", "unfinished_runs",
-            "running_jobs")
+    keys = ("planned", "already_finished", "to_run", *RUN_STATES, "signal", "failed_runs",
+            "interrupted_runs", "unfinished_runs", "running_jobs")
     return {**{k: result.get(k) for k in keys},
             "runs": [{"run_id": o["run_id"], "status": o["status"]} for o in result.get("outcomes", [])]}
 

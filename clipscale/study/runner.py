@@ -368,9 +368,10 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
               slurm_backend: str = "auto") -> dict[str, Any]:
     """Train and evaluate every unfinished run of `study`; returns counts and one outcome per run.
 
-    Also "signal" (the signal that stopped it, else None), "interrupted_runs" (resumable run ids) and
-    "failed_runs" (every run of the study left failed, retried or not) and "unfinished_runs" (neither
-    finished nor failed: never started, interrupted, or held by another process).
+    Also "already_finished" and "to_run" (before this call), "signal" (the signal that stopped it, else
+    None), "interrupted_runs" (resumable run ids), "failed_runs" (every run of the study left failed,
+    retried or not) and "unfinished_runs" (neither finished nor failed: never started, interrupted, or
+    held by another process).
     """
     from clipscale.study.schedule import make_executor, schedule
 
@@ -407,7 +408,9 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
         exe.shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return _summarize(study, runs, outcomes, stop, log)
+    done_before = len(runs) - len(todo) - failed_before  # what the "N finished" line above counts
+    return {**_summarize(study, runs, outcomes, stop, log), "already_finished": done_before,
+            "to_run": len(todo)}
 
 
 def _live_jobs(exe: Any, runs: list[RunPlan]) -> dict[str, str]:
