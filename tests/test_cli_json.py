@@ -76,6 +76,14 @@ def test_text_output_is_unchanged_without_json(finished_study: Path,
     capsys.readouterr()
     assert main(["results", str(finished_study), "--out", str(finished_study.parent / "t.csv")]) == 0
     assert capsys.readouterr().out == f"{finished_study.parent / 't.csv'}\n"
+    from tests.study_fakes import fake_flops
+
+    with mock.patch("clipscale.study.grid.default_flops", fake_flops):
+        assert main(["demo", "--out", str(finished_study.parent)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("clipscale demo: study ") and any(x.startswith("fitted laws") for x in lines)
+    assert [line.split(":")[0] for line in lines[-4:-1]] == ["results", "fits", "report"]
+    assert lines[-1].startswith("demo finished in ")
 
 
 def test_import_json_names_the_runs_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
