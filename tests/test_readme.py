@@ -166,11 +166,13 @@ def test_readme_fit_reproduces_the_studys_law(demo_shaped_study: Path, monkeypat
     assert main(argv) == 0, capsys.readouterr().err
     saved = json.loads((demo_shaped_study / argv[argv.index("--save") + 1]).read_text())
     study = json.loads((demo_shaped_study / "clipscale-demo" / "fits.json").read_text())
-    ours = {f["group"]: f for f in saved["fits"]}
-    for entry in study["fits"]:
-        if entry["group"] in ours:  # the headline target's groups: --group uniform / zipf
-            mine = ours[entry["group"]]
-            assert mine["n_points"] == entry["n_points"], entry["group"]
-            for key, value in entry["params"].items():
-                assert mine["params"][key] == pytest.approx(value, rel=1e-6), (entry["group"], key)
-    assert {f["group"] for f in study["fits"]} & set(ours), "no group of the study's fits in the README's fit"
+    ours = {f["group"]: f for f in saved["fits"]}  # --by distribution: `uniform`, `zipf`
+    target = ("synth_retrieval", argv[argv.index("--y") + 1], argv[argv.index("--law") + 1])
+    same = [e for e in study["fits"] if (e["dataset"], e["metric"], e["law"]) == target]
+    assert {e["distribution"] for e in same} == set(ours), "the README's fit and the study's differ in groups"
+    for entry in same:  # group synth_retrieval/image_retrieval_recall@5/uniform/frontier against `uniform`
+        mine = ours[entry["distribution"]]
+        assert entry["group"].endswith(f"/{entry['distribution']}/{target[2]}")
+        assert mine["n_points"] == entry["n_points"], entry["group"]
+        for key, value in entry["params"].items():
+            assert mine["params"][key] == pytest.approx(value, rel=1e-6), (entry["group"], key)

@@ -69,7 +69,7 @@ def test_real_study_end_to_end(tmp_path: Path, capsys) -> None:
     for name in ("results.csv", "fits.json", "report.html"):
         assert (study.output_dir / name).exists() and str(study.output_dir / name) in out
     fits = study.output_dir / "fits.json"
-    assert main(["predict", str(fits), "--group", "uniform", "--C", "1e3", "--json"]) == 0
+    assert main(["predict", str(fits), "--group", "uniform/frontier", "--C", "1e3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["prediction"]["predicted_error"][0] > 0
     assert main(["status", str(path)]) == 0
     assert "3 runs: 3 finished" in capsys.readouterr().out

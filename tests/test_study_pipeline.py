@@ -127,29 +127,38 @@ def test_run_ends_with_results_fits_and_report(finished: Path) -> None:
     doc = _fits(finished)
     assert doc["complete"] and not doc["missing_runs"] and not doc["failed"]
     groups = [f["group"] for f in doc["fits"]]
-    assert groups == ["uniform", "zipf", "uniform/power", "zipf/power"]  # unique, readable
+    target = "synth_retrieval/image_retrieval_recall@5"
+    assert groups == [f"{target}/uniform/frontier", f"{target}/zipf/frontier",  # one scheme, unique
+                      f"{target}/uniform/power", f"{target}/zipf/power"]
     text = (out / "report.html").read_text()
-    assert "Complete: all 25 runs" in text and "--group uniform" in text
+    assert "Complete: all 25 runs" in text and f"<code>{target}/uniform/frontier</code>" in text
 
 
 def test_predict_reads_the_study_fits(finished: Path, capsys) -> None:
     fits = finished / "out" / "fits.json"
     capsys.readouterr()
-    assert main(["predict", str(fits), "--group", "uniform", "--C", "1e4", "--json"]) == 0
+    name = "synth_retrieval/image_retrieval_recall@5/uniform/frontier"
+    assert main(["predict", str(fits), "--group", name, "--C", "1e4", "--json"]) == 0
     pred = json.loads(capsys.readouterr().out)
-    entry = next(f for f in _fits(finished)["fits"] if f["group"] == "uniform")
+    entry = next(f for f in _fits(finished)["fits"] if f["group"] == name)
     a, alpha = entry["params"]["A"], entry["params"]["alpha"]
     assert pred["prediction"]["predicted_error"] == pytest.approx([a * 1e4**alpha])
     lo, hi = pred["prediction"]["ci_low"][0], pred["prediction"]["ci_high"][0]
     assert lo < hi  # the saved bootstrap refits give predict its interval
     assert main(["predict", str(fits), "--C", "1e4"]) == 2  # several groups: the error lists their names
-    assert "uniform/power" in capsys.readouterr().err
+    assert "synth_retrieval/image_retrieval_recall@5/uniform/power" in capsys.readouterr().err
+    # an unambiguous tail names the same fit; an ambiguous one lists what it matches, and picks none
+    assert main(["predict", str(fits), "--group", "uniform/frontier", "--C", "1e4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction"] == pred["prediction"]
+    assert main(["predict", str(fits), "--group", "frontier", "--C", "1e4"]) == 2
+    err = capsys.readouterr().err
+    assert "--group 'frontier' matches 2 groups" in err and f"{name}, " in err
 
 
 def test_data_constrained_runs_are_left_out_alike(finished: Path) -> None:
     doc = _fits(finished)
     (constrained,) = doc["constrained_runs"]
-    uni = next(f for f in doc["fits"] if f["group"] == "uniform/power")
+    uni = next(f for f in doc["fits"] if f["group"].endswith("/uniform/power"))
     assert uni["n_runs"] == 12 and uni["n_points"] == 12  # 3 sizes x 4 budgets, the repeated run left out
     (off,) = doc["off_law"]
     assert off["run_id"] == constrained and off["ratio"] == pytest.approx(1.5, rel=0.15)
@@ -273,9 +282,10 @@ def test_demo_summary_reads_the_fits(finished: Path) -> None:
 
     lines = summarize(_fits(finished), primary="image_retrieval_recall@5")
     text = "\n".join(lines)
-    assert "[uniform] frontier: E = A·C^alpha" in text and "--group uniform)" in text
-    assert "[uniform] tiny-S1 on 300 samples x53: error" in text  # the repeated run against its law
-    iso = next(line for line in lines if line.startswith("  synth_retrieval [zipf] "))  # isoFLOP line
+    head = "synth_retrieval/image_retrieval_recall@5"
+    assert f"  {head}/uniform/frontier: E = A·C^alpha" in text  # a law's line starts with its group name
+    assert f"{head}/uniform/frontier: tiny-S1 on 300 samples x53: error" in text  # repeated run vs its law
+    iso = next(line for line in lines if line.startswith(f"  {head}/zipf: "))  # isoFLOP line
     assert "C=40: " in iso or "isoFLOP analysis unavailable" in iso
 
 

@@ -145,7 +145,9 @@ def _compare(args: argparse.Namespace) -> int:
 def _register_predict(subparsers: Any) -> None:
     p = subparsers.add_parser("predict", help="predict error (with CI) or allocate compute from a saved fit")
     p.add_argument("fit", help="FIT.json written by clipscale fit --save")
-    p.add_argument("--group", help="which group of a --by fit")
+    p.add_argument("--group", help="which fit of a document of several: its group name (a study's: "
+                   "DATASET/METRIC/DISTRIBUTION/LAW) or an unambiguous tail of it, e.g. uniform/frontier "
+                   "(default: the only one)")
     for key in ("C", "N", "D", "U", "S"):
         p.add_argument(f"--{key}", help=f"{key} value(s), comma-separated")
     p.add_argument("--budget", type=float, help="compute budget for the compute-optimal allocation")

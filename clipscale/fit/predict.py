@@ -12,6 +12,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from clipscale.errors import ClipscaleError
+from clipscale.fit.groups import find_group, group_label
 from clipscale.fit.laws import get_law
 from clipscale.fit.result import FitResult, save_fits, saved_fit_document
 from clipscale.fit.saved import check_fits_document
@@ -39,34 +40,18 @@ def read_fits(path: str | Path) -> tuple[dict[str, Any], list[tuple[Any, FitResu
 
 
 def load_fit(path: str | Path, group: str | None = None) -> FitResult:
+    """One fit of a saved document: the only one, or the one `group` names (`clipscale.fit.groups`)."""
     path = Path(path)
     _, fits = _read_document(path)
     if group is None:
         if len(fits) > 1:
             raise ClipscaleError(
                 f"{path} holds {len(fits)} groups; pick one with --group "
-                f"({', '.join(_group_text(f.get('group')) for f in fits)})"
+                f"({', '.join(group_label(f.get('group')) for f in fits)})"
             )
         return FitResult.from_dict(fits[0], f"{path}: fits[0]")
-    for i, f in enumerate(fits):
-        if _group_matches(f.get("group"), group):
-            return FitResult.from_dict(f, f"{path}: fits[{i}]")
-    names = ", ".join(_group_text(f.get("group")) for f in fits)
-    raise ClipscaleError(f"{path}: no group {group!r}; groups are: {names}")
-
-
-def _group_text(g: Any) -> str:
-    return ",".join(map(str, g)) if isinstance(g, list) else str(g)
-
-
-def _group_matches(saved: Any, wanted: str) -> bool:
-    """--group NAME against a saved group: the same text, or the same number (4 matches 4.0)."""
-    if _group_text(saved) == wanted:
-        return True
-    try:
-        return isinstance(saved, (int, float)) and float(wanted) == float(saved)
-    except ValueError:
-        return False
+    i = find_group([f.get("group") for f in fits], group, where=str(path))
+    return FitResult.from_dict(fits[i], f"{path}: fits[{i}]")
 
 
 def predict_with_ci(fit: FitResult, inputs: dict[str, np.ndarray], level: float = 0.95) -> dict[str, Any]:

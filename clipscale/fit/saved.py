@@ -135,7 +135,8 @@ def saved_fit_document(results: list[tuple[Any, ...]], *, by: str | None = None)
     """The saved-fit document (`clipscale fit --save`, read by `clipscale predict`): one entry per group.
 
     `results` holds (group, FitResult, ...) tuples, e.g. what `fit_table_results` returns second; the
-    group is the value of the `by` column (None for an ungrouped fit), what `predict --group` matches."""
+    group is the value of the `by` column (None for an ungrouped fit), what `predict --group` matches
+    (`clipscale.fit.groups`)."""
     fits = []
     for entry in results:
         group, fit = entry[0], entry[1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from clipscale.fit.groups import group_label
+
 
 def window_text(window: int | None) -> str:
     return "every size" if window is None else f"{window} sizes nearest the best run"
@@ -14,7 +16,7 @@ def print_fit_text(doc: dict[str, Any]) -> None:
     frontier = f" on the {doc['frontier']} frontier" if doc.get("frontier", "none") != "none" else ""
     print(f"law {doc['law']}: {doc['formula']}{frontier}")
     for f in doc["fits"]:
-        head = f"[{f['group']}] " if f["group"] is not None else ""
+        head = f"{group_label(f['group'])}: " if f["group"] is not None else ""
         fitted = (
             f" ({f['n_fitted']} on the frontier)" if f.get("n_fitted", f["n_points"]) != f["n_points"] else ""
         )
@@ -118,7 +120,7 @@ def print_prediction_text(out: dict[str, Any]) -> None:
 def print_isoflop_text(doc: dict[str, Any], *, k: float) -> None:
     """`clipscale isoflop` without --json: the exponents, then each budget's optimum."""
     for g in doc.get("groups", [{"group": None, **doc}]):
-        head = f"[{g['group']}] " if g["group"] is not None else ""
+        head = f"{group_label(g['group'])}: " if g["group"] is not None else ""
         ci = lambda v: f" [{v[0]:.4g}, {v[1]:.4g}]" if v else ""  # noqa: E731
         print(
             f"{head}N* ∝ C^{g['a']:.4g}{ci(g['a_ci'])}  D* ∝ C^{g['b']:.4g}{ci(g['b_ci'])}  "

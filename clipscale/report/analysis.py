@@ -81,8 +81,9 @@ def link_text(f: dict[str, Any]) -> str:
 
 
 def describe_fit(f: dict[str, Any]) -> str:
-    """One line: target, distribution, the law with its numbers (and its group name for `predict`)."""
-    head = f"{f['dataset']} {f['metric']} [{f['distribution']}] {f['law']}"
+    """One line: the fit's group name (DATASET/METRIC/DISTRIBUTION/LAW, what `predict --group` takes), the
+    law with its numbers."""
+    head = str(f["group"])
     if f.get("frontier", "none") != "none" and f["law"] != "frontier":  # law frontier = power on cherti
         head += f" on the {f['frontier']} frontier"
     head += link_text(f)
@@ -96,7 +97,7 @@ def describe_fit(f: dict[str, Any]) -> str:
     finite = r2 is not None and np.isfinite(r2)
     r2_text = f"R² log {r2:.3f}" if finite else "R² log n/a: the points' E do not vary"
     return (f"{head}: {f['formula']} with {values} ({alpha_ci}{r2_text}, "
-            f"{points_text(f)}{bound}; --group {f['group']})")
+            f"{points_text(f)}{bound})")
 
 
 def max_passes_text(limit: float | None) -> str:

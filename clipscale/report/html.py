@@ -267,7 +267,7 @@ def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
         f"{len(table)} evaluations. Compute C = forward GMACs per sample × samples seen.</p>",
         _status(runs, fits),
         "<h2>Findings</h2>", _findings(sections),
-        "<p>Group names are those of <code>fits.json</code> (the saved-fit format): "
+        "<p>Group names (DATASET/METRIC/DISTRIBUTION/LAW) are those of <code>fits.json</code> and of "
         "<code>clipscale predict OUTPUT_DIR/fits.json --group NAME --C X</code>.</p>",
         "<h2>The grid</h2>", img(figures["grid"], "grid") if "grid" in figures else "",
         f'<div class="scroll">{runs_html}</div>',

@@ -72,11 +72,13 @@ def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
                             for b in o.get("budgets", []))
         exp = (f" -> N_opt ∝ C^{o['a']:.2f} (95% CI {_ci(o.get('a_ci'))})" if o.get("a") is not None
                else f" -> no exponent: {_short(o.get('error', 'too few interior budgets'))}")
-        lines.append(f"  {o['dataset']} [{o['distribution']}] {budgets}{exp}")
+        lines.append(f"  {o['dataset']}/{o['metric']}/{o['distribution']}: {budgets}{exp}")
     lines.append(f"data-constrained runs vs their distribution's law ({primary}; excluded from its fit):")
-    lines += [f"  [{r['group']}] {r['model']} on {r['data_size']} samples x{r['repeats']:.0f}: error "
+    head = doc["fits"][0] if doc["fits"] else {}
+    target = (head.get("dataset"), head.get("metric"))
+    lines += [f"  {r['group']}: {r['model']} on {r['data_size']} samples x{r['repeats']:.0f}: error "
               f"{r['error']:.3f} = {r['ratio']:.2f}x the law's" for r in doc["off_law"]
-              if "/" not in r["group"]] or ["  (none)"]
+              if (r.get("dataset"), r.get("metric")) == target] or ["  (none)"]
     return lines
 
 

@@ -113,7 +113,7 @@ def describe(entry: dict[str, Any]) -> str | None:
     if "extrapolation_check" not in entry:
         return None
     c = entry["extrapolation_check"]
-    head = f"extrapolation check [{entry['group']}]"
+    head = f"extrapolation check {entry['group']}"
     if c is None:
         return f"{head}: not made ({entry.get('extrapolation_check_reason', 'unavailable')})"
     what = (f"largest compute group C = {c['group_compute']:.4g} ({len(c['runs'])} run(s)), refit on "

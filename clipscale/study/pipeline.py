@@ -4,7 +4,8 @@
 partial study too, and the report then says which runs are missing. All fitting goes through
 `clipscale.fit.table.fit_table_results` (what `clipscale fit` runs), grouped by training
 distribution, and fits.json is `clipscale fit --save`'s document with a readable, unique group name
-per fit, so `clipscale predict OUT/fits.json --group uniform --C 1e3` works on a study's output.
+per fit (`clipscale.fit.groups`: DATASET/METRIC/DISTRIBUTION/LAW), so `clipscale predict OUT/fits.json
+--group synth_retrieval/image_retrieval_recall@5/uniform/frontier --C 1e3` works on a study's output.
 
 Data-constrained runs (more than `[fit] max_passes` passes over their unique data, default 10) are
 one definition for the fits and the isoFLOP analysis: they are left out of both, except for laws that
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from clipscale.fit.groups import study_group
 from clipscale.study.spec import StudySpec
 
 SAVED_FORMAT = "clipscale-fits/1"  # clipscale.fit.result's saved-fit document, extended with the keys below
@@ -46,13 +48,6 @@ def missing_runs(study: StudySpec) -> list[dict[str, str]]:
                 entry["error"] = str(read_state(r.run_dir).get("error") or "")
             out.append(entry)
     return out
-
-
-def group_name(*, distribution: str, dataset: str, metric: str, law: str, headline: bool,
-               first_law: bool) -> str:
-    """`uniform` for the headline target's first law; `synth_shape/acc1/uniform[/power]` otherwise."""
-    name = str(distribution) if headline else f"{dataset}/{metric}/{distribution}"
-    return name if first_law else f"{name}/{law}"
 
 
 def _rows_for(points: Any, inputs: tuple[str, ...]) -> Any:
@@ -104,16 +99,15 @@ def _entry(doc_fit: dict[str, Any], result: Any, rows: Any, meta: dict[str, Any]
     return entry
 
 
-def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: StudySpec,
-               headline: bool, first_law: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list,
-                                                         list[dict[str, Any]]]:
+def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: StudySpec
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list, list[dict[str, Any]]]:
     """One law on one target, per distribution: (saved-fit entries, failures, exponent differences,
     comparisons across compute)."""
     from clipscale.fit.laws import get_law
 
     rows = _rows_for(points, get_law(law).inputs)
-    names = {d: group_name(distribution=d, dataset=dataset, metric=metric, law=law, headline=headline,
-                           first_law=first_law) for d in rows.distribution.unique()}
+    names = {d: study_group(dataset=dataset, metric=metric, distribution=d, law=law)
+             for d in rows.distribution.unique()}
     try:
         doc, results = _fit_call(rows, law=law, metric=metric, by="distribution", study=study)
         per_group = [(f, r, g) for f, (_, r, g) in zip(doc["fits"], results, strict=True)]
@@ -231,10 +225,11 @@ def _off_law(points: Any, entries: list[dict[str, Any]]) -> list[dict[str, Any]]
         law = fitted(e)
         for _, row in points[points.constrained & (points.distribution == e["distribution"])].iterrows():
             predicted = float(law.predict(C=[row.compute])[0])
-            out.append({"group": e["group"], "run_id": row.run_id, "model": row.model,
-                        "data_size": int(row.data_size), "repeats": float(row.repeats),
-                        "compute": float(row.compute), "error": float(row.error),
-                        "law_error": predicted, "ratio": float(row.error) / predicted})
+            out.append({"group": e["group"], "dataset": e["dataset"], "metric": e["metric"],
+                        "run_id": row.run_id, "model": row.model, "data_size": int(row.data_size),
+                        "repeats": float(row.repeats), "compute": float(row.compute),
+                        "error": float(row.error), "law_error": predicted,
+                        "ratio": float(row.error) / predicted})
     return out
 
 
@@ -253,12 +248,12 @@ def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None
         "fits": [], "failed": [], "differences": [], "comparisons": [], "isoflop": [], "constrained_runs": [],
         "off_law": []}
     fitted_runs: set[str] = set()
-    for i, (dataset, metric) in enumerate(targets(df, study.fit.metrics) if len(df) else []):
+    for dataset, metric in targets(df, study.fit.metrics) if len(df) else []:
         points = final_points(df, dataset, metric, max_passes=limit)
         fitted_runs |= set(points.run_id)
         for j, law in enumerate(study.fit.laws):
             entries, failed, diffs, compared = fit_target(points, dataset=dataset, metric=metric, law=law,
-                                                          study=study, headline=i == 0, first_law=j == 0)
+                                                          study=study)
             doc["fits"] += entries
             doc["failed"] += failed
             doc["differences"] += diffs
