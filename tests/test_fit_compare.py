@@ -66,8 +66,10 @@ def test_parallel_laws_have_no_crossover_in_range(capsys: pytest.CaptureFixture[
     (pair,) = doc["pairs"]
     assert pair["crossover"]["C"] is None and pair["crossover"]["ci"] is None
     assert doc["at"] == pytest.approx([C.max(), 10 * C.max(), 100 * C.max()])  # the default --at
-    for row in pair["at"]:
-        assert row["excludes_zero"] and row["ci"][0] < _truth(parallel, row["C"]) < row["ci"][1]
+    for row in pair["at"]:  # (coverage over seeds is the test above; one draw misses 5% of the time)
+        lo, hi = row["ci"]
+        assert row["excludes_zero"] and lo < row["difference"] < hi
+        assert lo - (hi - lo) < _truth(parallel, row["C"]) < hi + (hi - lo)
     assert main(["compare", str(tmp_path / "t.csv"), "--by", "g", "--C", "C", "--y", "err",
                  "--bootstrap", "50"]) == 0
     assert "crossover: none in range" in capsys.readouterr().out

@@ -119,6 +119,26 @@ def test_bootstrap_ci_contains_truth_and_resamples_runs() -> None:
     assert again.params == fit.params and again.ci == fit.ci
 
 
+def test_bootstrap_resamples_do_not_depend_on_run_names_or_row_order() -> None:
+    """A study's run ids hash its data paths: moving the study's folder renames every run and may reorder
+    the table. The same points must give the same resamples, hence the same CIs."""
+    rng = np.random.default_rng(2)
+    c = np.repeat(np.geomspace(1e9, 1e13, 8), 2)
+    y = 3.0 * c**-0.12 * np.exp(rng.normal(0, 0.03, c.size))
+    runs = np.repeat([f"run-{i}" for i in range(8)], 2)
+    fit = fit_law("power", y=y, C=c, bootstrap=50, seed=0, groups=runs)
+    renamed = np.repeat([f"{h}-x" for h in "hgfedcba"], 2)  # the opposite sort order of the names
+    assert fit_law("power", y=y, C=c, bootstrap=50, seed=0, groups=renamed).bootstrap_params == \
+        fit.bootstrap_params  # bit for bit
+    # rows in another order: the same draws; only float64 summation order differs (~1e-14 measured)
+    order = rng.permutation(c.size)
+    moved = fit_law("power", y=y[order], C=c[order], bootstrap=50, seed=0, groups=renamed[order])
+    np.testing.assert_allclose(moved.bootstrap_params, fit.bootstrap_params, rtol=1e-6)
+    alone = fit_law("power", y=y[order], C=c[order], bootstrap=50, seed=0)  # each point its own run
+    in_order = fit_law("power", y=y, C=c, bootstrap=50, seed=0)
+    np.testing.assert_allclose(alone.bootstrap_params, in_order.bootstrap_params, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -29,22 +29,42 @@ class BootstrapResult:
     at_bound: dict[tuple[str, str], int] = field(default_factory=dict)  # (name, lower|upper) -> refits
 
 
-def group_index(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
-    """Map run labels to 0..G-1 (each point its own run when groups is None)."""
+def group_index(groups: np.ndarray | None, n: int,
+                content: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Map run labels to 0..G-1 (each point its own run when groups is None).
+
+    With `content` (one row of values per point), runs are numbered in the order of their points'
+    values, not of their labels, so a resample draws the same runs whatever they are called: a study's
+    run ids hash its data paths, and its CIs must not move when the study's folder does."""
     if groups is None:
-        return np.arange(n), n
+        if content is None:
+            return np.arange(n), n
+        groups = np.arange(n)
     groups = np.asarray(groups)
     if groups.shape[0] != n:
         raise ClipscaleError(f"groups has {groups.shape[0]} labels but there are {n} points")
-    _, idx = np.unique(groups.astype(str), return_inverse=True)
-    return idx, int(idx.max()) + 1
+    labels, idx = np.unique(groups.astype(str), return_inverse=True)
+    if content is not None:
+        rows = np.asarray(content, float).reshape(n, -1)
+        keys = [tuple(sorted(map(tuple, rows[idx == g].tolist()))) for g in range(len(labels))]
+        order = sorted(range(len(labels)), key=lambda g: (keys[g], labels[g]))
+        rank = np.empty(len(labels), int)
+        rank[order] = np.arange(len(labels))
+        idx = rank[idx]
+    return idx, len(labels)
+
+
+def point_values(prep: Prepared) -> np.ndarray:
+    """Each point's inputs and target, in a fixed column order: what orders the runs of a resample."""
+    columns = [prep.raw[k] for k in sorted(prep.raw)] + [prep.error]
+    return np.column_stack([np.asarray(c, float) for c in columns])
 
 
 def run_bootstrap(
     prep: Prepared, full: Optimum, *, n_boot: int, seed: int, delta: float, groups: np.ndarray | None = None
 ) -> BootstrapResult:
     """Refit on `n_boot` resamples of runs; returns parameter (and derived) samples."""
-    idx, n_groups = group_index(groups, prep.n)
+    idx, n_groups = group_index(groups, prep.n, point_values(prep))
     rng = np.random.default_rng(seed)
     dnames = list(derived_quantities(prep.law, full.params))
     names = list(prep.law.params) + dnames
