@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -54,3 +55,101 @@ def test_reproduce_prints_a_line_per_target(capsys: pytest.CaptureFixture[str]) 
     err = capsys.readouterr().err.splitlines()
     assert [ln.split(":")[1] for ln in err if ln.startswith("reproduce: target")] == [
         " target 1/2 imagenet1k", " target 2/2 mscoco_captions"]
+
+
+# ---------------------------------------------------------------- long fits (issue 21)
+
+def _saturating_table():
+    """Two groups of 7 points of E = 0.2 + 2 C^-0.2 with 2 % log-normal scatter."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    c = np.geomspace(1e3, 1e7, 14)
+    return pd.DataFrame({"C": c, "E": (0.2 + 2 * c**-0.2) * np.exp(rng.normal(0, 0.02, c.size)),
+                         "g": ["a", "b"] * 7})
+
+
+def test_ticker_says_done_total_elapsed_and_eta_at_most_every_interval() -> None:
+    from clipscale.progress import Ticker
+
+    now = [100.0]
+    lines: list[str] = []
+    ticker = Ticker(lines.append, 40, what="bootstrap", min_interval_s=5.0, clock=lambda: now[0])
+    for i in range(40):  # one step per second of the fake clock
+        ticker.tick(i, "1 failed" if i == 10 else "")
+        now[0] += 1.0
+    ticker.finish()
+    assert lines == [
+        "bootstrap 5/40, 5s elapsed, ETA 35s", "bootstrap 10/40 (1 failed), 10s elapsed, ETA 30s",
+        "bootstrap 15/40, 15s elapsed, ETA 25s", "bootstrap 20/40, 20s elapsed, ETA 20s",
+        "bootstrap 25/40, 25s elapsed, ETA 15s", "bootstrap 30/40, 30s elapsed, ETA 10s",
+        "bootstrap 35/40, 35s elapsed, ETA 5s", "bootstrap 40/40, done in 40s"]
+    short: list[str] = []  # a loop over before the first interval says nothing, not even its end
+    ticker = Ticker(short.append, 40, what="bootstrap", min_interval_s=5.0, clock=lambda: now[0])
+    for i in range(40):
+        ticker.tick(i)
+        now[0] += 0.1
+    ticker.finish()
+    assert short == []
+
+
+def test_a_bootstrapped_fit_reports_its_refits_and_gives_the_same_result(monkeypatch) -> None:
+    import numpy as np
+
+    from clipscale.fit.result import fit_law
+
+    df = _saturating_table()
+    kwargs = {"y": df.E.to_numpy(), "C": df.C.to_numpy(), "bootstrap": 12, "seed": 3}
+    quiet = fit_law("saturating", **kwargs)
+    monkeypatch.setattr("clipscale.progress.INTERVAL_S", 0.0)  # a line per refit, whatever the clock says
+    lines: list[str] = []
+    told = fit_law("saturating", **kwargs, progress=lines.append)
+    done = [re.match(r"bootstrap (\d+)/12\b", ln) for ln in lines]
+    assert [int(m.group(1)) for m in done if m] == list(range(1, 13)) and all(done), lines
+    assert lines[-1].startswith("bootstrap 12/12") and "done in" in lines[-1]
+    assert "ETA" in lines[0] and "elapsed" in lines[0]
+    # progress reads the clock only: the resamples, hence every refit and CI, are bit-identical
+    assert np.array_equal(np.asarray(told.bootstrap_params), np.asarray(quiet.bootstrap_params))
+    assert told.to_dict() == quiet.to_dict()
+
+
+def test_fit_json_keeps_stdout_one_document_with_progress_on_stderr(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from clipscale.cli import main
+    from clipscale.fit.table import fit_table
+
+    df = _saturating_table()
+    df.to_csv(tmp_path / "t.csv", index=False)
+    args = ["fit", str(tmp_path / "t.csv"), "--law", "saturating", "--C", "C", "--y", "E", "--by", "g",
+            "--bootstrap", "12", "--loo", "--json"]
+    monkeypatch.setattr("clipscale.progress.INTERVAL_S", 0.0)
+    capsys.readouterr()
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)  # the whole of stdout is the one document
+    err = captured.err.splitlines()
+    assert err[0] == "fit a (1/2): 7 rows, law saturating, bootstrap 12, leave-one-run-out"
+    assert "fit b (2/2): 7 rows, law saturating, bootstrap 12, leave-one-run-out" in err
+    assert any(ln.startswith("fit a: bootstrap 12/12, done in") for ln in err), err
+    assert any(ln.startswith("fit b: leave-one-run-out 7/7, done in") for ln in err), err
+    expected = fit_table(df, law="saturating", C="C", y="E", by="g", bootstrap=12, loo=True)
+    assert json.loads(json.dumps(doc["fits"])) == json.loads(json.dumps(expected["fits"]))
+
+
+def test_the_studys_fitting_stage_reports_each_target_and_law(tmp_path: Path) -> None:
+    from clipscale.io import dumps
+    from clipscale.study.pipeline import fit_stage
+    from tests.test_study_checks import _demo_table, _fit_study
+
+    study, df = _fit_study(tmp_path, laws='["power", "frontier"]'), _demo_table()
+    lines: list[str] = []
+    told = fit_stage(study, df, progress=lines.append)
+    assert [ln for ln in lines if ln.startswith("fits: ")] == [
+        "fits: target 1/1 synth_retrieval image_retrieval_recall@5, law power (1/2)",
+        "fits: target 1/1 synth_retrieval image_retrieval_recall@5, law frontier (2/2)"]
+    assert "fit uniform: 15 rows, law power, bootstrap 100" in lines
+    assert any(ln.startswith("largest-compute check uniform: fit: ") for ln in lines), lines
+    assert dumps(told) == dumps(fit_stage(study, df))  # progress changes nothing in fits.json
