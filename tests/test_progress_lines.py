@@ -153,3 +153,89 @@ def test_the_studys_fitting_stage_reports_each_target_and_law(tmp_path: Path) ->
     assert "fit uniform: 15 rows, law power, bootstrap 100" in lines
     assert any(ln.startswith("largest-compute check uniform: fit: ") for ln in lines), lines
     assert dumps(told) == dumps(fit_stage(study, df))  # progress changes nothing in fits.json
+
+
+# ---------------------------------------------------------------- multi-GPU runs under torchrun (issue 21)
+
+@pytest.mark.slow
+def test_torchrun_relays_rank_0s_progress_lines_to_stderr_and_the_log(
+        synth_train_shards: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """2 gloo ranks on CPU through the study's driver: rank 0's progress lines, once each, reach the
+    driver's stderr (a SLURM log) and RUN_DIR/torchrun.log alike."""
+    import json
+
+    from clipscale.study.hooks import train_torchrun
+    from tests.fixtures_train import TINY_RUN
+
+    run_dir = tmp_path / "run"
+    kwargs = {**TINY_RUN, "progress": True, "samples_seen": 256, "log_every": 2,  # 8 steps at batch 32
+              "checkpoint_points": [1.0], "train_data": str(synth_train_shards), "output_dir": str(run_dir)}
+    train_torchrun(kwargs, nproc=2)
+    assert json.loads((run_dir / "summary.json").read_text())["world_size"] == 2
+    logged = [json.loads(ln)["samples_seen"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [64, 128, 192, 256]  # one record per log interval
+    pattern = re.compile(r"run: (\d+)/256 samples \(\d+%\), \d+ samples/s, loss [\d.]+, ETA ")
+    err = [ln for ln in capfd.readouterr().err.splitlines() if pattern.match(ln)]
+    in_log = [ln for ln in (run_dir / "torchrun.log").read_text().splitlines() if pattern.match(ln)]
+    assert err == in_log, (err, in_log)
+    seen = [int(pattern.match(ln).group(1)) for ln in err]
+    # lines come at log intervals (at most every 10 s, and the last), each once: only rank 0 prints
+    assert seen[0] == 64 and seen[-1] == 256 and seen == sorted(set(seen)) and set(seen) <= set(logged), err
+
+
+FAKE_TORCHRUN = r"""
+import signal, sys, time
+def stop(signum, frame):
+    for i in range(3000):  # ~200 KB, more than a pipe holds: the driver must go on reading after SIGTERM
+        print(f"checkpointing {i:04d} " + "x" * 60)
+    print("rank 0: interrupted, latest.pt written", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("step 1", flush=True)
+print("ready", file=sys.stderr, flush=True)
+if sys.argv[1] == "fail":
+    print("RuntimeError: rank 1 ran out of memory", flush=True)
+    sys.exit(3)
+time.sleep(60)
+sys.exit(4)
+"""
+
+
+@pytest.mark.parametrize("mode", ["fail", "signal"])
+def test_torchrun_output_is_teed_and_signals_and_failures_behave_as_before(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        mode: str) -> None:
+    """A stand-in for torchrun: its lines reach stderr and torchrun.log; a failure quotes the log's last
+    line; a signal to the driver is relayed as SIGTERM and waited for while the output is still read."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    from clipscale.errors import ClipscaleError
+    from clipscale.study import hooks
+
+    monkeypatch.setattr(hooks, "torchrun_command",
+                        lambda *a, **k: [sys.executable, "-c", FAKE_TORCHRUN, mode])
+    run_dir = tmp_path / "run"
+    log = run_dir / "torchrun.log"
+    if mode == "fail":
+        with pytest.raises(ClipscaleError, match=r"torchrun exited 3: RuntimeError: rank 1 ran out of mem"):
+            hooks.train_torchrun({"output_dir": str(run_dir)}, nproc=2)
+    else:
+        def interrupt() -> None:  # a Ctrl-C (SIGTERM in a study worker) once torchrun is up
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (log.exists() and "ready" in log.read_text()):
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            hooks.train_torchrun({"output_dir": str(run_dir)}, nproc=2)
+    text = log.read_text()
+    err = capfd.readouterr().err
+    assert text.startswith("step 1\n") and "step 1\n" in err and "ready\n" in err
+    if mode == "signal":  # torchrun got SIGTERM, finished its output, exited 0: nothing was cut or orphaned
+        assert text.endswith("rank 0: interrupted, latest.pt written\n")
+        assert text.count("checkpointing") == err.count("checkpointing") == 3000
