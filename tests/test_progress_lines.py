@@ -239,3 +239,26 @@ def test_torchrun_output_is_teed_and_signals_and_failures_behave_as_before(
     if mode == "signal":  # torchrun got SIGTERM, finished its output, exited 0: nothing was cut or orphaned
         assert text.endswith("rank 0: interrupted, latest.pt written\n")
         assert text.count("checkpointing") == err.count("checkpointing") == 3000
+
+
+def test_report_json_keeps_stdout_one_document_with_the_fits_progress_on_stderr(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from clipscale.cli import main
+    from clipscale.study.demo import install_demo
+    from clipscale.study.runner import run_study
+    from clipscale.study.spec import load_study
+    from tests.study_fakes import FAKE_HOOKS, fake_flops
+
+    with mock.patch("clipscale.study.grid.default_flops", fake_flops):
+        path = install_demo(tmp_path / "clipscale-demo")
+        path.write_text(path.read_text(encoding="utf-8").replace("bootstrap = 200", "bootstrap = 20"))
+        run_study(load_study(path), hooks=FAKE_HOOKS, jobs=1, log=lambda s: None)
+        capsys.readouterr()
+        assert main(["report", str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["complete"] is True  # stdout: the one document
+    err = captured.err.splitlines()
+    assert any(ln.startswith("fits: target 1/") for ln in err), err
+    assert any(re.match(r"fit \S+ \(1/\d\): \d+ rows, law \S+, .*bootstrap 20", ln) for ln in err), err
