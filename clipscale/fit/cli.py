@@ -120,6 +120,7 @@ def _compare(args: argparse.Namespace) -> int:
     from clipscale.fit.analyses.compare import compare_saved, compare_table, is_saved_fits
     from clipscale.fit.table import load_table
     from clipscale.io import dumps
+    from clipscale.progress import print_progress
 
     if is_saved_fits(args.source):
         doc = compare_saved(args.source, by=args.by, at=args.at)
@@ -131,7 +132,7 @@ def _compare(args: argparse.Namespace) -> int:
             C=args.C, N=args.N, D=args.D, U=args.U, S=args.S, y=args.y, where=args.where,
             error=args.error, seed=args.seed, run=args.run, huber_delta=args.huber_delta, loss=args.loss,
             frontier=args.frontier, fix=_fix(args.fix), link=args.link, objective=args.objective,
-            frontier_bins=args.frontier_bins, fit_where=args.fit_where,
+            frontier_bins=args.frontier_bins, fit_where=args.fit_where, progress=print_progress,
         )
     if args.json:
         print(dumps(doc, indent=2))
@@ -258,6 +259,7 @@ def _fit(args: argparse.Namespace) -> int:
     from clipscale.fit.plot import check_figure_path
     from clipscale.fit.table import column, fit_table_results, leave_out_passes, load_table
     from clipscale.io import dumps
+    from clipscale.progress import print_progress
 
     if args.plot:
         check_figure_path(args.plot)
@@ -288,6 +290,7 @@ def _fit(args: argparse.Namespace) -> int:
         objective=args.objective,
         frontier_bins=args.frontier_bins,
         fit_where=args.fit_where,
+        progress=print_progress,  # stderr: stdout stays the text or the one JSON document
     )
     if args.save:
         from clipscale.fit.result import save_fits
@@ -384,11 +387,12 @@ def _predict(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from clipscale.fit.reproduction.reproduce import reproduce_cherti2023
     from clipscale.io import dumps
+    from clipscale.progress import print_progress
 
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
     doc = reproduce_cherti2023(
         args.data, targets=targets, out=args.out, bootstrap=args.bootstrap, link=args.link,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        progress=print_progress,
     )
     if args.json:
         print(dumps(doc, indent=2))

@@ -21,6 +21,7 @@ from clipscale.fit.estimation.points import Prepared, frontier_subset, prepare, 
 from clipscale.fit.estimation.validate import select_link
 from clipscale.fit.laws import Law, derived_quantities, get_law
 from clipscale.fit.saved import check_fit_entry, save_fits, saved_fit_document
+from clipscale.progress import Progress
 
 FIT_FORMAT = "clipscale-fit/1"
 __all__ = ["FitResult", "fit_law", "save_fits", "saved_fit_document"]
@@ -235,6 +236,7 @@ def fit_law(
     objective: str = DEFAULT_OBJECTIVE,
     frontier_bins: int | None = None,
     fit_mask: np.ndarray | None = None,
+    progress: Progress | None = None,
 ) -> FitResult:
     """Fit `law` to errors `y` in (0, 1] (any positive value with loss=True, e.g. a cross-entropy);
     `groups` labels the run of each point for the bootstrap; `labels` names inputs in error messages.
@@ -244,7 +246,8 @@ def fit_law(
     (fit.estimation.link: auto, error, neglog, odds, boxcox:LAM, or a lambda); the bootstrap keeps it.
     `objective` is what is minimised (fit.estimation.objective), by every refit too; `frontier_bins` the
     bin edges of a pareto / cherti frontier; `fit_mask` the points that may be fitted (--fit-where),
-    applied after the frontier is taken over all of them."""
+    applied after the frontier is taken over all of them. `progress` gets the bootstrap's done/total lines
+    (clipscale.progress; its resamples are the same without it)."""
     spec = get_law(law)
     lam = parse_link(link)
     if not huber_delta > 0:
@@ -271,7 +274,8 @@ def fit_law(
         )
     result = _result(spec, prep, opt, points, choice, huber_delta=huber_delta)
     if bootstrap:
-        _attach_bootstrap(result, prep, opt, n_boot=bootstrap, seed=seed, delta=huber_delta, groups=groups)
+        _attach_bootstrap(result, prep, opt, n_boot=bootstrap, seed=seed, delta=huber_delta, groups=groups,
+                          progress=progress)
     return result
 
 
@@ -339,14 +343,15 @@ def duplicate_warnings(prep: Prepared) -> list[str]:
 
 
 def _attach_bootstrap(result: FitResult, prep: Prepared, opt: Optimum, *, n_boot: int, seed: int,
-                      delta: float, groups: np.ndarray | None) -> None:
+                      delta: float, groups: np.ndarray | None, progress: Progress | None = None) -> None:
     """Percentile CIs, the refits' median and parameters (what `predict` draws its CIs from); no CI (with
     the reason) from fewer than 2/3 successful refits or fewer points than parameters + 2."""
     if prep.n_free == 0:
         result.ci_unavailable = "every parameter is fixed: there is nothing to resample"
         return
     try:
-        boot = run_bootstrap(prep, opt, n_boot=n_boot, seed=seed, delta=delta, groups=groups)
+        boot = run_bootstrap(prep, opt, n_boot=n_boot, seed=seed, delta=delta, groups=groups,
+                             progress=progress)
     except ClipscaleError:
         result.bootstrap_failed = n_boot
         result.ci_unavailable = f"every one of {n_boot} bootstrap refits failed"

@@ -21,6 +21,7 @@ from clipscale.fit.estimation.points import prepare
 from clipscale.fit.estimation.validate import validate_fit
 from clipscale.fit.laws import Law, get_law
 from clipscale.fit.result import FitResult, fit_law
+from clipscale.progress import Progress, prefixed
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
@@ -136,6 +137,7 @@ def fit_table_results(
     objective: str = DEFAULT_OBJECTIVE,
     frontier_bins: int | None = None,
     fit_where: str | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, Any], list[tuple[Any, FitResult, pd.DataFrame]]]:
     """The one grouped-fitting function (CLI, studies, report): fit `law` per group of `by` (or once) and
     return the `clipscale fit --json` document and (group, FitResult, rows) per group, the latter what
@@ -149,7 +151,8 @@ def fit_table_results(
     accuracy points with `error` (and for errors in (0, 1]), loss units and relative % with `loss`.
     `objective` is what every fit and refit minimises (huber-log, squares-log, squares); `frontier_bins`
     the bin edges of a pareto / cherti frontier; `fit_where` a boolean expression applied after the
-    frontier is taken (`where` is applied before it).
+    frontier is taken (`where` is applied before it). `progress` (clipscale.progress) gets a line as each
+    group's fit starts when it bootstraps or validates, then that work's rate-limited done/total lines.
     """
     spec = get_law(law)
     exprs = {"C": C, "N": N, "D": D, "U": U, "S": S}
@@ -179,8 +182,9 @@ def fit_table_results(
     }
     fits, results = [], []
     for i, (key, g) in enumerate(groups):  # seed + i: groups resample independently (exponent_differences)
+        say = _group_progress(progress, key, i, len(groups), rows=len(g), **opts)
         try:
-            entry, result = _fit_group(g, seed=seed + i, **opts)
+            entry, result = _fit_group(g, seed=seed + i, progress=say, **opts)
         except ClipscaleError as exc:
             if key is None:
                 raise
@@ -191,6 +195,26 @@ def fit_table_results(
             "fixed": dict(fix or {}), "y": y, "error": error, "loss": loss, "by": by, "where": where,
             "objective_kind": objective, "frontier_bins": frontier_bins, "fit_where": fit_where}
     return _document(spec, head, fits, results, bootstrap=bootstrap), results
+
+
+def _group_progress(progress: Progress | None, key: Any, i: int, n: int, *, rows: int, law: str,
+                    frontier: str, bootstrap: int, loo: bool, holdout: str | None,
+                    **_: Any) -> Progress | None:
+    """Say that a group's fit starts (`fit uniform (1/2): 12 rows, law power, frontier cherti, bootstrap
+    1000`) when it does more than one fit; returns `progress` prefixed with the group for its lines."""
+    label = "fit" if key is None else f"fit {_plain(key)}"
+    if progress is not None and (bootstrap or loo or holdout):
+        work = [f"{rows} rows", f"law {law}"]
+        if frontier != "none":
+            work.append(f"frontier {frontier}")
+        if bootstrap:
+            work.append(f"bootstrap {bootstrap}")
+        if loo:
+            work.append("leave-one-run-out")
+        if holdout:
+            work.append("holdout")
+        progress(f"{label}{f' ({i + 1}/{n})' if n > 1 else ''}: {', '.join(work)}")
+    return prefixed(progress, f"{label}: ")
 
 
 def _document(spec: Law, head: dict[str, Any], fits: list[dict[str, Any]],
@@ -296,6 +320,7 @@ def _fit_group(
     objective: str,
     frontier_bins: int | None,
     fit_where: str | None,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, Any], FitResult]:
     spec = get_law(law)
     if fit_where and frontier == "none":  # no frontier to take first: --fit-where is one more filter
@@ -325,6 +350,7 @@ def _fit_group(
         frontier=frontier,
         fix=fix,
         link=link,
+        progress=progress,
         **where,
         **inputs,
     )
@@ -339,6 +365,7 @@ def _fit_group(
             holdout_mask=row_mask(g, holdout, "holdout") if holdout else None,
             loo=loo,
             groups=groups,
+            progress=progress,
         )
         if holdout:
             validation["holdout"] = {"expr": holdout, **validation["holdout"]}

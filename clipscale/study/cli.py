@@ -31,9 +31,11 @@ def _run(args: argparse.Namespace) -> int:
         result = run_study(study, executor=args.executor, jobs=args.jobs, dry_run=args.dry_run,
                            retry_failed=args.retry_failed, slurm_backend=args.slurm_backend)
         if not args.dry_run and not args.no_report and not result.get("signal"):
+            from clipscale.progress import print_progress
             from clipscale.study.pipeline import finish_study
 
-            done = finish_study(study)  # results -> fits -> report, once every run has finished
+            # results -> fits -> report, once every run has finished; the fits' progress on stderr
+            done = finish_study(study, progress=print_progress)
     status = run_exit_status(result)
     if args.json:
         emit({"study": study.name, "output_dir": study.output_dir, "dry_run": args.dry_run,
@@ -126,22 +128,24 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from clipscale.progress import print_progress
     from clipscale.study.pipeline import finish_study
 
     with progress_to_stderr(args.json):
         study = _load(args)
-        done = finish_study(study, require_complete=False, out=args.out)
+        done = finish_study(study, require_complete=False, out=args.out, progress=print_progress)
     if args.json:
         emit({"study": study.name, "output_dir": study.output_dir, **finish_document(done)})
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from clipscale.progress import print_progress
     from clipscale.study.demo import demo, print_demo
 
     out = args.out or ("clipscale-real" if args.real else "clipscale-demo")
     with progress_to_stderr(args.json):
-        doc = demo(out=out, jobs=args.jobs, real=args.real, packages=args.packages)
+        doc = demo(out=out, jobs=args.jobs, real=args.real, packages=args.packages, progress=print_progress)
     if args.json:
         emit(doc)
     else:

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from clipscale.progress import Progress
 from clipscale.study.spec import StudySpec, load_study
 
 DEMO_FILES = ("demo.toml", "demo_suite.toml")
@@ -119,8 +120,9 @@ def run_demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None, rea
 
 
 def demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None, real: bool = False,
-         packages: str | Path | None = None) -> dict[str, Any]:
-    """Run the demo study; returns what `clipscale demo` reports (text or --json) and its exit status."""
+         packages: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the demo study; returns what `clipscale demo` reports (text or --json) and its exit status.
+    `progress` gets the fitting stage's lines (clipscale.progress)."""
     from clipscale.study.pipeline import finish_study
     from clipscale.study.runner import run_study
 
@@ -128,7 +130,7 @@ def demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None, real: b
     study = real_demo_study(out, packages=packages) if real else demo_study(out)
     print(f"clipscale demo: study {study.path} -> {study.output_dir}")
     outcome = run_study(study, jobs=jobs)
-    done = finish_study(study, log=lambda s: None)
+    done = finish_study(study, log=lambda s: None, progress=progress)
     counts = ("planned", "finished", "failed", "skipped", "locked", "interrupted", "pending", "running")
     doc: dict[str, Any] = {
         "study": str(study.path), "output_dir": str(study.output_dir),

@@ -14,7 +14,7 @@ import threading
 import time
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from clipscale.errors import ClipscaleError
 
@@ -98,31 +98,59 @@ def train_torchrun(kwargs: dict[str, Any], *, nproc: int, nnodes: int = 1, node_
                    master: str | None = None) -> None:
     """Train one run as `nproc` ranks per node under torchrun; raise with the tail of its output.
 
-    A signal here is relayed to torchrun as SIGTERM (its ranks checkpoint) and waited for, never
-    answered by killing it, which would orphan the ranks. Ranks stopped by a signal leave an
-    "interrupted" summary: that is returned as such, not raised as a failure.
+    torchrun's output (rank 0's progress lines among it) goes to RUN_DIR/torchrun.log and to this
+    process's stderr, so a SLURM or CI log shows the run going. A signal here is relayed to torchrun as
+    SIGTERM (its ranks checkpoint) and waited for, never answered by killing it, which would orphan the
+    ranks. Ranks stopped by a signal leave an "interrupted" summary: that is returned as such, not raised
+    as a failure.
     """
     run_dir = Path(kwargs["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "train_config.toml"
-    config_path.write_text(to_toml({"progress": False, **kwargs}), encoding="utf-8")
+    # progress as the run's config says (default on); the ranks' stderr is the pipe below, not a terminal,
+    # so rank 0 (the only rank with progress) prints lines, never a bar (train/metrics.py Progress)
+    config_path.write_text(to_toml(kwargs), encoding="utf-8")
     cmd = torchrun_command(config_path, nproc=nproc, nnodes=nnodes, node_rank=node_rank, master=master)
     log_path = run_dir / "torchrun.log"
     launched = time.time()
     with open(log_path, "ab") as log:
         # torchrun itself ignores SLURM's time-limit USR2 (by default it would die of it, orphaning its
         # ranks); the ranks, which SLURM signals too, set their own handler and checkpoint
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ),
                                 preexec_fn=_ignore_usr2)
+        # a thread tees the pipe, so the main thread waits on torchrun and takes signals as before
+        relay = threading.Thread(target=_tee, args=(proc.stdout, log), name="torchrun-tee", daemon=True)
+        relay.start()
         try:
             returncode = proc.wait()
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGTERM)
             proc.wait()
+            relay.join(TEE_DRAIN_S)
             raise
+        relay.join(TEE_DRAIN_S)  # the log is complete before its last line is quoted
     if returncode != 0 and not _interrupted_since(run_dir / "summary.json", launched):
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise ClipscaleError(f"torchrun exited {returncode}: {tail[0][:300]} (see {log_path})")
+
+
+TEE_DRAIN_S = 30.0  # after torchrun exits, how long its output may take to end (ranks it left behind)
+
+
+def _tee(pipe: IO[bytes], log: IO[bytes]) -> None:
+    """Each line of torchrun's output to torchrun.log (flushed: `tail -f` follows it) and to stderr."""
+    with pipe:
+        for line in iter(pipe.readline, b""):
+            try:
+                log.write(line)
+                log.flush()
+            except ValueError:  # the log was closed: torchrun exited TEE_DRAIN_S ago
+                return
+            try:
+                sys.stderr.write(line.decode("utf-8", errors="replace"))
+                sys.stderr.flush()
+            except (OSError, ValueError):  # no stderr (closed): the log still gets everything
+                pass
 
 
 def _ignore_usr2() -> None:

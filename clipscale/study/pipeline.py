@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from clipscale.fit.groups import study_group
+from clipscale.progress import Progress, prefixed
 from clipscale.study.spec import StudySpec
 
 SAVED_FORMAT = "clipscale-fits/1"  # clipscale.fit.result's saved-fit document, extended with the keys below
@@ -56,7 +57,8 @@ def _rows_for(points: Any, inputs: tuple[str, ...]) -> Any:
     return points if "U" in inputs else points[~points.constrained]
 
 
-def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudySpec) -> Any:
+def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudySpec,
+              progress: Progress | None = None) -> Any:
     from clipscale.fit.laws import get_law
     from clipscale.fit.table import fit_table_results
     from clipscale.report.analysis import is_loss
@@ -71,7 +73,7 @@ def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudyS
     return fit_table_results(rows, law=law, y=metric, error=not is_loss(metric), loss=is_loss(metric),
                              by=by, where=None, bootstrap=study.fit.bootstrap, holdout=None, loo=False,
                              seed=0, run="run_id", huber_delta=1e-3, link=study.fit.link,
-                             objective=study.fit.objective, **kwargs)
+                             objective=study.fit.objective, progress=progress, **kwargs)
 
 
 def _predictions(result: Any, budgets: list[float]) -> list[dict[str, Any]]:
@@ -99,7 +101,8 @@ def _entry(doc_fit: dict[str, Any], result: Any, rows: Any, meta: dict[str, Any]
     return entry
 
 
-def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: StudySpec
+def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: StudySpec,
+               progress: Progress | None = None
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list, list[dict[str, Any]]]:
     """One law on one target, per distribution: (saved-fit entries, failures, exponent differences,
     comparisons across compute)."""
@@ -109,7 +112,8 @@ def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: Study
     names = {d: study_group(dataset=dataset, metric=metric, distribution=d, law=law)
              for d in rows.distribution.unique()}
     try:
-        doc, results = _fit_call(rows, law=law, metric=metric, by="distribution", study=study)
+        doc, results = _fit_call(rows, law=law, metric=metric, by="distribution", study=study,
+                                 progress=progress)
         per_group = [(f, r, g) for f, (_, r, g) in zip(doc["fits"], results, strict=True)]
         differences = doc.get("differences", [])
     except Exception:  # one group failed: fit each alone so the others still count, the failure is shown
@@ -131,7 +135,9 @@ def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: Study
                       study, names[f["group"]]) for f, r, g in per_group]
     if study.fit.check_largest:
         for entry, (_, _, g) in zip(entries, per_group, strict=True):
-            entry.update(_check_largest(g, law=law, metric=metric, study=study, frontier=entry["frontier"]))
+            check = prefixed(progress, f"extrapolation check {entry['group']}: ")
+            entry.update(_check_largest(g, law=law, metric=metric, study=study, frontier=entry["frontier"],
+                                        progress=check))
     for d in differences:
         d.update(dataset=dataset, metric=metric, law=law)
     compared = _comparisons([(e["distribution"], r) for e, (_, r, _) in zip(entries, per_group, strict=True)],
@@ -153,7 +159,8 @@ def _comparisons(fits: list[tuple[Any, Any]], *, study: StudySpec) -> list[dict[
     return [{**pair, "range": doc["range"], "level": doc["level"]} for pair in doc["pairs"]]
 
 
-def _check_largest(rows: Any, *, law: str, metric: str, study: StudySpec, frontier: str) -> dict[str, Any]:
+def _check_largest(rows: Any, *, law: str, metric: str, study: StudySpec, frontier: str,
+                   progress: Progress | None = None) -> dict[str, Any]:
     """`extrapolation_check` of one fit entry (`clipscale.study.extrapolation`): the same fit call on the
     rows below the largest compute group."""
     from clipscale.fit.laws import get_law
@@ -162,7 +169,7 @@ def _check_largest(rows: Any, *, law: str, metric: str, study: StudySpec, fronti
     spec = get_law(law)
     free = [p for p in spec.params if p not in study.fit.fix]
     def refit(sub: Any) -> Any:
-        return _fit_call(sub, law=law, metric=metric, by=None, study=study)[1][0][1]
+        return _fit_call(sub, law=law, metric=metric, by=None, study=study, progress=progress)[1][0][1]
 
     return check_largest(rows, inputs={k: input_columns(study)[k] for k in spec.inputs}, n_params=len(free),
                          on_frontier=frontier != "none", refit=refit)
@@ -233,8 +240,10 @@ def _off_law(points: Any, entries: list[dict[str, Any]]) -> list[dict[str, Any]]
     return out
 
 
-def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """The fits.json document: every [fit] law on every target, the isoFLOP analysis, what was left out."""
+def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None = None,
+              progress: Progress | None = None) -> dict[str, Any]:
+    """The fits.json document: every [fit] law on every target, the isoFLOP analysis, what was left out.
+    `progress` (clipscale.progress) gets a line per target and law, then the fits' own lines."""
     from clipscale.report.analysis import final_points, targets
 
     limit = study.fit.max_passes
@@ -248,12 +257,16 @@ def fit_stage(study: StudySpec, df: Any, *, missing: list[dict[str, str]] | None
         "fits": [], "failed": [], "differences": [], "comparisons": [], "isoflop": [], "constrained_runs": [],
         "off_law": []}
     fitted_runs: set[str] = set()
-    for dataset, metric in targets(df, study.fit.metrics) if len(df) else []:
+    listed = targets(df, study.fit.metrics) if len(df) else []
+    for i, (dataset, metric) in enumerate(listed):
         points = final_points(df, dataset, metric, max_passes=limit)
         fitted_runs |= set(points.run_id)
         for j, law in enumerate(study.fit.laws):
+            if progress is not None:
+                progress(f"fits: target {i + 1}/{len(listed)} {dataset} {metric}, law {law} "
+                         f"({j + 1}/{len(study.fit.laws)})")
             entries, failed, diffs, compared = fit_target(points, dataset=dataset, metric=metric, law=law,
-                                                          study=study)
+                                                          study=study, progress=progress)
             doc["fits"] += entries
             doc["failed"] += failed
             doc["differences"] += diffs
@@ -276,9 +289,11 @@ def _describe_missing(missing: list[dict[str, str]], total: int) -> str:
 
 
 def finish_study(study: StudySpec, *, report: bool = True, require_complete: bool = True,
-                 out: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 out: str | Path | None = None, log: Callable[[str], None] = print,
+                 progress: Progress | None = None) -> dict[str, Any]:
     """Results table → fits.json → report.html. With `require_complete`, nothing is written while runs are
-    missing (a study that stopped early must not leave a report that looks final)."""
+    missing (a study that stopped early must not leave a report that looks final). `log` gets the summary
+    printed at the end; `progress` the fitting stage's progress lines (`fit_stage`)."""
     from clipscale.io import atomic_write_json
     from clipscale.study.grid import plan
     from clipscale.study.results import build_results_table, table_bytes
@@ -298,7 +313,7 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
     df = build_results_table(study)
     paths = {"results": study.output_dir / "results.csv", "fits": study.output_dir / "fits.json"}
     atomic_write_bytes(paths["results"], table_bytes(df, "csv"))
-    doc = fit_stage(study, df, missing=missing)
+    doc = fit_stage(study, df, missing=missing, progress=progress)
     atomic_write_json(paths["fits"], doc)
     from clipscale.study.demo import summarize  # what `clipscale demo` prints: laws, isoFLOP, constrained
 

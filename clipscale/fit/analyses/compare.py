@@ -141,8 +141,8 @@ def _crossover(grid: np.ndarray, d: np.ndarray, boot: np.ndarray | None, q: list
 
 def compare_table(df: Any, *, by: str, at: list[float] | None = None, bootstrap: int = 200,
                   **options: Any) -> dict[str, Any]:
-    """Fit the law per group of `by` (the options of `fit.table.fit_table_results`) with `bootstrap`
-    refits, then `compare_fits`."""
+    """Fit the law per group of `by` (the options of `fit.table.fit_table_results`, `progress` among them)
+    with `bootstrap` refits, then `compare_fits`."""
     from clipscale.fit.table import fit_table_results
 
     if bootstrap < 2:

@@ -17,6 +17,7 @@ from clipscale.fit.estimation.bounds import bound_sides
 from clipscale.fit.estimation.estimate import Optimum, fit_prepared
 from clipscale.fit.estimation.points import Prepared
 from clipscale.fit.laws import derived_quantities
+from clipscale.progress import Progress, Ticker
 
 CI_LEVEL = 0.95
 
@@ -61,15 +62,20 @@ def point_values(prep: Prepared) -> np.ndarray:
 
 
 def run_bootstrap(
-    prep: Prepared, full: Optimum, *, n_boot: int, seed: int, delta: float, groups: np.ndarray | None = None
+    prep: Prepared, full: Optimum, *, n_boot: int, seed: int, delta: float, groups: np.ndarray | None = None,
+    progress: Progress | None = None, min_interval_s: float | None = None,
 ) -> BootstrapResult:
-    """Refit on `n_boot` resamples of runs; returns parameter (and derived) samples."""
+    """Refit on `n_boot` resamples of runs; returns parameter (and derived) samples. `progress` gets a
+    `bootstrap done/total` line at most every `min_interval_s` (clipscale.progress.Ticker); the resamples
+    are the same with or without it."""
     idx, n_groups = group_index(groups, prep.n, point_values(prep))
     rng = np.random.default_rng(seed)
     dnames = list(derived_quantities(prep.law, full.params))
     names = list(prep.law.params) + dnames
     rows, failed, sides = [], 0, {}
-    for _ in range(n_boot):
+    ticker = Ticker(progress, n_boot, what="bootstrap", min_interval_s=min_interval_s)
+    for i in range(n_boot):
+        ticker.tick(i, f"{failed} failed" if failed else "")
         counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
         w = counts[idx].astype(float)
         if np.count_nonzero(w) < prep.law.n_params:
@@ -93,6 +99,7 @@ def run_bootstrap(
             for name, where in bound_sides(opt.fitted or prep, opt.theta).items():
                 key = (name, where.split()[-1])
                 sides[key] = sides.get(key, 0) + 1
+    ticker.finish(f"{failed} failed" if failed else "")
     if not rows:
         raise ClipscaleError(f"every one of {n_boot} bootstrap refits failed")
     return BootstrapResult(names, np.array(rows), failed, sides)

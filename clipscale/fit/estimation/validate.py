@@ -27,6 +27,7 @@ from clipscale.fit.estimation.link import (
     parse_link,
 )
 from clipscale.fit.estimation.points import Prepared, frontier_subset, unidentified_params
+from clipscale.progress import Progress, Ticker
 
 LOO_EXTRA_STARTS = 1
 WARM_GRID_STARTS = 4  # grid starts of each further link's full fit (besides its neighbour's optimum)
@@ -199,9 +200,11 @@ def leave_one_run_out(
     full: Optimum | None = None,
     auto_link: bool = False,
     warm: Warm | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Refit without each run in turn and predict its points. With `auto_link` each fold chooses its
-    link on its own training rows (`links`: how often each was chosen)."""
+    link on its own training rows (`links`: how often each was chosen). `progress`: rate-limited
+    `leave-one-run-out done/total` lines (clipscale.progress.Ticker)."""
     idx, n_groups = group_index(groups, prep.n)
     if n_groups < 2:
         raise ClipscaleError("leave-one-run-out needs at least two runs")
@@ -209,7 +212,9 @@ def leave_one_run_out(
     chosen: dict[str, int] = {}
     if auto_link and warm is None:
         warm = warm_starts(prep, delta=delta)
+    ticker = Ticker(progress, n_groups, what="leave-one-run-out")
     for g in range(n_groups):
+        ticker.tick(g)
         held = idx == g
         train, scored, start = prep.subset(~held), prep, full
         if train.n < prep.n_free:
@@ -220,6 +225,7 @@ def leave_one_run_out(
             train, scored, start = train.with_link(lam), prep.with_link(lam), warm.get(lam)
         opt = fit_prepared(train, delta=delta, starts=_starts(train, start, delta))
         err[held] = _errors(scored, opt.params, held)
+    ticker.finish()
     out = summarize(err, prep.error, prep.loss)
     if auto_link:
         out["links"] = chosen
@@ -234,9 +240,11 @@ def validate_fit(
     holdout_mask: np.ndarray | None = None,
     loo: bool = False,
     groups: np.ndarray | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The `holdout` and/or `loo` checks of one fit (`prep` on the scale of E), with the same `link`
-    as the fit: a given one is used as it is, `auto` is chosen again on each fold's training rows."""
+    as the fit: a given one is used as it is, `auto` is chosen again on each fold's training rows.
+    `progress` gets the leave-one-run-out folds' done/total lines."""
     lam = parse_link(link)
     out: dict[str, Any] = {}
     if holdout_mask is None and not loo:
@@ -249,6 +257,6 @@ def validate_fit(
         out["holdout"] = holdout(linked, holdout_mask, delta=delta, full=full, auto_link=auto, warm=warm)
     if loo:
         out["loo"] = leave_one_run_out(
-            linked, delta=delta, groups=groups, full=full, auto_link=auto, warm=warm
+            linked, delta=delta, groups=groups, full=full, auto_link=auto, warm=warm, progress=progress
         )
     return out
