@@ -151,7 +151,8 @@ def test_the_studys_fitting_stage_reports_each_target_and_law(tmp_path: Path) ->
         "fits: target 1/1 synth_retrieval image_retrieval_recall@5, law power (1/2)",
         "fits: target 1/1 synth_retrieval image_retrieval_recall@5, law frontier (2/2)"]
     assert "fit uniform: 15 rows, law power, bootstrap 100" in lines
-    assert any(ln.startswith("largest-compute check uniform: fit: ") for ln in lines), lines
+    check = "extrapolation check synth_retrieval/image_retrieval_recall@5/uniform/power: fit: "
+    assert any(ln.startswith(check) for ln in lines), lines
     assert dumps(told) == dumps(fit_stage(study, df))  # progress changes nothing in fits.json
 
 
