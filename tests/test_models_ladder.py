@@ -71,3 +71,20 @@ def test_bpe_twin_tokenizer_is_open_clips_and_plain_open_clip_rebuilds_it(tmp_pa
     assert torch.equal(tokens, open_clip.tokenizer.SimpleTokenizer(context_length=32)(CAPTIONS))
     open_clip.add_model_config(write_open_clip_config(tmp_path, name, model_config(name)))
     assert torch.equal(open_clip.get_tokenizer(name)(CAPTIONS), tokens)
+
+
+def test_bpe_twin_tokenizer_without_open_clips_not_found_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """open_clip warns "Model configuration not found" for a name it does not know; the ladder's BPE twins
+    (from their config, and from a checkpoint's saved state) get the same tokenizer without that noise."""
+    import logging
+
+    from clipscale.models import model_config
+    from clipscale.models.tokenizer import tokenizer_from_state
+
+    name = "tiny-S2-bpe"
+    with caplog.at_level(logging.WARNING):
+        tok = get_tokenizer(name)
+        again = tokenizer_from_state(tok.state(), model_config=model_config(name))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert tok.state() == {"kind": "open_clip", "model": name, "context_length": 32}
+    assert torch.equal(again(CAPTIONS), tok(CAPTIONS))

@@ -214,7 +214,7 @@ def get_tokenizer(name: str) -> Tokenizer:
     twins `tiny-S<i>-bpe` at the ladder's context length, as plain open_clip builds it from their config)."""
     if name in LADDER:
         if LADDER[name].bpe:
-            return OpenClipTokenizer(name, context_length=CONTEXT_LENGTH)
+            return OpenClipTokenizer(name, context_length=CONTEXT_LENGTH, model_config=ladder_config(name))
         return WordTokenizer(VOCABULARY, CONTEXT_LENGTH)
     _check_name(name)
     return OpenClipTokenizer(name)

@@ -78,7 +78,9 @@ class OpenClipTokenizer:
             ensure_registered(model_name, model_config)
         self.model_name = model_name
         try:
-            self._tok = open_clip.get_tokenizer(model_name, context_length=context_length)
+            self._tok = (_simple_tokenizer(model_config, context_length)
+                         if _plain_bpe_unknown_name(model_name, model_config)
+                         else open_clip.get_tokenizer(model_name, context_length=context_length))
         except (ImportError, OSError) as exc:  # transformers absent, or tokenizer files not local
             raise ClipscaleError(_hf_tokenizer_hint(model_name, exc)) from None
         self.context_length = int(getattr(self._tok, "context_length", None) or context_length or 77)
@@ -88,6 +90,28 @@ class OpenClipTokenizer:
 
     def state(self) -> dict[str, Any]:
         return {"kind": "open_clip", "model": self.model_name, "context_length": self.context_length}
+
+
+def _plain_bpe_unknown_name(model_name: str, model_config: dict[str, Any] | None) -> bool:
+    """A config open_clip does not know by name (the ladder's `tiny-S<i>-bpe`) that uses its default BPE:
+    `open_clip.get_tokenizer` would build the same SimpleTokenizer, after a "Model configuration not
+    found" warning that is only noise here."""
+    import open_clip
+
+    if model_config is None or model_name.startswith(("hf-hub:", "local-dir:")):
+        return False
+    text_cfg = model_config.get("text_cfg") or {}
+    return open_clip.get_model_config(model_name) is None and not text_cfg.get("hf_tokenizer_name")
+
+
+def _simple_tokenizer(model_config: dict[str, Any] | None, context_length: int | None) -> Any:
+    """open_clip's SimpleTokenizer as `get_tokenizer` builds it from a config: context length argument >
+    config > 77, the config's tokenizer_kwargs."""
+    from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, SimpleTokenizer
+
+    text_cfg = (model_config or {}).get("text_cfg") or {}
+    ctx = context_length or text_cfg.get("context_length") or DEFAULT_CONTEXT_LENGTH
+    return SimpleTokenizer(context_length=int(ctx), **dict(text_cfg.get("tokenizer_kwargs") or {}))
 
 
 def _hf_tokenizer_hint(model_name: str, exc: BaseException) -> str:
