@@ -24,6 +24,7 @@ STAGE_COMMAND_MODULES: tuple[str, ...] = (
     "clipscale.train.cli",  # train
     "clipscale.evals.cli",  # eval
     "clipscale.fit.cli",  # fit, predict, reproduce
+    "clipscale.fit.analyses.cli",  # compare, isoflop
     "clipscale.models.cli",  # models, flops
     "clipscale.data.cli",  # data synth
 )

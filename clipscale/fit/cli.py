@@ -1,4 +1,5 @@
-"""Verbs `fit`, `predict`, `reproduce`. Standard library only at top level; handlers import the rest."""
+"""Verbs `fit`, `predict`, `reproduce` (`compare` and `isoflop`: `clipscale.fit.analyses.cli`). Standard
+library only at top level; handlers import the rest."""
 
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ def register(subparsers: Any) -> None:
     _register_fit(subparsers)
     _register_predict(subparsers)
     _register_reproduce(subparsers)
-    _register_isoflop(subparsers)
-    _register_compare(subparsers)
 
 
 def _register_fit(subparsers: Any) -> None:
     p = subparsers.add_parser("fit", help="fit a scaling law to a results table (CSV, JSON lines, parquet)")
     p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
-    _add_law_options(p, y_required=True)
+    add_law_options(p, y_required=True)
     p.add_argument(
         "--max-passes",
         type=float,
@@ -40,7 +39,7 @@ def _register_fit(subparsers: Any) -> None:
     p.set_defaults(handler=_fit)
 
 
-def _add_law_options(p: Any, *, y_required: bool) -> None:
+def add_law_options(p: Any, *, y_required: bool) -> None:
     """The options that say which law is fitted to which points (`fit` and `compare`)."""
     p.add_argument(
         "--law",
@@ -99,50 +98,6 @@ def _add_law_options(p: Any, *, y_required: bool) -> None:
     p.add_argument("--run", help="column identifying runs (bootstrap and --loo resample/leave out runs)")
 
 
-def _register_compare(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "compare", help="compare groups across compute: error differences and crossover, with CIs"
-    )
-    p.add_argument("source", help="results table (then --by and the law options) or FITS.json (fit --save)")
-    _add_law_options(p, y_required=False)
-    p.add_argument("--at", nargs="+", type=float, metavar="C",
-                   help="compute values (default: the largest C measured, 10x and 100x beyond it)")
-    p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="refits per group (a table)")
-    p.add_argument("--huber-delta", type=float, default=1e-3,
-                   help="Huber loss threshold on log residuals (larger = closer to least squares)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap resamples")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(handler=_compare)
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from clipscale.errors import ClipscaleError
-    from clipscale.fit.analyses.compare import compare_saved, compare_table, is_saved_fits
-    from clipscale.fit.table import load_table
-    from clipscale.io import dumps
-    from clipscale.progress import print_progress
-
-    if is_saved_fits(args.source):
-        doc = compare_saved(args.source, by=args.by, at=args.at)
-    else:
-        if not args.by or not args.y:
-            raise ClipscaleError("compare TABLE needs --by COL (the groups) and --y (and the law's inputs)")
-        doc = compare_table(
-            load_table(args.source), by=args.by, at=args.at, bootstrap=args.bootstrap, law=args.law,
-            C=args.C, N=args.N, D=args.D, U=args.U, S=args.S, y=args.y, where=args.where,
-            error=args.error, seed=args.seed, run=args.run, huber_delta=args.huber_delta, loss=args.loss,
-            frontier=args.frontier, fix=_fix(args.fix), link=args.link, objective=args.objective,
-            frontier_bins=args.frontier_bins, fit_where=args.fit_where, progress=print_progress,
-        )
-    if args.json:
-        print(dumps(doc, indent=2))
-    else:
-        from clipscale.fit.text import print_compare_text
-
-        print_compare_text(doc)
-    return 0
-
-
 def _register_predict(subparsers: Any) -> None:
     p = subparsers.add_parser("predict", help="predict error (with CI) or allocate compute from a saved fit")
     p.add_argument("fit", help="FIT.json written by clipscale fit --save")
@@ -172,87 +127,6 @@ def _register_reproduce(subparsers: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(handler=_reproduce)
-
-
-def _register_isoflop(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "isoflop", help="compute-optimal model size per compute budget (Chinchilla approach 2)"
-    )
-    p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
-    p.add_argument("--C", required=True, help="compute of each run: column name or expression")
-    p.add_argument("--N", required=True, help="model size of each run: column name or expression")
-    p.add_argument("--y", required=True, help="loss or error column or expression (accuracy with --error)")
-    p.add_argument("--error", action="store_true", help="y is accuracy-like: analyse 1 - y")
-    p.add_argument("--by", help="one analysis per value of this column")
-    p.add_argument("--where", help="boolean expression selecting rows")
-    p.add_argument("--k", type=float, default=1.0, help="C = k·N·D (6 for LLM FLOPs; 1 for CLIP GMACs)")
-    p.add_argument("--gap", type=float, default=0.05, help="log10 C gap (dex) that separates budgets")
-    p.add_argument(
-        "--window",
-        default=None,
-        metavar="K",
-        help="fit each budget's parabola to the K sizes nearest its best run (K >= 3; 'all': every size; "
-        "default 7)",
-    )
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N resamples")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap resamples")
-    p.add_argument(
-        "--plot",
-        nargs="?",
-        const="isoflop.png",
-        metavar="FILE",
-        help="write the figure (default isoflop.png)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(handler=_isoflop)
-
-
-def _isoflop(args: argparse.Namespace) -> int:
-    from clipscale.fit.analyses.isoflop import isoflop, plot_isoflop
-    from clipscale.fit.plot import check_figure_path
-    from clipscale.fit.table import load_table
-    from clipscale.io import dumps
-
-    if args.plot:
-        check_figure_path(args.plot)
-    df = load_table(args.table)
-    doc = isoflop(
-        df,
-        C=args.C,
-        N=args.N,
-        y=args.y,
-        by=args.by,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
-        where=args.where,
-        k=args.k,
-        error=args.error,
-        gap=args.gap,
-        **_window(args.window),
-    )
-    if args.plot:
-        plot_isoflop(doc, df, args.plot)
-    if args.json:
-        print(dumps(doc, indent=2))
-        return 0
-    from clipscale.fit.text import print_isoflop_text
-
-    print_isoflop_text(doc, k=args.k)
-    return 0
-
-
-def _window(text: str | None) -> dict[str, Any]:
-    """--window K (an integer), 'all' (every size, None), or not given (the library's default)."""
-    from clipscale.errors import ClipscaleError
-
-    if text is None:
-        return {}
-    if text == "all":
-        return {"window": None}
-    try:
-        return {"window": int(text)}
-    except ValueError:
-        raise ClipscaleError(f"--window {text!r}: expected an integer >= 3 or 'all'") from None
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -285,7 +159,7 @@ def _fit(args: argparse.Namespace) -> int:
         huber_delta=args.huber_delta,
         loss=args.loss,
         frontier=args.frontier,
-        fix=_fix(args.fix),
+        fix=parse_fix(args.fix),
         link=args.link,
         objective=args.objective,
         frontier_bins=args.frontier_bins,
@@ -320,7 +194,7 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fix(items: list[str]) -> dict[str, float]:
+def parse_fix(items: list[str]) -> dict[str, float]:
     from clipscale.errors import ClipscaleError
 
     out = {}
