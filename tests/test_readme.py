@@ -161,11 +161,15 @@ def test_readme_fit_reproduces_the_studys_law(demo_shaped_study: Path, monkeypat
     fits = [c for c in readme_commands(text)
             if c[:2] == ["fit", "clipscale-demo/results.csv"] and "--save" in c]
     assert fits, "README step 3 has no `clipscale fit clipscale-demo/results.csv ... --save FILE`"
-    argv = fits[0]
+    argv = list(fits[0])
+    study = json.loads((demo_shaped_study / "clipscale-demo" / "fits.json").read_text())
+    demo_toml = (ROOT / "clipscale" / "study" / "demo.toml").read_text(encoding="utf-8")
+    at = argv.index("--bootstrap") + 1
+    assert f"bootstrap = {argv[at]}\n" in demo_toml, "README step 3's --bootstrap is not the demo's [fit] one"
+    argv[at] = str(study["settings"]["bootstrap"])  # the test's study uses fewer refits, for time
     monkeypatch.chdir(demo_shaped_study)
     assert main(argv) == 0, capsys.readouterr().err
     saved = json.loads((demo_shaped_study / argv[argv.index("--save") + 1]).read_text())
-    study = json.loads((demo_shaped_study / "clipscale-demo" / "fits.json").read_text())
     ours = {f["group"]: f for f in saved["fits"]}  # --by distribution: `uniform`, `zipf`
     target = ("synth_retrieval", argv[argv.index("--y") + 1], argv[argv.index("--law") + 1])
     same = [e for e in study["fits"] if (e["dataset"], e["metric"], e["law"]) == target]
@@ -176,3 +180,5 @@ def test_readme_fit_reproduces_the_studys_law(demo_shaped_study: Path, monkeypat
         assert mine["n_points"] == entry["n_points"], entry["group"]
         for key, value in entry["params"].items():
             assert mine["params"][key] == pytest.approx(value, rel=1e-6), (entry["group"], key)
+        for key, (lo, hi) in entry["ci"].items():  # the same resamples: the study's bootstrap count, seed
+            assert mine["ci"][key] == pytest.approx([lo, hi], rel=1e-6), (entry["group"], key)
