@@ -197,3 +197,67 @@ def test_preloading_initialises_no_cuda() -> None:
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]", "False"], out.stdout
+
+
+IDENTICAL_STUDY = """
+[study]
+name = "same"
+output_dir = "out"
+
+[datasets.uni]
+synth = "uniform"
+samples = 300
+
+[train]
+batch_size = 64
+checkpoint_points = [1.0]
+workers = 0
+threads = 1
+
+[[grid]]
+model = "tiny-S0"
+dataset = "uni"
+data_size = 300
+samples_seen = 192
+
+[eval]
+suite = "synth"
+samples_per_task = 20
+batch_size = 64
+"""
+
+
+def _trained(root: Path) -> tuple[list, list, dict]:
+    import torch
+
+    from clipscale.io import read_jsonl
+    from clipscale.study.grid import plan
+    from clipscale.study.runner import run_study
+    from clipscale.study.spec import load_study
+
+    root.mkdir()
+    (root / "study.toml").write_text(IDENTICAL_STUDY)
+    study = load_study(root / "study.toml")
+    assert run_study(study, jobs=2, log=lambda s: None)["finished"] == 1
+    (run,) = plan(study)
+    steps = [{k: r[k] for k in ("step", "loss", "lr", "logit_scale", "grad_norm")}
+             for r in read_jsonl(run.run_dir / "metrics.jsonl")]
+    evals = [(r["dataset"], r["metrics"]) for r in read_jsonl(run.run_dir / "results.jsonl")]
+    (ckpt,) = (run.run_dir / "checkpoints").glob("*.pt")
+    return steps, evals, torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+@needs_forkserver
+def test_a_run_trained_in_a_forked_worker_is_bit_identical_to_a_spawned_one(tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setenv(START_METHOD_ENV, "spawn")
+    spawned = _trained(tmp_path / "spawn")
+    monkeypatch.setenv(START_METHOD_ENV, "forkserver")
+    forked = _trained(tmp_path / "forkserver")
+    assert spawned[0] and forked[0] == spawned[0]  # each logged step's loss, lr, logit scale, grad norm
+    assert forked[1] == spawned[1] and len(spawned[1]) >= 4
+    assert forked[2].keys() == spawned[2].keys()
+    assert all(torch.equal(forked[2][k], spawned[2][k]) for k in spawned[2])
