@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from clipscale.errors import ClipscaleError
-from clipscale.study import worker_preload
-from clipscale.study.executors import START_METHOD_ENV, ProcessExecutor, start_method
+from clipscale.study.executors import START_METHOD_ENV, ProcessExecutor, import_modules, start_method
 from tests.executor_tasks import HEAVY, sleep_and_record, worker_view
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +147,7 @@ def test_a_killed_fork_server_does_not_pass_its_running_tasks_for_dead(monkeypat
 def test_a_preload_module_that_fails_to_import_is_skipped(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "clipscale_test_broken.py").write_text("raise RuntimeError('broken optional module')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert worker_preload.import_modules(["json", "clipscale_test_missing", "clipscale_test_broken"]) == \
+    assert import_modules(["json", "clipscale_test_missing", "clipscale_test_broken"]) == \
         ["clipscale_test_missing", "clipscale_test_broken"]
 
 

@@ -25,6 +25,7 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import ctypes
+import importlib
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
@@ -42,7 +43,22 @@ from clipscale.errors import ClipscaleError
 EXECUTORS = ("local", "slurm")
 START_METHOD_ENV = "CLIPSCALE_START_METHOD"
 START_METHODS = ("spawn", "forkserver")
-FORKSERVER_PRELOAD = ("clipscale.study.worker_preload",)  # it imports the heavy modules, skipping failures
+FORKSERVER_PRELOAD = ("clipscale.study.worker_preload",)  # it imports PRELOAD_MODULES, skipping failures
+PRELOAD_MODULES = (  # what a run's task imports: torch, open_clip, the train/eval/data stages
+    "numpy",
+    "torch",
+    "open_clip",
+    "clipscale.study.runner",  # a task's function (execute_run, prepare_dataset) and its hooks
+    "clipscale.study.hooks",
+    "clipscale.train",
+    "clipscale.train.loop",
+    "clipscale.train.session",
+    "clipscale.evals",
+    "clipscale.evals.runner",
+    "clipscale.models",
+    "clipscale.data.loader",
+    "clipscale.data.synth",
+)
 
 
 def cpu_cores() -> list[int]:
@@ -172,6 +188,21 @@ def call_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
     if isinstance(result, dict) and result.get("status") == "interrupted":
         _WORKER["stop"] = signal.SIGTERM  # the trainer took the signal: take no new task
     return result
+
+
+def import_modules(names: tuple[str, ...] | list[str]) -> list[str]:
+    """Import each module that imports cleanly (the fork server's preload); return those that did not.
+
+    Whatever a module raises, it is skipped: multiprocessing's own preload skips only ImportError, and
+    anything else would kill the server and with it every run's start. A task that needs the module
+    imports it again and fails with the real error, as it would under spawn."""
+    failed = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            failed.append(name)
+    return failed
 
 
 def _pin(slot: int, threads: int, cores: list[int], gpus: list[str], pin: bool) -> None:
