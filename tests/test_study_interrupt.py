@@ -168,6 +168,23 @@ def test_signal_stops_study_leaves_runs_resumable(study, jobs: int, sig: signal.
     _rerun_completes(study, jobs, interrupted)
 
 
+def test_sigterm_to_the_whole_process_group_fails_no_run(study) -> None:
+    """`timeout` and `kill -TERM -PGID` signal the executor's process group, its fork server included
+    (workers have groups of their own): the server's death must not pass running workers for dead."""
+    proc = _start(study, 2)
+    _wait_until_training(study, proc, 2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, (out, err)
+    interrupted = _check_after_stop(study)  # none failed
+    assert 1 <= len(interrupted) <= 2 and "Traceback" not in err, err
+    (reported,) = [line for line in err.splitlines() if "interrupted by SIGTERM" in line]
+    assert f"{len(interrupted)} run(s) left resumable" in reported, err  # not taken for dead workers
+    assert all(r.run_id in reported for r in interrupted), err
+    assert not [p for p in _worker_pids(study, proc.pid) if _alive(p)]
+    _rerun_completes(study, 2, interrupted)
+
+
 def test_sigkilled_parallel_executor_leaves_no_orphan_marking_runs_finished(study) -> None:
     proc = _start(study, 2)
     _wait_until_training(study, proc, 2)

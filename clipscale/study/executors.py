@@ -6,10 +6,17 @@ are pinned to their share of cores (affinity + torch threads) and GPUs (CUDA_VIS
 on 2 cores lets two 1-thread runs go side by side instead of fighting over both cores.
 
 Each local task runs in its own process (`ProcessExecutor`), so a worker's death is its task's alone.
+The process is forked from a multiprocessing fork server that imported torch, open_clip and the
+training stack once (worker_preload.py), not spawned afresh with ~8 s of imports a run; it takes the
+driver's environment and working directory as they were at submit time. `CLIPSCALE_START_METHOD`
+(spawn|forkserver) overrides the start method; spawn is the fallback where forkserver is unavailable.
 Signals: local workers run in their own process group, so a terminal's Ctrl-C reaches only the
 executor, which relays SIGTERM to them (`abort`) and waits while their trainers checkpoint. They die
-with the executor (PR_SET_PDEATHSIG delivers SIGTERM): after `kill -9` of `clipscale run` each worker
-checkpoints, records its run as interrupted and exits, never lingering as an orphan or taking new work.
+with the executor: a pipe whose only writer is the executor closes when it dies, and a thread of the
+worker then sends the worker SIGTERM (PR_SET_PDEATHSIG does it too where the executor is the parent,
+under spawn; a fork server's child has the server as its parent). After `kill -9` of `clipscale run` each
+worker checkpoints, records its run as interrupted and exits, never lingering as an orphan or taking
+new work.
 """
 
 from __future__ import annotations
@@ -18,19 +25,40 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import ctypes
+import importlib
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import pickle
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from clipscale.errors import ClipscaleError
 
 EXECUTORS = ("local", "slurm")
+START_METHOD_ENV = "CLIPSCALE_START_METHOD"
+START_METHODS = ("spawn", "forkserver")
+FORKSERVER_PRELOAD = ("clipscale.study.worker_preload",)  # it imports PRELOAD_MODULES, skipping failures
+PRELOAD_MODULES = (  # what a run's task imports: torch, open_clip, the train/eval/data stages
+    "numpy",
+    "torch",
+    "open_clip",
+    "clipscale.study.runner",  # a task's function (execute_run, prepare_dataset) and its hooks
+    "clipscale.study.hooks",
+    "clipscale.train",
+    "clipscale.train.loop",
+    "clipscale.train.session",
+    "clipscale.evals",
+    "clipscale.evals.runner",
+    "clipscale.models",
+    "clipscale.data.loader",
+    "clipscale.data.synth",
+)
 
 
 def cpu_cores() -> list[int]:
@@ -97,11 +125,18 @@ class SequentialExecutor:
         pass
 
 
-_WORKER: dict[str, Any] = {"parent": None, "stop": None, "busy": False}
+_WORKER: dict[str, Any] = {"driver": None, "stop": None, "busy": False}
 
 
 def _orphaned() -> bool:
-    return _WORKER["parent"] is not None and os.getppid() != _WORKER["parent"]
+    """The executor is gone: the read end of its pipe is at EOF (it never writes, so readable = EOF)."""
+    alive = _WORKER["driver"]
+    if alive is None:
+        return False
+    try:
+        return bool(alive.poll())
+    except (OSError, EOFError):
+        return True
 
 
 def _worker_signal(signum: int, frame: Any) -> None:
@@ -114,15 +149,25 @@ def _worker_signal(signum: int, frame: Any) -> None:
     # idle while the executor lives: it is stopping and will shut this worker down
 
 
-def _die_with_parent(parent: int) -> None:
-    _WORKER["parent"] = parent
+def _watch_driver(alive: Any) -> None:
+    """Block until the executor's end of the pipe closes (it died), then stop as its SIGTERM would."""
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            alive.recv()
+    os.kill(os.getpid(), signal.SIGTERM)  # the main thread's handler: the trainer checkpoints
+
+
+def _die_with_parent(driver: int, alive: Any) -> None:
+    """Tie this worker to the executor's process `driver`, whose pipe `alive` is at EOF once it is gone."""
+    _WORKER["driver"] = alive
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _worker_signal)
     os.setpgid(0, 0)  # Ctrl-C reaches the executor only; it relays SIGTERM (abort)
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
+    if sys.platform.startswith("linux") and os.getppid() == driver:  # spawned; a fork server's child is
+        libc = ctypes.CDLL(None, use_errno=True)                   # the server's, which outlives the driver
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM lets the trainer checkpoint
-    if os.getppid() != parent:  # the executor died before prctl took effect
+    threading.Thread(target=_watch_driver, args=(alive,), name="clipscale-driver-watch", daemon=True).start()
+    if _orphaned():  # the executor died before the watch began
         os._exit(128 + signal.SIGTERM)
 
 
@@ -145,8 +190,27 @@ def call_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
+def import_modules(names: tuple[str, ...] | list[str]) -> list[str]:
+    """Import each module that imports cleanly (the fork server's preload); return those that did not.
+
+    Whatever a module raises, it is skipped: multiprocessing's own preload skips only ImportError, and
+    anything else would kill the server and with it every run's start. A task that needs the module
+    imports it again and fails with the real error, as it would under spawn."""
+    failed = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            failed.append(name)
+    return failed
+
+
 def _pin(slot: int, threads: int, cores: list[int], gpus: list[str], pin: bool) -> None:
-    """Pin this process to its slot's cores/GPUs before torch is imported."""
+    """Pin this process to its slot's cores/GPUs before CUDA is initialised.
+
+    OMP_NUM_THREADS works only where torch is imported afterwards (spawn): a fork server's child has
+    torch loaded already, with its OpenMP settings read from the server's environment, so its thread
+    count is set here directly (no thread pool exists yet: the server only imported)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["CLIPSCALE_CPUS"] = str(threads)  # the trainer divides them (train/threads.py)
     if gpus:
@@ -154,14 +218,37 @@ def _pin(slot: int, threads: int, cores: list[int], gpus: list[str], pin: bool) 
     mine = cores[slot * threads:(slot + 1) * threads]
     if pin and mine and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, mine)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(threads)
 
 
-def _task_main(conn: Any, parent: int, slot: int, threads: int, cores: list[int], gpus: list[str], pin: bool,
-               fn: Callable[..., Any], args: tuple) -> None:
-    """A task's own process: tie it to the executor, pin it, run the task, send back (ok, value)."""
-    _die_with_parent(parent)
-    _pin(slot, threads, cores, gpus, pin)
+@dataclass(frozen=True)
+class _Task:
+    """A task as its process receives it: the submitter's environment and working directory at submit
+    time, and the function and arguments pickled, so they are unpickled (their modules imported) only
+    once that environment is in place. A fork server's child otherwise has the server's, from its start."""
+
+    environ: dict[str, str]
+    cwd: str
+    payload: bytes
+
+
+def _enter(task: _Task) -> None:
+    os.environ.clear()
+    os.environ.update(task.environ)
+    os.chdir(task.cwd)
+
+
+def _task_main(conn: Any, driver: int, alive: Any, slot: int, threads: int, cores: list[int], gpus: list[str],
+               pin: bool, task: _Task) -> None:
+    """A task's own process: tie it to the executor, take its environment, pin it, run the task, send back
+    (ok, value)."""
+    _die_with_parent(driver, alive)
     try:
+        _enter(task)
+        _pin(slot, threads, cores, gpus, pin)
+        fn, args = pickle.loads(task.payload)
         message: tuple[bool, Any] = (True, call_in_worker(fn, *args))
     except Exception as exc:
         message = (False, exc)
@@ -190,22 +277,60 @@ def _death_cause(exitcode: int | None) -> str:
     return f"exit status {exitcode}"
 
 
+def start_method() -> str:
+    """`CLIPSCALE_START_METHOD` if set, else forkserver where the platform has it (POSIX), else spawn."""
+    available = mp.get_all_start_methods()
+    name = os.environ.get(START_METHOD_ENV, "").strip()
+    if not name:
+        return "forkserver" if "forkserver" in available else "spawn"
+    if name not in START_METHODS:
+        raise ClipscaleError(f"{START_METHOD_ENV}={name!r}: expected one of {', '.join(START_METHODS)}")
+    if name not in available:
+        raise ClipscaleError(f"{START_METHOD_ENV}={name!r}: this platform has no {name} start method")
+    return name
+
+
+def _exit_fd(pid: int) -> int | None:
+    """A pidfd, readable once `pid` exits, whoever its parent; None where Linux or Python has none.
+
+    A fork server's child reports its exit through the server: were the server killed (a SIGTERM to
+    the whole process group, as `timeout` sends), every child would look dead while still running."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # no pidfd (old kernel, seccomp) or already gone: the sentinel says when
+        return None
+
+
 @dataclass
 class _Running:
     proc: Any
     conn: Any
     future: cf.Future
+    exit_fd: int | None = None
+
+    @property
+    def waitable(self) -> int:
+        return self.proc.sentinel if self.exit_fd is None else self.exit_fd
 
 
 class ProcessExecutor:
-    """Up to N tasks at once, each in its own spawned process, pinned to its slot's `threads` cores.
+    """Up to N tasks at once, each in its own process, pinned to its slot's `threads` cores.
 
     One process per task (not a ProcessPoolExecutor): a pool that loses a worker marks every pending
     and running task broken and cannot say whose worker died, so a kill -9 or OOM kill of one worker
     failed runs that never started and could hang an idle pool. Here a process that dies without an
     outcome fails its own future with `WorkerDied` naming the cause; other tasks go on, and queued ones
-    start in the freed slot. The price, a fresh interpreter per run (a few seconds of imports), is small
-    against a run's training.
+    start in the freed slot.
+
+    A process per run used to cost a fresh interpreter's imports (~8 s of torch, open_clip and the
+    training stack, against runs of 10-60 s). Processes are now forked from a fork server (multiprocessing
+    `forkserver`) that imported them once (worker_preload.py); the server only imports, so it has no
+    threads to break a fork and no CUDA context (the driver itself, with its supervisor thread, never
+    forks). A task carries the driver's environment and working directory from submit time, since the
+    server's are those of its own start. `CLIPSCALE_START_METHOD=spawn` restores fresh interpreters
+    (for debugging); spawn is also the fallback where forkserver is unavailable.
     """
 
     def __init__(self, jobs: int, *, threads: int = 0, gpus_per_run: int = 0, pin: bool = True) -> None:
@@ -216,13 +341,19 @@ class ProcessExecutor:
         self.gpus = [",".join(str(g) for g in range(i * per_run, (i + 1) * per_run))
                      for i in range(n_gpus // per_run)] if n_gpus else []
         self.pin = pin
-        self._ctx = mp.get_context("spawn")
+        self.start_method = start_method()
+        self._ctx = mp.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            self._ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))  # used when the server first starts
         self._free = list(range(jobs))
-        self._queue: collections.deque[tuple[cf.Future, Callable[..., Any], tuple]] = collections.deque()
+        self._queue: collections.deque[tuple[cf.Future, Callable[..., Any], tuple, dict[str, str], str]] = \
+            collections.deque()
         self._running: dict[int, _Running] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        # never written: its read end in each worker reaches EOF when this process dies (_watch_driver)
+        self._alive_r, self._alive_w = self._ctx.Pipe(duplex=False)
         self._thread = threading.Thread(target=self._supervise, name="clipscale-executor", daemon=True)
         self._thread.start()
 
@@ -231,7 +362,7 @@ class ProcessExecutor:
         with self._lock:
             if self._closed:
                 raise RuntimeError("executor is shut down")
-            self._queue.append((future, fn, args))
+            self._queue.append((future, fn, args, dict(os.environ), os.getcwd()))
         self._wake()
         return future
 
@@ -242,14 +373,19 @@ class ProcessExecutor:
     def _start_queued(self) -> None:
         with self._lock:
             while self._free and self._queue:
-                future, fn, args = self._queue.popleft()
+                future, fn, args, environ, cwd = self._queue.popleft()
                 if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    task = _Task(environ=environ, cwd=cwd, payload=bytes(ForkingPickler.dumps((fn, args))))
+                except Exception as exc:  # unpicklable: the task's error, as under spawn
+                    future.set_exception(exc)
                     continue
                 slot = self._free.pop(0)
                 recv, send = self._ctx.Pipe(duplex=False)
                 proc = self._ctx.Process(target=_task_main, name=f"clipscale-worker-{slot}", daemon=False,
-                                         args=(send, os.getpid(), slot, self.threads, self.cores, self.gpus,
-                                               self.pin, fn, args))
+                                         args=(send, os.getpid(), self._alive_r, slot, self.threads,
+                                               self.cores, self.gpus, self.pin, task))
                 try:
                     proc.start()
                 except Exception as exc:
@@ -258,7 +394,8 @@ class ProcessExecutor:
                     continue
                 finally:
                     send.close()
-                self._running[slot] = _Running(proc=proc, conn=recv, future=future)
+                self._running[slot] = _Running(proc=proc, conn=recv, future=future,
+                                               exit_fd=_exit_fd(proc.pid))
 
     def _supervise(self) -> None:
         """Start queued tasks in free slots; deliver each process's outcome, or its death, to its future."""
@@ -267,14 +404,14 @@ class ProcessExecutor:
             with self._lock:
                 if self._closed and not self._running and not self._queue:
                     return
-                waitables = [self._wake_r] + [r.proc.sentinel for r in self._running.values()]
+                waitables = [self._wake_r] + [r.waitable for r in self._running.values()]
             ready = mp_connection.wait(waitables, timeout=1.0)
             if self._wake_r in ready:
                 with contextlib.suppress(EOFError, OSError):
                     while self._wake_r.poll():
                         self._wake_r.recv()
             with self._lock:
-                ended = [(slot, r) for slot, r in self._running.items() if r.proc.sentinel in ready]
+                ended = [(slot, r) for slot, r in self._running.items() if r.waitable in ready]
             for slot, run in ended:
                 self._finish(slot, run)
 
@@ -285,6 +422,8 @@ class ProcessExecutor:
                 message = run.conn.recv()
         run.conn.close()
         run.proc.join()  # reaped before the future resolves: its pid no longer looks alive
+        if run.exit_fd is not None:
+            os.close(run.exit_fd)
         with self._lock:
             del self._running[slot]
             self._free.append(slot)
