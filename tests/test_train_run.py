@@ -250,3 +250,21 @@ def test_train_refuses_an_output_dir_holding_a_run_of_another_config(
     assert main([*base, "--log-every", "3"]) == 0  # same recipe (an operational key changed): resumes
     assert (run / "checkpoints" / "samples_000000000032.pt").read_bytes() == files[
         run / "checkpoints" / "samples_000000000032.pt"]
+
+
+def test_cli_train_warns_when_samples_seen_is_rounded_to_whole_batches(
+        synth_train_shards: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Tour 3 #22: `train --samples-seen 40 --batch-size 16` trained 48 without a word, where a study plans
+    the rounded value with a warning."""
+    from clipscale.cli import main
+
+    argv = ["train", "--train-data", str(synth_train_shards), "--output-dir", str(tmp_path / "run"),
+            "--samples-seen", "40", "--batch-size", "16", "--checkpoint-points", "1.0", "--threads", "1",
+            "--workers", "0", "--progress", "false"]
+    with caplog.at_level("WARNING"):
+        assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["train config field 'samples_seen': 40 is not a whole number of batches "
+                      "(batch_size 16); trained as 48 (3 steps)"]
+    assert "finished: tiny-S0, 48 samples seen" in capsys.readouterr().out
