@@ -16,8 +16,8 @@ def register(subparsers: Any) -> None:
         "train",
         help="train one CLIP model by samples seen (run under torchrun for several GPUs)",
         description="Train one CLIP model. Every TrainConfig key can be set in the TOML file or as "
-                    "--key value (dashes or underscores); command-line values win. Bare flags mean true. "
-                    "All keys: docs/config.md.",
+                    "--key value (dashes or underscores); command-line values win. A bare switch "
+                    "(--keep-latest) means true. All keys: docs/config.md.",
     )
     parser.add_argument("config", nargs="?", help="TOML file of TrainConfig keys (optional)")
     for name, f in fields_of(_train_config()).items():
