@@ -222,7 +222,8 @@ def test_stale_tmp_files_of_a_killed_writer_are_removed_when_the_run_starts(stud
 
 
 @pytest.mark.parametrize(("suite", "message"), [
-    ("no-such-suite", "suite 'no-such-suite' is neither a file nor a built-in suite"),
+    ("no-such-suite", "study.toml: [eval] suite 'no-such-suite' is neither a file nor a built-in suite"),
+    ("missing_suite.toml", "study.toml: [eval] suite: {folder}/missing_suite.toml does not exist"),
     ("bad_task.toml", "unknown task 'zeroshot_clasification'"),
     ("bad_dataset.toml", "dataset 'shapes' path"),
 ])
@@ -240,7 +241,8 @@ def test_bad_eval_suite_is_refused_before_any_training_and_in_dry_run(study, sui
     for argv in (["run", str(study.path), "--dry-run"], ["run", str(study.path)]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith("clipscale: error: ") and message in err and err.count("\n") == 1, err
+        assert err.startswith("clipscale: error: ") and message.format(folder=folder) in err, err
+        assert err.count("\n") == 1, err
     assert not study.runs_dir.exists()  # nothing trained
 
 
@@ -281,3 +283,16 @@ def test_stream_runs_refuse_an_executor_with_another_world_size(study, capsys) -
     assert "start " not in err  # refused before any run started: nothing trained
     study.path.write_text(stream + '\n[executor]\ngpus_per_run = 1\n')  # the local launch it describes
     assert _run(load_study(study.path))["finished"] == 8
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2"])
+def test_jobs_below_one_is_refused(study, jobs: str, capsys) -> None:
+    """Tour 3 #24: `run --jobs 0` fell back to [executor] jobs without a word."""
+    from clipscale.cli import main
+
+    for extra in ([], ["--dry-run"]):
+        argv = ["run", str(study.path), "--jobs", jobs, *extra]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"clipscale: error: --jobs: expected a positive number of runs at once, got {jobs}\n"
+    assert not study.output_dir.exists()

@@ -312,7 +312,7 @@ def prepare_eval(study: StudySpec, hooks: Hooks) -> str:
 def check_eval(study: StudySpec, *, missing_ok: bool = False) -> list[str]:
     """Refuse a bad [eval] suite (unknown suite, dataset, task, option; missing data) before any training.
 
-    `missing_ok` (dry runs, which may plan a cluster's study elsewhere): paths that do not exist here
+    `missing_ok` (dry runs of `--executor slurm`, which plan a cluster's study elsewhere): paths not here
     (eval data root, suite file, shard folders) are returned, unchecked, instead of refused.
     """
     from clipscale.evals.suite import builtin_suites, check_suite
@@ -321,8 +321,15 @@ def check_eval(study: StudySpec, *, missing_ok: bool = False) -> list[str]:
                  if d.shards is not None and not Path(d.shards).parent.is_dir()] if missing_ok else []
     suite = study.eval.suite
     a_path = suite.endswith(".toml") or "/" in suite  # a bare name must be a built-in suite, here too
-    if missing_ok and a_path and not Path(suite).is_file() and suite not in builtin_suites():
-        return [*unchecked, suite]
+    if not Path(suite).is_file() and suite not in builtin_suites():
+        if missing_ok and a_path:
+            return [*unchecked, suite]
+        builtin = ", ".join(builtin_suites())
+        if a_path:
+            raise ClipscaleError(f"{study.path}: [eval] suite: {study.path.parent / suite} does not exist (a "
+                                 f"suite file is read relative to the study file; built-ins: {builtin})")
+        raise ClipscaleError(f"{study.path}: [eval] suite {suite!r} is neither a file nor a built-in suite "
+                             f"({builtin})")
     if study.eval.data_root:
         root = study.eval_root()
         if not root.is_dir():
@@ -336,6 +343,24 @@ def check_eval(study: StudySpec, *, missing_ok: bool = False) -> list[str]:
 
     check_suite(suite, root=_eval_identity_dir(study)[0], available=tuple(t.name for t in TASKS))
     return unchecked
+
+
+def check_data(study: StudySpec) -> None:
+    """Refuse, in one line naming the study file and dataset, shards that are not here: a local run trains
+    here, so a wrong path must fail at plan time (dry run included), not as a failed run after the eval
+    sets were made. (`--executor slurm` plans without the cluster's files: not called there.)"""
+    from clipscale.data.shard_index import expand_spec
+
+    used = {name for block in study.grid for name in block.dataset}
+    for name in sorted(used):
+        shards = study.datasets[name].shards
+        if shards is None:
+            continue
+        try:
+            expand_spec(shards)
+        except ClipscaleError as exc:
+            raise ClipscaleError(f"{study.path}: [datasets.{name}] shards: "
+                                 f"{str(exc).removeprefix('train_data: ')}") from None
 
 
 def needs_work(run: RunPlan, *, retry_failed: bool, eval_id: str = "") -> bool:
@@ -375,8 +400,13 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     """
     from clipscale.study.schedule import make_executor, schedule
 
+    if jobs is not None and jobs < 1:
+        raise ClipscaleError(f"--jobs: expected a positive number of runs at once, got {jobs}")
+    remote = executor == "slurm"  # plans a cluster's study: its data may be there only
+    if not remote:
+        check_data(study)
     runs = plan(study, progress=log)
-    unchecked = check_eval(study, missing_ok=dry_run)
+    unchecked = check_eval(study, missing_ok=dry_run and remote)
     if dry_run:
         from clipscale.study.spec import dataset_notes
 
