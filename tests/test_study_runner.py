@@ -296,3 +296,39 @@ def test_jobs_below_one_is_refused(study, jobs: str, capsys) -> None:
         err = capsys.readouterr().err
         assert err == f"clipscale: error: --jobs: expected a positive number of runs at once, got {jobs}\n"
     assert not study.output_dir.exists()
+
+
+def test_a_rerun_of_a_finished_study_says_all_runs_were_already_finished(study) -> None:
+    """Tour 3 #13 and #24: a rerun with nothing to do ended on "0 finished, 0 failed, 0 skipped, ..."; the
+    plan line offered --retry-failed with 0 failed."""
+    first: list[str] = []
+    run_study(study, hooks=FAKE_HOOKS, log=first.append)
+    assert first[0] == "study t: 8 runs, 0 finished, 8 to run"  # no --retry-failed hint: nothing failed
+    assert first[-1] == "study t: this run: 8 finished"
+    again: list[str] = []
+    result = run_study(study, hooks=FAKE_HOOKS, log=again.append)
+    assert again == ["study t: 8 runs, 8 finished, 0 to run",
+                     "study t: all 8 runs were already finished; none ran now"]
+    assert result["already_finished"] == 8 and result["finished"] == 0
+
+
+def _interrupted_train(kwargs: dict) -> dict:
+    """A trainer that took a signal after its first batch: checkpointed, resumable."""
+    return {"state": "interrupted", "samples_seen": 100, "signal": "SIGINT"}
+
+
+def test_a_run_interrupted_at_jobs_1_is_not_reported_as_zero_running_runs(study) -> None:
+    """Tour 3 #24: at jobs 1 the interrupted run has checkpointed before the executor stops; "0 running
+    run(s) checkpoint" read as if it had not. Outcome lines use thousands separators, as start lines do."""
+    import dataclasses
+
+    lines: list[str] = []
+    hooks = dataclasses.replace(FAKE_HOOKS, train=_interrupted_train)
+    result = run_study(study, hooks=hooks, jobs=1, log=lines.append)
+    assert result["signal"] == "SIGINT" and result["interrupted"] == 1
+    (outcome,) = [line for line in lines if line.startswith("[1/8]")]
+    assert outcome.startswith("[1/8] interrupted tiny-S") and " 2,000 samples, " in outcome
+    assert outcome.endswith(": SIGINT, resumable")
+    assert "stopping on SIGINT: no further run starts" in lines
+    assert not [line for line in lines if "0 running run(s)" in line]
+    assert "study t: this run: 1 interrupted" in lines

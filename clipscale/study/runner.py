@@ -427,8 +427,9 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     failed_before = sum(read_state(r.run_dir)["state"] == "failed" and r.run_id not in live
                         for r in runs) if not retry_failed else 0
     queued = f" ({len(live)} already in SLURM: {', '.join(sorted(live.values()))})" if live else ""
-    log(f"study {study.name}: {len(runs)} runs, {len(runs) - len(todo) - failed_before} finished, "
-        f"{failed_before} failed (use --retry-failed), {len(todo)} to run{queued}")
+    done_before = len(runs) - len(todo) - failed_before
+    failed = f"{failed_before} failed (use --retry-failed), " if failed_before else ""
+    log(f"study {study.name}: {len(runs)} runs, {done_before} finished, {failed}{len(todo)} to run{queued}")
     previous = _stop_on_signals()
     try:
         _check_stream_world_size(study, todo, exe, executor)
@@ -438,9 +439,20 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
         exe.shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    done_before = len(runs) - len(todo) - failed_before  # what the "N finished" line above counts
-    return {**_summarize(study, runs, outcomes, stop, log), "already_finished": done_before,
-            "to_run": len(todo)}
+    return {**_summarize(study, runs, outcomes, stop, log, done_before=done_before),
+            "already_finished": done_before, "to_run": len(todo)}
+
+
+def _summary_line(name: str, counts: dict[str, int], *, total: int, done_before: int) -> str:
+    """What this `clipscale run` did, by outcome (only the outcomes it had), and what was finished before
+    it: "all 26 runs were already finished" rather than a row of zeros when it had nothing to do."""
+    if not any(counts.values()):
+        if done_before == total:
+            return f"study {name}: all {total:,} runs were already finished; none ran now"
+        return f"study {name}: no run ran now ({done_before:,} of {total:,} already finished)"
+    did = ", ".join(f"{n:,} {state}" for state, n in counts.items() if n)
+    before = f"; {done_before:,} of {total:,} were already finished" if done_before else ""
+    return f"study {name}: this run: {did}{before}"
 
 
 def _live_jobs(exe: Any, runs: list[RunPlan]) -> dict[str, str]:
@@ -465,10 +477,10 @@ def _check_stream_world_size(study: StudySpec, runs: list[RunPlan], exe: Any, ex
 
 
 def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, Any]], stop: str | None,
-               log: Callable[[str], None]) -> dict[str, Any]:
+               log: Callable[[str], None], *, done_before: int = 0) -> dict[str, Any]:
     states = ("finished", "failed", "skipped", "locked", "interrupted", "pending", "running")
     counts = {s: sum(o["status"] == s for o in outcomes) for s in states}
-    log(f"study {study.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    log(_summary_line(study.name, counts, total=len(runs), done_before=done_before))
     interrupted = [o["run_id"] for o in outcomes if o["status"] == "interrupted"]
     still = [f"{o['run_id']} (job {o['job_id']})" for o in outcomes if o["status"] == "running"]
     if stop is not None and still:
