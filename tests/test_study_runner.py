@@ -23,7 +23,7 @@ from clipscale.study.results import build_results_table, write_results
 from clipscale.study.runner import run_study
 from clipscale.study.spec import load_study
 from clipscale.study.state import effective_state, read_state, try_lock
-from clipscale.study.status import format_status, study_status
+from clipscale.study.status import format_status, run_status, study_status
 from tests.study_fakes import FAKE_HOOKS, fake_flops
 
 STUDY = """
@@ -332,3 +332,24 @@ def test_a_run_interrupted_at_jobs_1_is_not_reported_as_zero_running_runs(study)
     assert "stopping on SIGINT: no further run starts" in lines
     assert not [line for line in lines if "0 running run(s)" in line]
     assert "study t: this run: 1 interrupted" in lines
+
+
+def test_status_and_plan_columns_stay_aligned_for_long_ids_and_sample_counts(study) -> None:
+    """Tour 3 #24: `tiny-S0-bpe-...` run ids and 11-digit sample counts shifted the fixed-width columns of
+    `status` and `run --dry-run`."""
+    import dataclasses
+
+    from clipscale.study.grid import format_plan
+
+    short = plan(study)[0]
+    long = dataclasses.replace(short, run_id="tiny-S0-bpe-327bfc8f8942", model="tiny-S0-bpe",
+                               dataset="emoji_third", samples_seen=12_800_000_000, data_size=1_528)
+    rows = [run_status(r) for r in (short, long)]
+    for text in (format_status(rows), format_plan([short, long])):
+        header, first, second = text.splitlines()[:3]
+        for line, run in ((first, short), (second, long)):
+            assert line.startswith(run.run_id + " ")
+            assert line[header.index("model"):].startswith(run.model + " "), text
+            assert line[header.index("dataset"):].startswith(run.dataset + " "), text
+        assert "12,800,000,000" in second  # thousands separators, as in the run's other lines
+        assert len({len(header), len(first), len(second)}) == 1, text  # right-aligned numbers end together
