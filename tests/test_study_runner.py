@@ -353,3 +353,17 @@ def test_status_and_plan_columns_stay_aligned_for_long_ids_and_sample_counts(stu
             assert line[header.index("dataset"):].startswith(run.dataset + " "), text
         assert "12,800,000,000" in second  # thousands separators, as in the run's other lines
         assert len({len(header), len(first), len(second)}) == 1, text  # right-aligned numbers end together
+
+
+def test_an_unfinished_study_is_called_incomplete_as_the_report_does(study, monkeypatch) -> None:
+    """Tour 3 #24: `run`/`report` text said "partial" where the report and README say "incomplete"."""
+    from clipscale.study.pipeline import finish_study
+
+    monkeypatch.setenv("FAKE_FAIL_MODEL", "tiny-S1")
+    _run(study)
+    lines: list[str] = []
+    assert not finish_study(study, log=lines.append)["complete"]
+    assert lines[-1].endswith(f"`clipscale report {study.path}` for an incomplete report")
+    finish_study(study, require_complete=False, report=False, log=lines.append)
+    assert "study t: incomplete: 4 of 8 runs are not finished (4 failed)" in lines
+    assert not [line for line in lines if "partial" in line]

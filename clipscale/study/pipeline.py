@@ -303,7 +303,7 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
     if missing and require_complete:
         log(f"study {study.name}: no fits or report yet: {_describe_missing(missing, total)}; rerun "
             f"`clipscale run {study.path}` (--retry-failed for failed runs), or `clipscale report "
-            f"{study.path}` for a partial report")
+            f"{study.path}` for an incomplete report")
         return {"complete": False, "missing": missing}
     from clipscale.io import atomic_write_bytes
     from clipscale.report.build import mark_stale
@@ -324,7 +324,7 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
 
         paths["report"] = write_report(study, out=out, fits=doc, table=df)
     if missing:
-        log(f"study {study.name}: partial: {_describe_missing(missing, total)}")
+        log(f"study {study.name}: incomplete: {_describe_missing(missing, total)}")
     for kind, path in paths.items():
         log(f"{kind}: {path}")
     return {"complete": not missing, "missing": missing, "doc": doc, **paths}
