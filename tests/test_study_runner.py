@@ -367,3 +367,39 @@ def test_an_unfinished_study_is_called_incomplete_as_the_report_does(study, monk
     finish_study(study, require_complete=False, report=False, log=lines.append)
     assert "study t: incomplete: 4 of 8 runs are not finished (4 failed)" in lines
     assert not [line for line in lines if "partial" in line]
+
+
+@pytest.mark.parametrize("stage", ["fit_stage", "write_report"])
+def test_ctrl_c_while_rebuilding_the_report_leaves_the_previous_one_in_place(study, monkeypatch, capsys,
+                                                                             stage: str) -> None:
+    """Tour 3 #10: Ctrl-C in `clipscale run`'s results -> fits -> report stage removed report.html and left
+    report.stale.html, with only "clipscale: interrupted" said. The previous report is complete (only
+    older): it stays report.html, and one line says so and how to rebuild it. A failure still sets it
+    aside."""
+    from clipscale import report as report_pkg
+    from clipscale.cli import main
+    from clipscale.study import pipeline
+
+    _run(study)
+    assert main(["report", str(study.path)]) == 0
+    report = study.output_dir / "report.html"
+    before = report.read_bytes()
+    capsys.readouterr()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline if stage == "fit_stage" else report_pkg, stage, interrupted)
+    assert main(["run", str(study.path)]) == 130
+    err = capsys.readouterr().err.splitlines()  # after the fitting stage's progress lines
+    assert err[-2:] == [f"clipscale: the report was not rebuilt: {report} is the previous one, left in "
+                        f"place; `clipscale report {study.path}` rebuilds it", "clipscale: interrupted"]
+    assert report.read_bytes() == before and not (study.output_dir / "report.stale.html").exists()
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(pipeline if stage == "fit_stage" else report_pkg, stage, failing)
+    with pytest.raises(ValueError):
+        main(["report", str(study.path)])
+    assert not report.exists() and (study.output_dir / "report.stale.html").read_bytes() == before
