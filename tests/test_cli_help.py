@@ -46,7 +46,8 @@ def test_train_help_gives_meaning_default_and_values(capsys):
     text = " ".join(capsys.readouterr().out.split())
     expected = (("--schedule", "one of: cosine, const-cooldown"), ("--precision", "one of: fp32, bf16"),
                 ("--strategy", "one of: ddp, fsdp"), ("--data-mode", "one of: index, stream"),
-                ("--resume", 'none: start over; or a checkpoint path (default: "auto")'),
+                ("--resume", 'none: start the same config over in output_dir; or a checkpoint path '
+                             '(default: "auto")'),
                 ("--report-to", "one of: tensorboard, wandb"))
     for flag, piece in expected:
         assert flag in text and piece in text, (flag, piece)

@@ -309,6 +309,28 @@ def test_shards_not_here_leave_data_size_as_given_and_the_dry_run_says_so(tmp_pa
     assert study.datasets["real"].size is None and study.grid[0].data_size == (10,)
     _write(tmp_path, text)
     with mock.patch("clipscale.study.grid.default_flops", fake_flops):
-        assert main(["run", str(tmp_path / "study.toml"), "--dry-run"]) == 0
+        assert main(["run", str(tmp_path / "study.toml"), "--dry-run", "--executor", "slurm"]) == 0
     out = capsys.readouterr().out
     assert "dataset real: shards /cluster/data/{00000..00099}.tar not found here" in out
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_local_study_with_shards_not_here_is_refused_at_plan_time(tmp_path: Path, capsys,
+                                                                  dry_run: bool) -> None:
+    """Tour 3 #2: a local study with a wrong shard path passed `--dry-run` ("not checked"), then made the
+    eval sets and failed its run. The local executor trains here: one exit-2 line naming the study file,
+    the dataset's field and the missing shard, before anything is written."""
+    from unittest import mock
+
+    from clipscale.cli import main
+    from tests.study_fakes import fake_flops
+
+    _shard(tmp_path / "shards" / "00000.tar", 30)  # 00001.tar is missing
+    path = _write(tmp_path, SHARD_STUDY.replace('dataset = "real"', 'dataset = "real"\ndata_size = 10'))
+    with mock.patch("clipscale.study.grid.default_flops", fake_flops):
+        assert main(["run", str(path), *(["--dry-run"] if dry_run else [])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"clipscale: error: {path}: [datasets.real] shards: "
+                                                   f"shard {tmp_path / 'shards' / '00001.tar'} "), err
+    assert "does not exist" in err
+    assert not (tmp_path / "s").exists()  # no output dir, no eval sets, no run

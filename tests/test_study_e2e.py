@@ -76,7 +76,7 @@ def test_real_study_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["results", str(path), "--format", "parquet"]) == 0
     assert (study.output_dir / "results.parquet").exists()
     assert main(["run", str(path)]) == 0  # nothing left to do
-    assert "0 finished, 0 failed, 0 skipped, 0 locked" in capsys.readouterr().out
+    assert "all 3 runs were already finished; none ran now" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from clipscale.study.results import build_results_table, write_results
 from clipscale.study.runner import run_study
 from clipscale.study.spec import load_study
 from clipscale.study.state import effective_state, read_state, try_lock
-from clipscale.study.status import format_status, study_status
+from clipscale.study.status import format_status, run_status, study_status
 from tests.study_fakes import FAKE_HOOKS, fake_flops
 
 STUDY = """
@@ -222,7 +222,8 @@ def test_stale_tmp_files_of_a_killed_writer_are_removed_when_the_run_starts(stud
 
 
 @pytest.mark.parametrize(("suite", "message"), [
-    ("no-such-suite", "suite 'no-such-suite' is neither a file nor a built-in suite"),
+    ("no-such-suite", "study.toml: [eval] suite 'no-such-suite' is neither a file nor a built-in suite"),
+    ("missing_suite.toml", "study.toml: [eval] suite: {folder}/missing_suite.toml does not exist"),
     ("bad_task.toml", "unknown task 'zeroshot_clasification'"),
     ("bad_dataset.toml", "dataset 'shapes' path"),
 ])
@@ -240,7 +241,8 @@ def test_bad_eval_suite_is_refused_before_any_training_and_in_dry_run(study, sui
     for argv in (["run", str(study.path), "--dry-run"], ["run", str(study.path)]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith("clipscale: error: ") and message in err and err.count("\n") == 1, err
+        assert err.startswith("clipscale: error: ") and message.format(folder=folder) in err, err
+        assert err.count("\n") == 1, err
     assert not study.runs_dir.exists()  # nothing trained
 
 
@@ -281,3 +283,123 @@ def test_stream_runs_refuse_an_executor_with_another_world_size(study, capsys) -
     assert "start " not in err  # refused before any run started: nothing trained
     study.path.write_text(stream + '\n[executor]\ngpus_per_run = 1\n')  # the local launch it describes
     assert _run(load_study(study.path))["finished"] == 8
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2"])
+def test_jobs_below_one_is_refused(study, jobs: str, capsys) -> None:
+    """Tour 3 #24: `run --jobs 0` fell back to [executor] jobs without a word."""
+    from clipscale.cli import main
+
+    for extra in ([], ["--dry-run"]):
+        argv = ["run", str(study.path), "--jobs", jobs, *extra]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"clipscale: error: --jobs: expected a positive number of runs at once, got {jobs}\n"
+    assert not study.output_dir.exists()
+
+
+def test_a_rerun_of_a_finished_study_says_all_runs_were_already_finished(study) -> None:
+    """Tour 3 #13 and #24: a rerun with nothing to do ended on "0 finished, 0 failed, 0 skipped, ..."; the
+    plan line offered --retry-failed with 0 failed."""
+    first: list[str] = []
+    run_study(study, hooks=FAKE_HOOKS, log=first.append)
+    assert first[0] == "study t: 8 runs, 0 finished, 8 to run"  # no --retry-failed hint: nothing failed
+    assert first[-1] == "study t: this run: 8 finished"
+    again: list[str] = []
+    result = run_study(study, hooks=FAKE_HOOKS, log=again.append)
+    assert again == ["study t: 8 runs, 8 finished, 0 to run",
+                     "study t: all 8 runs were already finished; none ran now"]
+    assert result["already_finished"] == 8 and result["finished"] == 0
+
+
+def _interrupted_train(kwargs: dict) -> dict:
+    """A trainer that took a signal after its first batch: checkpointed, resumable."""
+    return {"state": "interrupted", "samples_seen": 100, "signal": "SIGINT"}
+
+
+def test_a_run_interrupted_at_jobs_1_is_not_reported_as_zero_running_runs(study) -> None:
+    """Tour 3 #24: at jobs 1 the interrupted run has checkpointed before the executor stops; "0 running
+    run(s) checkpoint" read as if it had not. Outcome lines use thousands separators, as start lines do."""
+    import dataclasses
+
+    lines: list[str] = []
+    hooks = dataclasses.replace(FAKE_HOOKS, train=_interrupted_train)
+    result = run_study(study, hooks=hooks, jobs=1, log=lines.append)
+    assert result["signal"] == "SIGINT" and result["interrupted"] == 1
+    (outcome,) = [line for line in lines if line.startswith("[1/8]")]
+    assert outcome.startswith("[1/8] interrupted tiny-S") and " 2,000 samples, " in outcome
+    assert outcome.endswith(": SIGINT, resumable")
+    assert "stopping on SIGINT: no further run starts" in lines
+    assert not [line for line in lines if "0 running run(s)" in line]
+    assert "study t: this run: 1 interrupted" in lines
+
+
+def test_status_and_plan_columns_stay_aligned_for_long_ids_and_sample_counts(study) -> None:
+    """Tour 3 #24: `tiny-S0-bpe-...` run ids and 11-digit sample counts shifted the fixed-width columns of
+    `status` and `run --dry-run`."""
+    import dataclasses
+
+    from clipscale.study.grid import format_plan
+
+    short = plan(study)[0]
+    long = dataclasses.replace(short, run_id="tiny-S0-bpe-327bfc8f8942", model="tiny-S0-bpe",
+                               dataset="emoji_third", samples_seen=12_800_000_000, data_size=1_528)
+    rows = [run_status(r) for r in (short, long)]
+    for text in (format_status(rows), format_plan([short, long])):
+        header, first, second = text.splitlines()[:3]
+        for line, run in ((first, short), (second, long)):
+            assert line.startswith(run.run_id + " ")
+            assert line[header.index("model"):].startswith(run.model + " "), text
+            assert line[header.index("dataset"):].startswith(run.dataset + " "), text
+        assert "12,800,000,000" in second  # thousands separators, as in the run's other lines
+        assert len({len(header), len(first), len(second)}) == 1, text  # right-aligned numbers end together
+
+
+def test_an_unfinished_study_is_called_incomplete_as_the_report_does(study, monkeypatch) -> None:
+    """Tour 3 #24: `run`/`report` text said "partial" where the report and README say "incomplete"."""
+    from clipscale.study.pipeline import finish_study
+
+    monkeypatch.setenv("FAKE_FAIL_MODEL", "tiny-S1")
+    _run(study)
+    lines: list[str] = []
+    assert not finish_study(study, log=lines.append)["complete"]
+    assert lines[-1].endswith(f"`clipscale report {study.path}` for an incomplete report")
+    finish_study(study, require_complete=False, report=False, log=lines.append)
+    assert "study t: incomplete: 4 of 8 runs are not finished (4 failed)" in lines
+    assert not [line for line in lines if "partial" in line]
+
+
+@pytest.mark.parametrize("stage", ["fit_stage", "write_report"])
+def test_ctrl_c_while_rebuilding_the_report_leaves_the_previous_one_in_place(study, monkeypatch, capsys,
+                                                                             stage: str) -> None:
+    """Tour 3 #10: Ctrl-C in `clipscale run`'s results -> fits -> report stage removed report.html and left
+    report.stale.html, with only "clipscale: interrupted" said. The previous report is complete (only
+    older): it stays report.html, and one line says so and how to rebuild it. A failure still sets it
+    aside."""
+    from clipscale import report as report_pkg
+    from clipscale.cli import main
+    from clipscale.study import pipeline
+
+    _run(study)
+    assert main(["report", str(study.path)]) == 0
+    report = study.output_dir / "report.html"
+    before = report.read_bytes()
+    capsys.readouterr()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline if stage == "fit_stage" else report_pkg, stage, interrupted)
+    assert main(["run", str(study.path)]) == 130
+    err = capsys.readouterr().err.splitlines()  # after the fitting stage's progress lines
+    assert err[-2:] == [f"clipscale: the report was not rebuilt: {report} is the previous one, left in "
+                        f"place; `clipscale report {study.path}` rebuilds it", "clipscale: interrupted"]
+    assert report.read_bytes() == before and not (study.output_dir / "report.stale.html").exists()
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(pipeline if stage == "fit_stage" else report_pkg, stage, failing)
+    with pytest.raises(ValueError):
+        main(["report", str(study.path)])
+    assert not report.exists() and (study.output_dir / "report.stale.html").read_bytes() == before

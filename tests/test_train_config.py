@@ -91,6 +91,25 @@ def test_cli_parses_every_key_as_an_override() -> None:
                                          "resume": "auto", "train_data": "d/{0..1}.tar"}
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--batch-size"], "--batch-size needs a value (an integer)"),
+    (["--model", "--output-dir", "o"], "--model needs a value (a string)"),
+    (["--lr", "--progress"], "--lr needs a value (a number or none)"),
+    (["--data_mode"], "--data-mode needs a value (one of index, stream)"),
+    (["--checkpoint-points"], "--checkpoint-points needs a value (a comma-separated list of numbers)"),
+])
+def test_a_bare_value_flag_is_one_line_error_not_true(argv: list[str], message: str, capsys) -> None:
+    """Tour 3 #21: `train --batch-size` alone read as 'true' ("cannot parse 'true' as int"), `--model`
+    alone trained model 'true'; bare flags mean true for switches only."""
+    from clipscale.cli import build_parser, main
+    from clipscale.train.cli import overrides_from_args
+
+    assert main(["train", *argv]) == 2
+    assert capsys.readouterr().err == f"clipscale: error: {message}\n"
+    switches = build_parser().parse_args(["train", "--progress", "--keep-latest", "--compile", "false"])
+    assert overrides_from_args(switches) == {"progress": "true", "keep_latest": "true", "compile": "false"}
+
+
 def test_cosine_schedule_warms_up_then_reaches_zero() -> None:
     kw = {"base_lr": 1.0, "warmup": 100, "total": 1100, "schedule": "cosine", "cooldown": 0.2}
     assert learning_rate(50, **kw) == pytest.approx(0.5)

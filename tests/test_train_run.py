@@ -221,3 +221,50 @@ def test_standalone_train_removes_a_killed_writers_temporaries(synth_train_shard
     assert summary["state"] == "finished"
     assert not [p for p in stale if p.exists()]
     assert (run / "notes.tmp").read_text() == "mine" and (run / "checkpoints" / "notes.tmp").is_file()
+
+
+def test_train_refuses_an_output_dir_holding_a_run_of_another_config(
+        synth_train_shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tour 3 #1: a second `clipscale train` of another model or size into the same directory replaced the
+    finished run's checkpoints, config.json, metrics and summary in place, silently. Now it is one
+    exit-2 line naming the directory and what it holds, before anything is written, whatever --resume
+    says; the same config still resumes (here: a finished run trains nothing more)."""
+    from clipscale.cli import main
+
+    run = tmp_path / "run"
+    base = ["train", "--train-data", str(synth_train_shards), "--output-dir", str(run),
+            "--samples-seen", "32", "--batch-size", "16", "--checkpoint-points", "1.0", "--threads", "1",
+            "--workers", "0", "--progress", "false"]
+    assert main(base) == 0
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    changes = (["--model", "tiny-S1"], ["--samples-seen", "64"], ["--model", "tiny-S1", "--resume", "none"])
+    for change in changes:
+        assert main([*base, *change]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"clipscale: error: {run} holds a finished run of "
+                                                       "tiny-S0 (32 samples seen) of another config ("), err
+        assert "another --output-dir" in err and f"delete {run}" in err
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files  # nothing touched
+    assert "model 'tiny-S0' there, 'tiny-S1' now" in err
+    assert main([*base, "--log-every", "3"]) == 0  # same recipe (an operational key changed): resumes
+    assert (run / "checkpoints" / "samples_000000000032.pt").read_bytes() == files[
+        run / "checkpoints" / "samples_000000000032.pt"]
+
+
+def test_cli_train_warns_when_samples_seen_is_rounded_to_whole_batches(
+        synth_train_shards: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Tour 3 #22: `train --samples-seen 40 --batch-size 16` trained 48 without a word, where a study plans
+    the rounded value with a warning."""
+    from clipscale.cli import main
+
+    argv = ["train", "--train-data", str(synth_train_shards), "--output-dir", str(tmp_path / "run"),
+            "--samples-seen", "40", "--batch-size", "16", "--checkpoint-points", "1.0", "--threads", "1",
+            "--workers", "0", "--progress", "false"]
+    with caplog.at_level("WARNING"):
+        assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["train config field 'samples_seen': 40 is not a whole number of batches "
+                      "(batch_size 16); trained as 48 (3 steps)"]
+    assert "finished: tiny-S0, 48 samples seen" in capsys.readouterr().out

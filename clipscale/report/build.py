@@ -7,8 +7,11 @@ functions, so the study package may import the report without an import cycle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +96,14 @@ def write_report(study: Any, *, out: str | Path | None = None, fits: dict[str, A
                  table: Any = None) -> Path:
     """Render the study's report (default OUTPUT_DIR/report.html) from its saved fits (default
     OUTPUT_DIR/fits.json) and results table (default: rebuilt from the run directories)."""
+    path = Path(out) if out else study.output_dir / "report.html"
+    with rebuilding(path, again=f"clipscale report {study.path}" + (f" --out {out}" if out else "")):
+        return _write_report(study, path, fits=fits, table=table)
+
+
+def _write_report(study: Any, path: Path, *, fits: dict[str, Any] | None, table: Any) -> Path:
     from clipscale.study.results import build_results_table
 
-    path = Path(out) if out else study.output_dir / "report.html"
-    mark_stale(path)
     fits = read_fits(study) if fits is None else fits
     df = build_results_table(study) if table is None else table
     known, notes = _known_compute(df)
@@ -118,7 +125,28 @@ def mark_stale(path: Path) -> None:
     """Move an existing report aside (REPORT.stale.html) before it is rebuilt: a rebuild that fails
     must not leave the old report looking current."""
     if path.is_file():
-        os.replace(path, path.with_name(f"{path.stem}.stale{path.suffix}"))
+        os.replace(path, _stale_path(path))
+
+
+def _stale_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.stale{path.suffix}")
+
+
+@contextlib.contextmanager
+def rebuilding(path: Path, *, again: str) -> Iterator[None]:
+    """The report at `path` is being rebuilt (results, fits, then the file): a failure leaves the old one
+    aside as REPORT.stale.html (`mark_stale`), but Ctrl-C puts it back, since it is complete, only older;
+    one line then says so and that `again` (a command) rebuilds it. Nested uses act once (the outer)."""
+    moved = path.is_file()
+    mark_stale(path)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if moved and not path.exists():
+            os.replace(_stale_path(path), path)
+            print(f"clipscale: the report was not rebuilt: {path} is the previous one, left in place; "
+                  f"`{again}` rebuilds it", file=sys.stderr)
+        raise
 
 
 def _known_compute(df: Any) -> tuple[Any, list[str]]:

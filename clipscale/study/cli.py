@@ -158,7 +158,8 @@ def register(subparsers: Any) -> None:
     _study_arg(p)
     p.add_argument("--executor", choices=("local", "slurm"), default="local",
                    help="where runs train: this machine ([executor] jobs at once) or one SLURM job per run")
-    p.add_argument("--jobs", type=int, default=None, help="local runs at once (default: [executor] jobs)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="local runs at once, 1 or more (default: [executor] jobs)")
     p.add_argument("--dry-run", action="store_true", help="print the plan with compute per run and total")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--no-report", action="store_true",

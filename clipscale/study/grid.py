@@ -269,14 +269,23 @@ def _check_rules_used(spec: StudySpec, used: list[bool]) -> None:
                                  "grid cell (check the names against [[grid]])")
 
 
+def text_table(header: list[str], rows: list[list[str]], *, right: tuple[int, ...]) -> list[str]:
+    """Lines of a plain-text table whose columns are as wide as their widest cell (run ids and model
+    names vary in length: `tiny-S0-bpe-...` shifted fixed-width columns); `right`: right-aligned columns."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return " ".join(c.rjust(w) if i in right else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    return [line(header), *(line(r) for r in rows)]
+
+
 def format_plan(runs: list[RunPlan]) -> str:
     """The `--dry-run` table: one line per run with its compute, then the total."""
-    lines = [f"{'run_id':<28} {'model':<10} {'dataset':<10} {'data':>8} {'samples':>10} {'GMACs':>9} "
-             f"{'compute':>10}"]
-    for r in runs:
-        data = "?" if r.data_size is None else r.data_size
-        lines.append(f"{r.run_id:<28} {r.model:<10} {r.dataset:<10} {data:>8} {r.samples_seen:>10} "
-                     f"{r.gmacs:>9.4g} {r.compute:>10.4g}")
+    rows = [[r.run_id, r.model, r.dataset, "?" if r.data_size is None else f"{r.data_size:,}",
+             f"{r.samples_seen:,}", f"{r.gmacs:.4g}", f"{r.compute:.4g}"] for r in runs]
+    lines = text_table(["run_id", "model", "dataset", "data", "samples", "GMACs", "compute"], rows,
+                       right=(3, 4, 5, 6))
     total = sum(r.compute for r in runs)
     lines.append(f"{len(runs)} runs, total compute {total:.4g} GMACs "
                  f"({6e9 * total:.3g} training FLOPs)")

@@ -15,6 +15,7 @@ model repetition (an input U of unique samples); `max_passes = inf` keeps them. 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -288,28 +289,13 @@ def _describe_missing(missing: list[dict[str, str]], total: int) -> str:
     return f"{len(missing)} of {total} runs are not finished ({counts})"
 
 
-def finish_study(study: StudySpec, *, report: bool = True, require_complete: bool = True,
-                 out: str | Path | None = None, log: Callable[[str], None] = print,
-                 progress: Progress | None = None) -> dict[str, Any]:
-    """Results table → fits.json → report.html. With `require_complete`, nothing is written while runs are
-    missing (a study that stopped early must not leave a report that looks final). `log` gets the summary
-    printed at the end; `progress` the fitting stage's progress lines (`fit_stage`)."""
-    from clipscale.io import atomic_write_json
-    from clipscale.study.grid import plan
+def _results_fits_report(study: StudySpec, *, missing: list[dict[str, str]], report: bool,
+                         out: str | Path | None, log: Callable[[str], None], progress: Progress | None
+                         ) -> tuple[dict[str, Any], dict[str, Path]]:
+    """results.csv, fits.json (printing the laws) and, with `report`, the report file; (fits, paths)."""
+    from clipscale.io import atomic_write_bytes, atomic_write_json
     from clipscale.study.results import build_results_table, table_bytes
 
-    missing = missing_runs(study)
-    total = len(plan(study))
-    if missing and require_complete:
-        log(f"study {study.name}: no fits or report yet: {_describe_missing(missing, total)}; rerun "
-            f"`clipscale run {study.path}` (--retry-failed for failed runs), or `clipscale report "
-            f"{study.path}` for a partial report")
-        return {"complete": False, "missing": missing}
-    from clipscale.io import atomic_write_bytes
-    from clipscale.report.build import mark_stale
-
-    if report:  # from here a failure must not leave the old report looking current
-        mark_stale(Path(out) if out else study.output_dir / "report.html")
     df = build_results_table(study)
     paths = {"results": study.output_dir / "results.csv", "fits": study.output_dir / "fits.json"}
     atomic_write_bytes(paths["results"], table_bytes(df, "csv"))
@@ -323,8 +309,34 @@ def finish_study(study: StudySpec, *, report: bool = True, require_complete: boo
         from clipscale.report import write_report
 
         paths["report"] = write_report(study, out=out, fits=doc, table=df)
+    return doc, paths
+
+
+def finish_study(study: StudySpec, *, report: bool = True, require_complete: bool = True,
+                 out: str | Path | None = None, log: Callable[[str], None] = print,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    """Results table → fits.json → report.html. With `require_complete`, nothing is written while runs are
+    missing (a study that stopped early must not leave a report that looks final). `log` gets the summary
+    printed at the end; `progress` the fitting stage's progress lines (`fit_stage`)."""
+    from clipscale.study.grid import plan
+
+    missing = missing_runs(study)
+    total = len(plan(study))
+    if missing and require_complete:
+        log(f"study {study.name}: no fits or report yet: {_describe_missing(missing, total)}; rerun "
+            f"`clipscale run {study.path}` (--retry-failed for failed runs), or `clipscale report "
+            f"{study.path}` for an incomplete report")
+        return {"complete": False, "missing": missing}
+    from clipscale.report.build import rebuilding
+
+    report_path = Path(out) if out else study.output_dir / "report.html"
+    again = f"clipscale report {study.path}" + (f" --out {out}" if out else "")
+    # from here a failure must not leave the old report looking current; Ctrl-C leaves it in place
+    with rebuilding(report_path, again=again) if report else contextlib.nullcontext():
+        doc, paths = _results_fits_report(study, missing=missing, report=report, out=out, log=log,
+                                          progress=progress)
     if missing:
-        log(f"study {study.name}: partial: {_describe_missing(missing, total)}")
+        log(f"study {study.name}: incomplete: {_describe_missing(missing, total)}")
     for kind, path in paths.items():
         log(f"{kind}: {path}")
     return {"complete": not missing, "missing": missing, "doc": doc, **paths}

@@ -312,7 +312,7 @@ def prepare_eval(study: StudySpec, hooks: Hooks) -> str:
 def check_eval(study: StudySpec, *, missing_ok: bool = False) -> list[str]:
     """Refuse a bad [eval] suite (unknown suite, dataset, task, option; missing data) before any training.
 
-    `missing_ok` (dry runs, which may plan a cluster's study elsewhere): paths that do not exist here
+    `missing_ok` (dry runs of `--executor slurm`, which plan a cluster's study elsewhere): paths not here
     (eval data root, suite file, shard folders) are returned, unchecked, instead of refused.
     """
     from clipscale.evals.suite import builtin_suites, check_suite
@@ -321,8 +321,15 @@ def check_eval(study: StudySpec, *, missing_ok: bool = False) -> list[str]:
                  if d.shards is not None and not Path(d.shards).parent.is_dir()] if missing_ok else []
     suite = study.eval.suite
     a_path = suite.endswith(".toml") or "/" in suite  # a bare name must be a built-in suite, here too
-    if missing_ok and a_path and not Path(suite).is_file() and suite not in builtin_suites():
-        return [*unchecked, suite]
+    if not Path(suite).is_file() and suite not in builtin_suites():
+        if missing_ok and a_path:
+            return [*unchecked, suite]
+        builtin = ", ".join(builtin_suites())
+        if a_path:
+            raise ClipscaleError(f"{study.path}: [eval] suite: {study.path.parent / suite} does not exist (a "
+                                 f"suite file is read relative to the study file; built-ins: {builtin})")
+        raise ClipscaleError(f"{study.path}: [eval] suite {suite!r} is neither a file nor a built-in suite "
+                             f"({builtin})")
     if study.eval.data_root:
         root = study.eval_root()
         if not root.is_dir():
@@ -336,6 +343,24 @@ def check_eval(study: StudySpec, *, missing_ok: bool = False) -> list[str]:
 
     check_suite(suite, root=_eval_identity_dir(study)[0], available=tuple(t.name for t in TASKS))
     return unchecked
+
+
+def check_data(study: StudySpec) -> None:
+    """Refuse, in one line naming the study file and dataset, shards that are not here: a local run trains
+    here, so a wrong path must fail at plan time (dry run included), not as a failed run after the eval
+    sets were made. (`--executor slurm` plans without the cluster's files: not called there.)"""
+    from clipscale.data.shard_index import expand_spec
+
+    used = {name for block in study.grid for name in block.dataset}
+    for name in sorted(used):
+        shards = study.datasets[name].shards
+        if shards is None:
+            continue
+        try:
+            expand_spec(shards)
+        except ClipscaleError as exc:
+            raise ClipscaleError(f"{study.path}: [datasets.{name}] shards: "
+                                 f"{str(exc).removeprefix('train_data: ')}") from None
 
 
 def needs_work(run: RunPlan, *, retry_failed: bool, eval_id: str = "") -> bool:
@@ -375,8 +400,13 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     """
     from clipscale.study.schedule import make_executor, schedule
 
+    if jobs is not None and jobs < 1:
+        raise ClipscaleError(f"--jobs: expected a positive number of runs at once, got {jobs}")
+    remote = executor == "slurm"  # plans a cluster's study: its data may be there only
+    if not remote:
+        check_data(study)
     runs = plan(study, progress=log)
-    unchecked = check_eval(study, missing_ok=dry_run)
+    unchecked = check_eval(study, missing_ok=dry_run and remote)
     if dry_run:
         from clipscale.study.spec import dataset_notes
 
@@ -397,8 +427,9 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
     failed_before = sum(read_state(r.run_dir)["state"] == "failed" and r.run_id not in live
                         for r in runs) if not retry_failed else 0
     queued = f" ({len(live)} already in SLURM: {', '.join(sorted(live.values()))})" if live else ""
-    log(f"study {study.name}: {len(runs)} runs, {len(runs) - len(todo) - failed_before} finished, "
-        f"{failed_before} failed (use --retry-failed), {len(todo)} to run{queued}")
+    done_before = len(runs) - len(todo) - failed_before
+    failed = f"{failed_before} failed (use --retry-failed), " if failed_before else ""
+    log(f"study {study.name}: {len(runs)} runs, {done_before} finished, {failed}{len(todo)} to run{queued}")
     previous = _stop_on_signals()
     try:
         _check_stream_world_size(study, todo, exe, executor)
@@ -408,9 +439,20 @@ def run_study(study: StudySpec, *, executor: str = "local", jobs: int | None = N
         exe.shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    done_before = len(runs) - len(todo) - failed_before  # what the "N finished" line above counts
-    return {**_summarize(study, runs, outcomes, stop, log), "already_finished": done_before,
-            "to_run": len(todo)}
+    return {**_summarize(study, runs, outcomes, stop, log, done_before=done_before),
+            "already_finished": done_before, "to_run": len(todo)}
+
+
+def _summary_line(name: str, counts: dict[str, int], *, total: int, done_before: int) -> str:
+    """What this `clipscale run` did, by outcome (only the outcomes it had), and what was finished before
+    it: "all 26 runs were already finished" rather than a row of zeros when it had nothing to do."""
+    if not any(counts.values()):
+        if done_before == total:
+            return f"study {name}: all {total:,} runs were already finished; none ran now"
+        return f"study {name}: no run ran now ({done_before:,} of {total:,} already finished)"
+    did = ", ".join(f"{n:,} {state}" for state, n in counts.items() if n)
+    before = f"; {done_before:,} of {total:,} were already finished" if done_before else ""
+    return f"study {name}: this run: {did}{before}"
 
 
 def _live_jobs(exe: Any, runs: list[RunPlan]) -> dict[str, str]:
@@ -435,10 +477,10 @@ def _check_stream_world_size(study: StudySpec, runs: list[RunPlan], exe: Any, ex
 
 
 def _summarize(study: StudySpec, runs: list[RunPlan], outcomes: list[dict[str, Any]], stop: str | None,
-               log: Callable[[str], None]) -> dict[str, Any]:
+               log: Callable[[str], None], *, done_before: int = 0) -> dict[str, Any]:
     states = ("finished", "failed", "skipped", "locked", "interrupted", "pending", "running")
     counts = {s: sum(o["status"] == s for o in outcomes) for s in states}
-    log(f"study {study.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    log(_summary_line(study.name, counts, total=len(runs), done_before=done_before))
     interrupted = [o["run_id"] for o in outcomes if o["status"] == "interrupted"]
     still = [f"{o['run_id']} (job {o['job_id']})" for o in outcomes if o["status"] == "running"]
     if stop is not None and still:

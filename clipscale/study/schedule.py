@@ -190,7 +190,7 @@ class _Loop:
         if outcome.get("signal"):
             detail = f": {outcome['signal']}, resumable"
         self.log(f"[{len(self.outcomes)}/{self.total}] {outcome['status']} {run.run_id} ({run.model}, "
-                 f"{run.dataset}, {run.samples_seen} samples, {outcome['seconds']:.1f} s){detail}")
+                 f"{run.dataset}, {run.samples_seen:,} samples, {outcome['seconds']:.1f} s){detail}")
         return outcome
 
     def stop(self, signal_name: str) -> None:
@@ -200,8 +200,10 @@ class _Loop:
         if self.remote:
             self.log(f"stopping on {signal_name}: no more jobs are submitted; {len(self.active)} SLURM "
                      "job(s) keep running and a rerun of `clipscale run` waits for them")
-        else:
-            self.log(f"stopping on {signal_name}: {len(self.active)} running run(s) checkpoint, none starts")
+        else:  # at jobs 1 the interrupted run came back before this: it has checkpointed already
+            running = len(self.active) + (self.current is not None)
+            self.log(f"stopping on {signal_name}: " + (f"{running} running run(s) checkpoint, none starts"
+                                                       if running else "no further run starts"))
         with _signals_ignored():
             abort = getattr(self.exe, "abort", None)
             if abort is not None and not self.remote:

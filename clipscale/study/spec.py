@@ -162,7 +162,7 @@ def dataset_notes(spec: StudySpec) -> list[str]:
             out.append(f"dataset {name}: shards {ds.shards} not found here: data_size not checked; where "
                        "a [[grid]] block omits it, it is unknown here (all the shards hold)")
         else:
-            out.append(f"dataset {name}: {ds.size} samples in its shards (data_size default and maximum)")
+            out.append(f"dataset {name}: {ds.size:,} samples in its shards (data_size default and maximum)")
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clipscale.study import slurm_jobs
-from clipscale.study.grid import RunPlan, plan
+from clipscale.study.grid import RunPlan, plan, text_table
 from clipscale.study.spec import StudySpec
 from clipscale.study.state import effective_state, read_state
 
@@ -83,13 +83,16 @@ def _job_text(r: dict[str, Any]) -> str:
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'run_id':<22} {'model':<9} {'dataset':<9} {'state':<11} {'samples':>17} {'compute':>9} "
-             f"{'loss':>7} {'ETA':>7}" + ("  SLURM" if any(r.get("job_id") for r in rows) else "")]
-    for r in rows:
-        eta = "-" if r["eta_s"] is None else f"{r['eta_s'] / 60:.1f}m"
-        lines.append(f"{r['run_id']:<22} {r['model']:<9} {r['dataset']:<9} {r['state']:<11} "
-                     f"{r['samples_seen']:>8}/{r['samples_total']:<8} {_fmt(r['compute_total'], '9.3g')} "
-                     f"{_fmt(r['loss'], '7.3f')} {eta:>7}{_job_text(r)}")
+    cells = [[r["run_id"], r["model"], r["dataset"], r["state"],
+              f"{r['samples_seen']:,}/{r['samples_total']:,}", _fmt(r["compute_total"], ".3g"),
+              _fmt(r["loss"], ".3f"),
+              "-" if r["eta_s"] is None else f"{r['eta_s'] / 60:.1f}m"] for r in rows]
+    table = text_table(["run_id", "model", "dataset", "state", "samples", "compute", "loss", "ETA"], cells,
+                       right=(4, 5, 6, 7))
+    slurm = any(r.get("job_id") for r in rows)
+    lines = [table[0] + ("  SLURM" if slurm else "")]
+    for r, line in zip(rows, table[1:], strict=True):
+        lines.append(line + _job_text(r))
         if r["state"] == "failed" and r["error"]:
             lines.append(f"    error: {r['error']}")
     counts: dict[str, int] = {}

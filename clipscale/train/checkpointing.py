@@ -54,6 +54,47 @@ def finished_summary(run_dir: Path, config: dict[str, Any], total_steps: int) ->
     return summary if done and not recipe_changes(saved, config) else None
 
 
+def _read_dict(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def check_output_dir(run_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse, before anything is written, to train into a directory holding a run of another recipe
+    (`config`: the resolved TrainConfig dict; its config.json records the earlier one): training would
+    replace that run's checkpoints, metrics and summary in place. Whatever `resume` says: `none` starts
+    the same recipe over, never another one. A resumable latest.pt under `resume = "auto"` is left to
+    `load_resume`, which compares the recipe with the checkpoint's own."""
+    if config.get("resume") == "auto" and latest_path(run_dir).is_file():
+        return
+    saved = _read_dict(run_dir / "config.json")
+    changed = recipe_changes(saved, config) if saved is not None else []
+    if not changed:
+        return
+    assert saved is not None
+    diff = ", ".join(f"{k} {saved[k]!r} there, {config[k]!r} now" for k in changed[:3])
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    raise ClipscaleError(f"{run_dir} holds {_describe_run(run_dir, saved)} of another config ({diff}{more}): "
+                         f"train into another --output-dir, or delete {run_dir} to replace that run")
+
+
+def _describe_run(run_dir: Path, saved: dict[str, Any]) -> str:
+    """'a finished run of tiny-S1 (512 samples seen)', from the directory's summary.json and config.json."""
+    model, target = saved.get("model", "?"), saved.get("samples_seen")
+    summary = _read_dict(run_dir / "summary.json") or {}
+    seen, state = summary.get("samples_seen"), summary.get("state")
+    of = f" of {target:,}" if isinstance(target, int) else ""
+    if state == "finished" and isinstance(seen, int):
+        return f"a finished run of {model} ({seen:,} samples seen)"
+    if isinstance(state, str) and isinstance(seen, int):
+        return f"an {state} run of {model} ({seen:,}{of} samples seen)" if state[:1] in "aeiou" else \
+            f"a {state} run of {model} ({seen:,}{of} samples seen)"
+    return f"an unfinished run of {model} ({target:,} samples planned)" if of else f"a run of {model}"
+
+
 def find_resume(resume: str, run_dir: Path) -> Path | None:
     if resume == "none":
         return None

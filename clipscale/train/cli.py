@@ -16,8 +16,8 @@ def register(subparsers: Any) -> None:
         "train",
         help="train one CLIP model by samples seen (run under torchrun for several GPUs)",
         description="Train one CLIP model. Every TrainConfig key can be set in the TOML file or as "
-                    "--key value (dashes or underscores); command-line values win. Bare flags mean true. "
-                    "All keys: docs/config.md.",
+                    "--key value (dashes or underscores); command-line values win. A bare switch "
+                    "(--keep-latest) means true. All keys: docs/config.md.",
     )
     parser.add_argument("config", nargs="?", help="TOML file of TrainConfig keys (optional)")
     for name, f in fields_of(_train_config()).items():
@@ -27,13 +27,41 @@ def register(subparsers: Any) -> None:
             parser.add_argument("--model-configs", "--model_configs", dest="model_configs_list",
                                 metavar="A,B", default=None, help=argparse.SUPPRESS)  # the old spelling
             continue
+        const = "true" if _is_bool(f) else NO_VALUE  # bare flags mean true for switches only
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=_metavar(f), nargs="?",
-                            const="true", default=None, help=_escape(help_line(f)))
+                            const=const, default=None, help=_escape(help_line(f)))
         if "_" in name:  # --data_mode works too, unlisted
-            parser.add_argument(f"--{name}", dest=name, nargs="?", const="true", default=None,
+            parser.add_argument(f"--{name}", dest=name, nargs="?", const=const, default=None,
                                 help=argparse.SUPPRESS)
     add_json_flag(parser)
     parser.set_defaults(handler=_handle)
+
+
+# The value argparse stores for a bare non-switch flag (`--batch-size` followed by nothing or by another
+# flag): refused in one line by `overrides_from_args`, where it used to read as "true".
+NO_VALUE = "\0no value"
+
+
+def _is_bool(f: Any) -> bool:
+    return typing.get_type_hints(_train_config())[f.name] is bool
+
+
+def _value_kind(name: str) -> str:
+    """What a flag's value is, in words, for the 'needs a value' error."""
+    from clipscale.confighelp import fields_of
+
+    f = fields_of(_train_config())[name]
+    choices = f.metadata.get("choices", ())
+    hint = typing.get_type_hints(_train_config())[name]
+    if typing.get_origin(hint) is list:
+        items = ", ".join(choices) if choices else {float: "numbers"}.get(typing.get_args(hint)[0], "names")
+        return f"a comma-separated list of {items}"
+    if choices:
+        return f"one of {', '.join(choices)}"
+    kinds = {int: "an integer", float: "a number", str: "a string"}
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    words = " or ".join(kinds.get(a, "a value") for a in args)
+    return words + (" or none" if type(None) in typing.get_args(hint) else "")
 
 
 def _escape(text: str) -> str:
@@ -60,15 +88,32 @@ def _metavar(f: Any) -> str:
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from clipscale.errors import ClipscaleError
     from clipscale.train.config import FIELD_NAMES
 
     out: dict[str, Any] = {name: getattr(args, name) for name in FIELD_NAMES
                            if getattr(args, name, None) is not None}
+    for name, value in out.items():
+        if value == NO_VALUE:
+            raise ClipscaleError(f"--{name.replace('_', '-')} needs a value ({_value_kind(name)})")
     old = getattr(args, "model_configs_list", None)
     if old is not None:
         listed = [x.strip() for x in old.split(",") if x.strip()]
         out["model_configs"] = [*out.get("model_configs", []), *listed]
     return out
+
+
+def _warn_rounding(samples: int, batch: int) -> None:
+    """The trainer trains whole batches: say so when that changes samples_seen, as a study's plan does
+    (study/grid.py), once (rank 0 under torchrun)."""
+    import logging
+    import os
+
+    rounded = -(-samples // batch) * batch
+    if rounded != samples and os.environ.get("RANK", "0") == "0":
+        logging.getLogger("clipscale.train").warning(
+            "train config field 'samples_seen': %d is not a whole number of batches (batch_size %d); "
+            "trained as %d (%d steps)", samples, batch, rounded, rounded // batch)
 
 
 def _handle(args: argparse.Namespace) -> int:
@@ -78,6 +123,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     with progress_to_stderr(args.json):
         config = load_train_config(args.config, overrides_from_args(args))
+        _warn_rounding(config.samples_seen, config.batch_size)
         summary = train(config)
     if args.json:
         emit({"model": config.model, "output_dir": config.output_dir, **summary})

@@ -39,7 +39,9 @@ class TrainConfig:
         "file stem); flag --model-config FILE.json, repeatable")
     train_data: str | list[dict[str, Any]] = doc_field(
         "", help="training shards: 'dir/{00000..00009}.tar', a directory, or [{shards, weight}] mixtures")
-    output_dir: str = doc_field("runs/train", help="run directory (config.json, metrics.jsonl, checkpoints/)")
+    output_dir: str = doc_field("runs/train", help="run directory (config.json, metrics.jsonl, "
+                                "checkpoints/); one holding a run of another config is refused: pick "
+                                "another, or delete it to replace that run")
     data_size: int | None = doc_field(None, help="unique samples: the first N of the shards; none = all")
     data_mode: str = doc_field("index", choices=DATA_MODES, help="index: random access over a tar index "
                                "(up to ~1e8 samples); stream: sequential shards with a shuffle buffer "
@@ -89,8 +91,9 @@ class TrainConfig:
     workers: int = doc_field(1, help="data-loader worker processes (0 = decode in the training process)")
     threads: int | None = doc_field(None, help="torch intra-op threads; none = allocated CPUs / local "
                                     "ranks (minus workers on CPU; train/threads.py)")
-    resume: str = doc_field("auto", help="auto: continue from checkpoints/latest.pt if present; none: "
-                            "start over; or a checkpoint path")
+    resume: str = doc_field("auto", help="auto: continue from checkpoints/latest.pt if present (a finished "
+                            "run trains nothing more); none: start the same config over in output_dir; or a "
+                            "checkpoint path")
     keep_latest: bool = doc_field(False, help="keep a finished run's checkpoints/latest.pt (never "
                                   "resumable once finished; removed by default)")
     log_every: int = doc_field(10, help="optimizer steps between metrics.jsonl records (and progress "

@@ -82,7 +82,7 @@ def train(config: TrainConfig, *, progress_lines: bool | None = None) -> dict[st
     progress_lines: progress as lines rather than a bar (None: lines when stderr is not a terminal;
     a study's runs always use lines, as several may share one terminal).
     """
-    done = _already_finished(config)
+    done = _already_finished(config)  # also refuses an output_dir holding a run of another recipe
     if done is not None:
         return done
     session = build_session(config)
@@ -95,15 +95,18 @@ def train(config: TrainConfig, *, progress_lines: bool | None = None) -> dict[st
 
 
 def _already_finished(config: TrainConfig) -> dict[str, Any] | None:
-    """The summary of this run when it finished earlier and dropped latest.pt (keep_latest false)."""
-    if config.resume != "auto":
-        return None
+    """The summary of this run when it finished earlier and dropped latest.pt (keep_latest false).
+    Refuses (ClipscaleError) an output_dir that holds a run of another recipe, before anything is written."""
     from dataclasses import replace
 
     from clipscale.train.session import resolve_lr
 
     resolved = replace(config, lr=resolve_lr(config)).to_dict()
-    return ckpt.finished_summary(Path(config.output_dir), resolved, config.total_steps)
+    run_dir = Path(config.output_dir)
+    ckpt.check_output_dir(run_dir, resolved)
+    if config.resume != "auto":
+        return None
+    return ckpt.finished_summary(run_dir, resolved, config.total_steps)
 
 
 def _loop(s: Session, stop: ckpt.StopSignals, progress_lines: bool | None) -> str:
