@@ -18,13 +18,7 @@ def _register_fit(subparsers: Any) -> None:
     p = subparsers.add_parser("fit", help="fit a scaling law to a results table (CSV, JSON lines, parquet)")
     p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
     add_law_options(p, y_required=True)
-    p.add_argument(
-        "--max-passes",
-        type=float,
-        metavar="N",
-        help="leave out rows with more than N passes over their unique data (samples_seen / data_size), "
-        "as a study's [fit] max_passes does (default: keep every row; studies use 10)",
-    )
+    add_max_passes_option(p)
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N refits")
     p.add_argument(
         "--holdout", metavar="EXPR", help="boolean expression: rows held out of the fit and scored"
@@ -37,6 +31,17 @@ def _register_fit(subparsers: Any) -> None:
     p.add_argument("--save", metavar="FIT.json", help="save the fit(s) for clipscale predict")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(handler=_fit)
+
+
+def add_max_passes_option(p: Any) -> None:
+    """`--max-passes N` (fit, compare, isoflop): one meaning, `clipscale.fit.table.leave_out_passes`."""
+    p.add_argument(
+        "--max-passes",
+        type=float,
+        metavar="N",
+        help="leave out rows with more than N passes over their unique data (samples_seen / data_size), "
+        "as a study's [fit] max_passes does (default: keep every row; studies use 10)",
+    )
 
 
 def add_law_options(p: Any, *, y_required: bool) -> None:
