@@ -131,6 +131,36 @@ def test_saved_fits_real_group_names_and_predict(tmp_path: Path, capsys: pytest.
         saved_fit_document([("g", {"law": "power"})])
 
 
+def test_predict_budget_says_how_far_the_allocation_lies_beyond_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An allocation far beyond the fitted N and D gets the factors and a warning past 10x, as a prediction
+    at a given C does; one inside the data gets neither."""
+    rows = []  # Hoffmann et al.'s form on isoFLOP budgets 1e18..1e21 (C = 6 N D), N from 4e6 to 5e9
+    for c in np.geomspace(1e18, 1e21, 6):
+        for n in np.geomspace(1 / 8, 8, 7) * 3e7 * (c / 1e18) ** (3 / 7):
+            rows.append({"C": c, "N": n, "loss": 1.7 + 400 / n**0.4 + 410 / (c / (6 * n)) ** 0.3})
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["fit", str(tmp_path / "t.csv"), "--law", "chinchilla", "--N", "N", "--D", "C / (6 * N)",
+                 "--y", "loss", "--loss", "--save", str(tmp_path / "f.json")]) == 0
+    fit = load_fit(tmp_path / "f.json")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "f.json"), "--budget", "1e27", "--k", "6", "--json"]) == 0
+    alloc = json.loads(capsys.readouterr().out)["allocation"]
+    n_over = alloc["N"] / fit.input_ranges["N"][1]
+    d_over = alloc["D"] / fit.input_ranges["D"][1]
+    assert n_over > 10 and d_over > 10  # N* ∝ C^(3/7): 1e6 times the largest budget is far out
+    assert alloc["extrapolation"] == pytest.approx({"N": n_over, "D": d_over})
+    assert len(alloc["warnings"]) == 2 and alloc["warnings"][0].startswith("N is more than 10x beyond")
+    assert main(["predict", str(tmp_path / "f.json"), "--budget", "1e27", "--k", "6"]) == 0
+    text = capsys.readouterr().out
+    assert f"N: extrapolates {n_over:.3g}x beyond the fitted range" in text
+    assert "warning: N is more than 10x" in text and "warning: D is more than 10x" in text
+    assert main(["predict", str(tmp_path / "f.json"), "--budget", "1e20", "--k", "6", "--json"]) == 0
+    inside = json.loads(capsys.readouterr().out)["allocation"]
+    assert inside["extrapolation"] == {} and inside["warnings"] == []
+
+
 @pytest.mark.parametrize("value", ["-1", "0", "inf", "nan"])
 def test_predict_refuses_inputs_a_law_is_not_defined_at(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                         value: str) -> None:
