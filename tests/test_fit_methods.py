@@ -172,3 +172,26 @@ def test_predict_refuses_inputs_a_law_is_not_defined_at(tmp_path: Path, capsys: 
     assert capsys.readouterr().err == f"clipscale: error: {expected}\n"
     with pytest.raises(ClipscaleError, match="input C: every value"):
         results[0][1].predict(C=np.array([1e6, float(value)]))
+
+
+def test_a_rising_error_without_error_flag_is_warned(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A recall fitted as if it were an error rises with C (alpha > 0): the fit says to add --error; a
+    falling error or loss, and a fit with --error, say nothing."""
+    c = np.geomspace(1e3, 1e6, 12)
+    noise = np.exp(np.random.default_rng(0).normal(0, 0.01, c.size))
+    pd.DataFrame({"C": c, "recall": 1 - 0.8 * c**-0.1 * noise,
+                  "loss": 3 * c**-0.05 * noise}).to_csv(tmp_path / "t.csv", index=False)
+    base = ["fit", str(tmp_path / "t.csv"), "--law", "power", "--C", "C", "--json"]
+    want = "y rises with C: if y is an accuracy or recall, add --error"
+
+    def warnings(*extra: str) -> list[str]:
+        assert main([*base, *extra]) == 0
+        (fit,) = json.loads(capsys.readouterr().out)["fits"]
+        return fit["warnings"]
+
+    assert any(w.startswith(want) for w in warnings("--y", "recall"))
+    assert warnings("--y", "recall", "--error") == []
+    assert warnings("--y", "loss", "--loss") == [] and warnings("--y", "1 - recall") == []
+    assert main([*base[:-1], "--y", "recall"]) == 0
+    assert f"warning: {want}" in capsys.readouterr().out

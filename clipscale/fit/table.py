@@ -354,6 +354,10 @@ def _fit_group(
         **where,
         **inputs,
     )
+    if not error:
+        rising = rising_warning(result, spec.inputs)
+        if rising:
+            result.warnings.append(rising)
     out = result.to_dict()
     out.pop("bootstrap_params")
     validation: dict[str, Any] = {}
@@ -371,6 +375,21 @@ def _fit_group(
             validation["holdout"] = {"expr": holdout, **validation["holdout"]}
     out["validation"] = validation
     return out, result
+
+
+def rising_warning(result: FitResult, inputs: tuple[str, ...]) -> str | None:
+    """The warning for a law of an "error" that rises from the smallest to the largest inputs fitted (an
+    exponent of the wrong sign): most likely an accuracy or recall fitted without --error. None where it
+    falls or stays flat."""
+    keys = [k for k in inputs if k in result.input_ranges]
+    if not keys:
+        return None
+    low, high = ({k: [result.input_ranges[k][i]] for k in keys} for i in (0, 1))
+    e_low, e_high = float(result.predict(**low)[0]), float(result.predict(**high)[0])
+    if not e_high > e_low:
+        return None
+    return (f"y rises with {' and '.join(keys)}: if y is an accuracy or recall, add --error (the law goes "
+            f"from {e_low:.4g} to {e_high:.4g} over the fitted range)")
 
 
 def leave_out_passes(
