@@ -51,18 +51,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default and allowed values, unless it states them already."""
+    """Every option's help ends with its default and allowed values, "(default: X; one of: A, B)", unless
+    it states them already; a switch's default is "off"."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if not action.option_strings or text == argparse.SUPPRESS:
             return text
         extra = []
-        if "default" not in text and action.default not in (None, False, [], argparse.SUPPRESS):
-            extra.append("default: %(default)s")
+        if "default" not in text:
+            shown = default_text(action)
+            if shown is not None:
+                extra.append("default: " + shown.replace("%", "%%"))
         if action.choices and "one of" not in text:
             extra.append("one of: " + ", ".join(map(str, action.choices)).replace("%", "%%"))
         return f"{text} ({'; '.join(extra)})" if extra else text
+
+
+def default_text(action: argparse.Action) -> str | None:
+    """An option's default as its help shows it; None where it has none to show. Identity checks: 0 and
+    0.0 are defaults to show (0 == False in Python, so `0 in (None, False)` is True)."""
+    d = action.default
+    if d is None or d is argparse.SUPPRESS or (isinstance(d, list) and not d):
+        return None
+    if isinstance(action, argparse._StoreTrueAction):
+        return "off" if d is False else "on"
+    if d is False or d is True:
+        return "on" if d else "off"
+    return str(d)
 
 
 def walk_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from clipscale.fit.cli import add_law_options, add_max_passes_option, parse_fix
+from clipscale.fit.cli import add_law_options, add_max_passes_option, add_plot_option, parse_fix
+from clipscale.jsonout import add_json_flag
 
 
 def register(subparsers: Any) -> None:
@@ -23,11 +24,12 @@ def _register_compare(subparsers: Any) -> None:
     add_max_passes_option(p)
     p.add_argument("--at", nargs="+", type=float, metavar="C",
                    help="compute values (default: the largest C measured, 10x and 100x beyond it)")
-    p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="refits per group (a table)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                   help="refits per group (a table; a saved document's own refits are used as saved)")
     p.add_argument("--huber-delta", type=float, default=1e-3,
                    help="Huber loss threshold on log residuals (larger = closer to least squares)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap resamples")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json_flag(p)
     p.set_defaults(handler=_compare)
 
 
@@ -78,8 +80,8 @@ def _register_isoflop(subparsers: Any) -> None:
     p.add_argument("--N", required=True, help="model size of each run: column name or expression")
     p.add_argument("--y", required=True, help="loss or error column or expression (accuracy with --error)")
     p.add_argument("--error", action="store_true", help="y is accuracy-like: analyse 1 - y")
-    p.add_argument("--by", help="one analysis per value of this column")
-    p.add_argument("--where", help="boolean expression selecting rows")
+    p.add_argument("--by", help="one analysis per value of this column (default: one analysis)")
+    p.add_argument("--where", help="boolean expression selecting rows (default: every row)")
     add_max_passes_option(p)
     p.add_argument("--k", type=float, default=1.0, help="C = k·N·D (6 for LLM FLOPs; 1 for CLIP GMACs)")
     p.add_argument("--gap", type=float, default=0.05, help="log10 C gap (dex) that separates budgets")
@@ -87,19 +89,14 @@ def _register_isoflop(subparsers: Any) -> None:
         "--window",
         default=None,
         metavar="K",
-        help="fit each budget's parabola to the K sizes nearest its best run (K >= 3; 'all': every size; "
-        "default 7)",
+        help="fit each budget's parabola to the K sizes nearest its best run (K >= 3; 'all': every size) "
+        "(default: 7)",
     )
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N resamples")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="percentile CIs from N resamples (0: no CIs)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap resamples")
-    p.add_argument(
-        "--plot",
-        nargs="?",
-        const="isoflop.png",
-        metavar="FILE",
-        help="write the figure (default isoflop.png)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_plot_option(p, "isoflop.png", "the figure (each budget's parabola, N* against C)")
+    add_json_flag(p)
     p.set_defaults(handler=_isoflop)
 
 
