@@ -91,9 +91,36 @@ def walk_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParse
     return found
 
 
+def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub-)parser of the verb `args` were parsed for (`clipscale data synth`: data's synth)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return chosen_parser(action.choices[name], args)
+    return parser
+
+
+def reject_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Unrecognised arguments are the verb's error, with its usage (argparse reports them with the
+    top-level usage, as the subparser hands them up), and the verb's closest option names."""
+    import difflib
+
+    verb = chosen_parser(parser, args)
+    known = [s for a in verb._actions for s in a.option_strings if a.help != argparse.SUPPRESS]
+    hints = []
+    for arg in extra:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1, cutoff=0.6)
+            hints += [f"did you mean {close[0]}?"] if close else []
+    verb.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        reject_unknown(parser, args, extra)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -162,3 +162,20 @@ def test_eval_device_defaults_as_train_does(monkeypatch):
     assert _device("auto") == "cpu" and _device("cuda:1") == "cuda:1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert _device("auto") == "cuda"
+
+
+@pytest.mark.parametrize(("argv", "verb", "hint"), [
+    (["train", "--modle", "tiny-S0"], "clipscale train", "(did you mean --model?)"),
+    (["import", "tr1", "--samples-seen", "5", "--out", "x/"], "clipscale import", None),
+    (["data", "synth", "--out", "x", "--samples", "3", "--sed", "1"], "clipscale data synth",
+     "(did you mean --seed?)"),
+    (["fit", "t.csv", "--y", "a", "--bootstrp=3"], "clipscale fit", "(did you mean --bootstrap?)"),
+])
+def test_an_unknown_flag_shows_the_verbs_usage(argv, verb, hint, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith(f"usage: {verb} "), err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{verb}: error: unrecognized arguments: "), last
+    assert (hint in last) if hint else "did you mean" not in last
