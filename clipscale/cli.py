@@ -51,18 +51,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default and allowed values, unless it states them already."""
+    """Every option's help ends with its default and allowed values, "(default: X; one of: A, B)", unless
+    it states them already; a switch's default is "off"."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if not action.option_strings or text == argparse.SUPPRESS:
             return text
         extra = []
-        if "default" not in text and action.default not in (None, False, [], argparse.SUPPRESS):
-            extra.append("default: %(default)s")
+        if "default" not in text:
+            shown = default_text(action)
+            if shown is not None:
+                extra.append("default: " + shown.replace("%", "%%"))
         if action.choices and "one of" not in text:
             extra.append("one of: " + ", ".join(map(str, action.choices)).replace("%", "%%"))
         return f"{text} ({'; '.join(extra)})" if extra else text
+
+
+def default_text(action: argparse.Action) -> str | None:
+    """An option's default as its help shows it; None where it has none to show. Identity checks: 0 and
+    0.0 are defaults to show (0 == False in Python, so `0 in (None, False)` is True)."""
+    d = action.default
+    if d is None or d is argparse.SUPPRESS or (isinstance(d, list) and not d):
+        return None
+    if isinstance(action, argparse._StoreTrueAction):
+        return "off" if d is False else "on"
+    if d is False or d is True:
+        return "on" if d else "off"
+    return str(d)
 
 
 def walk_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -75,9 +91,36 @@ def walk_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParse
     return found
 
 
+def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub-)parser of the verb `args` were parsed for (`clipscale data synth`: data's synth)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return chosen_parser(action.choices[name], args)
+    return parser
+
+
+def reject_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Unrecognised arguments are the verb's error, with its usage (argparse reports them with the
+    top-level usage, as the subparser hands them up), and the verb's closest option names."""
+    import difflib
+
+    verb = chosen_parser(parser, args)
+    known = [s for a in verb._actions for s in a.option_strings if a.help != argparse.SUPPRESS]
+    hints = []
+    for arg in extra:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1, cutoff=0.6)
+            hints += [f"did you mean {close[0]}?"] if close else []
+    verb.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        reject_unknown(parser, args, extra)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

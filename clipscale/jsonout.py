@@ -13,7 +13,10 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-JSON_HELP = "print one JSON document instead of text; progress lines go to stderr (default: text)"
+# the one wording of every verb's --json (tests/test_cli_help.py); what the JSON holds is in each verb's
+# description where it is not one document (eval: one JSON line per record)
+JSON_HELP = ("print JSON instead of text: stdout holds only the JSON, progress lines go to stderr "
+             "(default: text)")
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

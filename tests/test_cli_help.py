@@ -94,3 +94,89 @@ def test_every_config_field_has_its_own_meaning():
     missing = [f"{cls.__name__}.{f.name}" for _, _, cls in _sections() for f in dataclasses.fields(cls)
                if not field_help(f).strip()]
     assert not missing, f"config fields without help: {missing} (use confighelp.doc_field)"
+
+
+def _rendered() -> list[tuple[str, argparse.Action, str]]:
+    """(verb, option, its help as --help prints it, on one line)."""
+    out = []
+    for parser in walk_parsers(build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            skip = argparse._HelpAction | argparse._VersionAction
+            if action.option_strings and not isinstance(action, skip) and action.help != argparse.SUPPRESS:
+                out.append((parser.prog, action, " ".join(formatter._expand_help(action).split())))
+    return out
+
+
+def test_every_option_states_its_default_and_choices_in_one_wording():
+    """A default argparse knows (0 included: 0 == False in Python) is shown as "default: X", a switch's as
+    "default: off"; choices as "one of: ..."; no other spelling of a default ("(default 10)", "(default)")."""
+    import re
+
+    from clipscale.cli import default_text
+
+    wrong = []
+    for prog, action, text in _rendered():
+        flag = f"{prog} {action.option_strings[-1]}: {text}"
+        shown = default_text(action)
+        if shown is not None and "default: " not in text:
+            wrong.append(f"no 'default: X': {flag}")
+        if re.search(r"[(;,] ?default(?!:)", text):
+            wrong.append(f"another wording of the default: {flag}")
+        if action.choices and not ("one of: " in text and all(str(c) in text for c in action.choices)):
+            wrong.append(f"choices not listed: {flag}")
+    assert not wrong, "\n".join(wrong)
+    texts = {(prog, a.option_strings[-1]): t for prog, a, t in _rendered()}
+    assert "(default: 0)" in texts[("clipscale fit", "--bootstrap")]
+    assert "(default: 0)" in texts[("clipscale isoflop", "--seed")]
+    assert texts[("clipscale fit", "--error")].endswith("(default: off)")
+
+
+def test_every_json_flag_has_one_wording():
+    from clipscale.jsonout import JSON_HELP
+
+    flags = [(prog, text) for prog, a, text in _rendered() if a.option_strings == ["--json"]]
+    assert len(flags) >= 15  # every verb
+    assert all(text == JSON_HELP for _, text in flags), [f for f in flags if f[1] != JSON_HELP]
+
+
+def test_plot_takes_one_form_in_fit_and_isoflop():
+    parser = build_parser()
+    for verb, name in (("fit", "fit.png"), ("isoflop", "isoflop.png")):
+        args = parser.parse_args([verb, "t.csv", "--C", "c", "--N", "n", "--y", "y", "--plot"])
+        assert args.plot == name
+        args = parser.parse_args([verb, "t.csv", "--C", "c", "--N", "n", "--y", "y", "--plot", "f.svg"])
+        assert args.plot == "f.svg"
+
+
+def test_eval_device_defaults_as_train_does(monkeypatch):
+    """auto: cuda if available, else cpu, as `train --device` and a study's evaluations."""
+    import torch
+
+    from clipscale.evals.cli import _device
+    from clipscale.train.config import TrainConfig
+
+    parser = build_parser()
+    eval_default = parser.parse_args(["eval", "x", "--suite", "s"]).device
+    assert eval_default == TrainConfig(train_data="x").device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _device("auto") == "cpu" and _device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _device("auto") == "cuda"
+
+
+@pytest.mark.parametrize(("argv", "verb", "hint"), [
+    (["train", "--modle", "tiny-S0"], "clipscale train", "(did you mean --model?)"),
+    (["import", "tr1", "--samples-seen", "5", "--out", "x/"], "clipscale import", None),
+    (["data", "synth", "--out", "x", "--samples", "3", "--sed", "1"], "clipscale data synth",
+     "(did you mean --seed?)"),
+    (["fit", "t.csv", "--y", "a", "--bootstrp=3"], "clipscale fit", "(did you mean --bootstrap?)"),
+])
+def test_an_unknown_flag_shows_the_verbs_usage(argv, verb, hint, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith(f"usage: {verb} "), err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{verb}: error: unrecognized arguments: "), last
+    assert (hint in last) if hint else "did you mean" not in last

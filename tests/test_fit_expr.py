@@ -144,3 +144,30 @@ def test_fit_where_and_holdout_use_the_safe_evaluator(tmp_path, capsys) -> None:
     assert '"holdout"' in capsys.readouterr().out
     assert main([*argv, "--where", "C * 2"]) == 2
     assert "--where 'C * 2': not a boolean expression" in capsys.readouterr().err
+
+
+def test_unknown_column_names_the_close_match_and_counts_the_rest(tmp_path, capsys) -> None:
+    """A typo in a wide table (the demo's is 26 columns) names the column meant, and the list says how
+    many columns it leaves out, for every column option."""
+    names = ["run_id", "model", "params", "params_nonemb", "gmacs", "data_size", "samples_seen", "compute",
+             "distribution", "dataset_train", "seed", "dataset", "task", "checkpoint", "run_samples_seen",
+             "final", "compute_group", "acc1", "acc5", "image_retrieval_recall@1", "text_retrieval_recall@1",
+             "text_retrieval_recall@5", "image_retrieval_recall@5", "x1", "x2", "x3"]
+    df = pd.DataFrame({n: [1.0, 2.0, 3.0] for n in names})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    table = str(tmp_path / "t.csv")
+    cases = [(["--y", "image_retrieval_recall5"], "did you mean 'image_retrieval_recall@5'"),
+             (["--y", "acc1", "--C", "compte"], "did you mean 'compute'"),
+             (["--y", "acc1", "--where", "datset == 'x'"], "did you mean 'dataset'"),
+             (["--y", "acc1", "--by", "distrib"], "did you mean 'distribution'")]
+    for extra, hint in cases:
+        assert main(["fit", table, "--law", "power", "--C", "compute", *extra]) == 2
+        err = capsys.readouterr().err
+        assert hint in err and err.count("\n") == 1, err
+        assert err.rstrip().endswith("… and 6 more"), err  # 20 of the 26 listed, the rest counted
+    assert main(["fit", table, "--law", "power", "--C", "compute", "--y", "zzzz"]) == 2
+    assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+    from clipscale.fit.expr import ExpressionError, evaluate
+
+    with pytest.raises(ExpressionError, match=r"unknown column 'acc' \(did you mean 'acc\d' or 'acc\d'\?\)"):
+        evaluate("acc + 1", df)

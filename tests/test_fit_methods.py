@@ -131,6 +131,36 @@ def test_saved_fits_real_group_names_and_predict(tmp_path: Path, capsys: pytest.
         saved_fit_document([("g", {"law": "power"})])
 
 
+def test_predict_budget_says_how_far_the_allocation_lies_beyond_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An allocation far beyond the fitted N and D gets the factors and a warning past 10x, as a prediction
+    at a given C does; one inside the data gets neither."""
+    rows = []  # Hoffmann et al.'s form on isoFLOP budgets 1e18..1e21 (C = 6 N D), N from 4e6 to 5e9
+    for c in np.geomspace(1e18, 1e21, 6):
+        for n in np.geomspace(1 / 8, 8, 7) * 3e7 * (c / 1e18) ** (3 / 7):
+            rows.append({"C": c, "N": n, "loss": 1.7 + 400 / n**0.4 + 410 / (c / (6 * n)) ** 0.3})
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["fit", str(tmp_path / "t.csv"), "--law", "chinchilla", "--N", "N", "--D", "C / (6 * N)",
+                 "--y", "loss", "--loss", "--save", str(tmp_path / "f.json")]) == 0
+    fit = load_fit(tmp_path / "f.json")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "f.json"), "--budget", "1e27", "--k", "6", "--json"]) == 0
+    alloc = json.loads(capsys.readouterr().out)["allocation"]
+    n_over = alloc["N"] / fit.input_ranges["N"][1]
+    d_over = alloc["D"] / fit.input_ranges["D"][1]
+    assert n_over > 10 and d_over > 10  # N* ∝ C^(3/7): 1e6 times the largest budget is far out
+    assert alloc["extrapolation"] == pytest.approx({"N": n_over, "D": d_over})
+    assert len(alloc["warnings"]) == 2 and alloc["warnings"][0].startswith("N is more than 10x beyond")
+    assert main(["predict", str(tmp_path / "f.json"), "--budget", "1e27", "--k", "6"]) == 0
+    text = capsys.readouterr().out
+    assert f"N: extrapolates {n_over:.3g}x beyond the fitted range" in text
+    assert "warning: N is more than 10x" in text and "warning: D is more than 10x" in text
+    assert main(["predict", str(tmp_path / "f.json"), "--budget", "1e20", "--k", "6", "--json"]) == 0
+    inside = json.loads(capsys.readouterr().out)["allocation"]
+    assert inside["extrapolation"] == {} and inside["warnings"] == []
+
+
 @pytest.mark.parametrize("value", ["-1", "0", "inf", "nan"])
 def test_predict_refuses_inputs_a_law_is_not_defined_at(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                         value: str) -> None:
@@ -142,3 +172,26 @@ def test_predict_refuses_inputs_a_law_is_not_defined_at(tmp_path: Path, capsys: 
     assert capsys.readouterr().err == f"clipscale: error: {expected}\n"
     with pytest.raises(ClipscaleError, match="input C: every value"):
         results[0][1].predict(C=np.array([1e6, float(value)]))
+
+
+def test_a_rising_error_without_error_flag_is_warned(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A recall fitted as if it were an error rises with C (alpha > 0): the fit says to add --error; a
+    falling error or loss, and a fit with --error, say nothing."""
+    c = np.geomspace(1e3, 1e6, 12)
+    noise = np.exp(np.random.default_rng(0).normal(0, 0.01, c.size))
+    pd.DataFrame({"C": c, "recall": 1 - 0.8 * c**-0.1 * noise,
+                  "loss": 3 * c**-0.05 * noise}).to_csv(tmp_path / "t.csv", index=False)
+    base = ["fit", str(tmp_path / "t.csv"), "--law", "power", "--C", "C", "--json"]
+    want = "y rises with C: if y is an accuracy or recall, add --error"
+
+    def warnings(*extra: str) -> list[str]:
+        assert main([*base, *extra]) == 0
+        (fit,) = json.loads(capsys.readouterr().out)["fits"]
+        return fit["warnings"]
+
+    assert any(w.startswith(want) for w in warnings("--y", "recall"))
+    assert warnings("--y", "recall", "--error") == []
+    assert warnings("--y", "loss", "--loss") == [] and warnings("--y", "1 - recall") == []
+    assert main([*base[:-1], "--y", "recall"]) == 0
+    assert f"warning: {want}" in capsys.readouterr().out

@@ -24,9 +24,20 @@ def test_ladder_listed_first_and_open_clip_names_present():
     assert "ViT-B-32" in names and "ViT-H-14" in names
 
 
-def test_unknown_model_error_lists_valid_names():
-    with pytest.raises(ClipscaleError, match=r"unknown model 'nope'.*tiny-S0.*ViT-B-32"):
-        create_model("nope")
+def test_unknown_model_error_suggests_the_closest_names_not_all():
+    """A typo names the model meant (look-alikes O/0 equal, a transposition first) and points at
+    `clipscale models`, instead of a line of ~150 names."""
+    for typo, meant in (("tiny-SO", "tiny-S0"), ("ViT-H-41", "ViT-H-14"), ("vit-b-32", "ViT-B-32"),
+                        ("tiny-S1-bep", "tiny-S1-bpe")):
+        with pytest.raises(ClipscaleError) as info:
+            create_model(typo)
+        text = str(info.value)
+        assert text.startswith(f"unknown model {typo!r}; did you mean {meant}"), text
+        assert f"(`clipscale models` lists all {len(list_models())}; a custom architecture: --model-config " \
+               "FILE.json)" in text and len(text) < 250, text
+    with pytest.raises(ClipscaleError) as info:
+        create_model("zzzzzz")
+    assert "did you mean" not in str(info.value)
 
 
 def test_word_tokenizer_pads_truncates_and_puts_eot_at_argmax():

@@ -196,3 +196,25 @@ def test_an_unknown_model_names_the_study_file_and_grid_block(tmp_path: Path) ->
         plan(load_study(path), flops=registry_flops)
     assert str(info.value) == (f"{path.resolve()}: [[grid]] #2 model: unknown model 'tiny-S9'; "
                                "valid models: tiny-S0, tiny-S1")
+
+
+def test_an_unknown_model_in_a_study_suggests_the_name_and_the_studys_model_configs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry's error in a study file: the file as the user names it (relative, like its other
+    errors), the block and field, the closest name, and `model_configs` (no CLI flag in a study file)."""
+    from clipscale.models.registry import model_config
+
+    def registry_flops(model: str) -> tuple[float, float]:
+        model_config(model)  # the registry's check of the name
+        return fake_flops(model)
+
+    monkeypatch.chdir(tmp_path)
+    path = _write(tmp_path, BASE.replace('model = "tiny-S0"\n', 'model = ["tiny-S0", "tiny-SO"]\n'))
+    with pytest.raises(ClipscaleError) as info:
+        plan(load_study(path.name), flops=registry_flops)
+    text = str(info.value)
+    assert text.startswith("study.toml: [[grid]] #2 model: unknown model 'tiny-SO'; did you mean tiny-S0? "
+                           "(`clipscale models` lists all"), text
+    assert text.endswith('a custom architecture: model_configs = ["FILE.json"] in [study])'), text
+    assert "--model-config" not in text

@@ -101,7 +101,7 @@ def test_unknown_model_and_bad_data_are_clear_errors(synth_train_shards: Path, t
     from clipscale.train import train
     from clipscale.train.distributed import DistEnv, check_batch
 
-    with pytest.raises(ClipscaleError, match="unknown model 'tiny-S9'; valid models: tiny-S0"):
+    with pytest.raises(ClipscaleError, match="unknown model 'tiny-S9'; did you mean tiny-S0"):
         train(tiny_config(synth_train_shards, tmp_path / "a", model="tiny-S9"))
     with pytest.raises(ClipscaleError, match="matches no files"):
         train(tiny_config(tmp_path / "nothing-*.tar", tmp_path / "b"))

@@ -16,10 +16,10 @@ from clipscale.jsonout import add_json_flag, emit, progress_to_stderr
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory (must not exist, or be empty)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--image-size", type=int, default=32, choices=(32, 64), help="image side in pixels")
     parser.add_argument("--distribution", default="uniform", metavar="NAME",
-                        help="attribute/caption distribution: uniform (default) or zipf")
+                        help="attribute/caption distribution: uniform or zipf")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR")
     add_json_flag(parser)
 
@@ -58,9 +58,9 @@ def _register_emoji(verbs: Any) -> None:
     emoji.add_argument("--out", required=True, metavar="DIR",
                        help="output directory (must not exist, or be empty)")
     emoji.add_argument("--styles", default="google,twitter,openmoji", metavar="LIST",
-                       help="comma-separated art styles (default google,twitter,openmoji)")
+                       help="comma-separated art styles")
     emoji.add_argument("--image-size", type=int, default=32, metavar="PX",
-                       help="image side in pixels (default 32)")
+                       help="image side in pixels")
     emoji.add_argument("--packages", default=None, metavar="NODE_MODULES",
                        help="a node_modules folder holding the four pinned packages; default: install them "
                             "with npm into a cache folder ($XDG_CACHE_HOME/clipscale/npm/)")

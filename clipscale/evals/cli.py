@@ -8,6 +8,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from clipscale.jsonout import add_json_flag
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -34,14 +36,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate every [[entry]] of a collection file into one results table")
     p.add_argument("--out", default=None,
                    help="also write this invocation's records to FILE (JSON lines); with --collection, the "
-                        "results table (.csv, .jsonl or .parquet; default FILE.results.csv beside it)")
+                        "results table (.csv, .jsonl or .parquet) (default: no file; with --collection, "
+                        "FILE.results.csv beside it)")
     p.add_argument("--batch-size", type=int, default=256,
                    help="images (or captions) encoded per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto",
+                   help="where to evaluate: auto = cuda if available, else cpu (as train and a study's "
+                        "evaluations); or cpu, cuda, cuda:1, ...")
     p.add_argument("--cache-dir", default=None, help="on-disk image-feature cache (content-hash keyed)")
-    p.add_argument("--json", action="store_true",
-                   help="print each record as a JSON line (as written to --out) instead of one text line")
+    add_json_flag(p)  # the records as JSON lines (as written to --out): see the description
     p.set_defaults(handler=_handle_eval)
+
+
+def _device(name: str) -> str:
+    """`--device auto`: cuda if available, else cpu, as `train --device auto` and a study's evaluations."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _handle_eval(args: argparse.Namespace) -> int:
@@ -54,7 +67,7 @@ def _handle_eval(args: argparse.Namespace) -> int:
     if args.samples_seen is not None and args.samples_seen < 0:
         raise ClipscaleError(f"--samples-seen must be >= 0, got {args.samples_seen}")
     suite = load_suite(args.suite, root=args.data_root)
-    common = {"suite": suite, "device": args.device, "batch_size": args.batch_size,
+    common = {"suite": suite, "device": _device(args.device), "batch_size": args.batch_size,
               "cache_dir": args.cache_dir}
     if args.collection is not None:
         return _handle_collection(args, common)

@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from clipscale.jsonout import add_json_flag
+
 
 def register(subparsers: Any) -> None:
     _register_fit(subparsers)
@@ -18,14 +20,9 @@ def _register_fit(subparsers: Any) -> None:
     p = subparsers.add_parser("fit", help="fit a scaling law to a results table (CSV, JSON lines, parquet)")
     p.add_argument("table", help="results table: .csv, .jsonl/.json or .parquet")
     add_law_options(p, y_required=True)
-    p.add_argument(
-        "--max-passes",
-        type=float,
-        metavar="N",
-        help="leave out rows with more than N passes over their unique data (samples_seen / data_size), "
-        "as a study's [fit] max_passes does (default: keep every row; studies use 10)",
-    )
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="percentile CIs from N refits")
+    add_max_passes_option(p)
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="percentile CIs from N refits (0: no CIs)")
     p.add_argument(
         "--holdout", metavar="EXPR", help="boolean expression: rows held out of the fit and scored"
     )
@@ -33,10 +30,29 @@ def _register_fit(subparsers: Any) -> None:
     p.add_argument("--huber-delta", type=float, default=1e-3,
                    help="Huber loss threshold on log residuals (larger = closer to least squares)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap resamples")
-    p.add_argument("--plot", metavar="FILE", help="write a log-log figure (.png/.svg/.pdf)")
-    p.add_argument("--save", metavar="FIT.json", help="save the fit(s) for clipscale predict")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_plot_option(p, "fit.png", "a log-log figure of the data and the fitted laws")
+    p.add_argument("--save", metavar="FIT.json",
+                   help="save the fit(s) for clipscale predict (default: not saved)")
+    add_json_flag(p)
     p.set_defaults(handler=_fit)
+
+
+def add_plot_option(p: Any, name: str, what: str) -> None:
+    """`--plot [FILE]` of fit and isoflop: one form, the figure's name optional."""
+    p.add_argument("--plot", nargs="?", const=name, metavar="FILE",
+                   help=f"write {what} to FILE (.png, .svg or .pdf; --plot alone: {name}) "
+                   "(default: no figure)")
+
+
+def add_max_passes_option(p: Any) -> None:
+    """`--max-passes N` (fit, compare, isoflop): one meaning, `clipscale.fit.table.leave_out_passes`."""
+    p.add_argument(
+        "--max-passes",
+        type=float,
+        metavar="N",
+        help="leave out rows with more than N passes over their unique data (samples_seen / data_size), "
+        "as a study's [fit] max_passes does (default: keep every row; studies use 10)",
+    )
 
 
 def add_law_options(p: Any, *, y_required: bool) -> None:
@@ -51,26 +67,27 @@ def add_law_options(p: Any, *, y_required: bool) -> None:
         "--frontier",
         default="none",
         help="points the law is fitted to: none (all), cherti (5 equal log C bins), pareto (geometric "
-        "bins, decreasing minima), hull (lower convex hull in log-log); needs --C",
+        "bins, decreasing minima), hull (lower convex hull in log-log); needs --C (default: none)",
     )
     p.add_argument(
         "--frontier-bins",
         type=int,
         metavar="N",
         help="pareto/cherti: N bin edges from the smallest to the largest C (N - 1 bins); Nezhurina et "
-        "al. take N = int(log2(C_max / 1500)), C in GFLOPs",
+        "al. take N = int(log2(C_max / 1500)), C in GFLOPs (default: cherti 5 equal bins of log C, pareto "
+        "bins a factor 2 wide)",
     )
     p.add_argument(
         "--fit-where",
         metavar="EXPR",
-        help="boolean expression: which rows are fitted, applied after the frontier",
+        help="boolean expression: which rows are fitted, applied after the frontier (default: every row)",
     )
     p.add_argument(
         "--objective",
         default="huber-log",
         choices=["huber-log", "squares-log", "squares"],
-        help="huber-log: Huber (--huber-delta) on log residuals (default); squares-log: least squares on "
-        "log residuals; squares: least squares on y itself (as scipy curve_fit)",
+        help="huber-log: Huber (--huber-delta) on log residuals; squares-log: least squares on log "
+        "residuals; squares: least squares on y itself (as scipy curve_fit)",
     )
     p.add_argument(
         "--fix", nargs="+", metavar="KEY=VALUE", default=[], help="hold parameters fixed, e.g. alpha=0.35"
@@ -78,7 +95,7 @@ def add_law_options(p: Any, *, y_required: bool) -> None:
     p.add_argument(
         "--link",
         default="error",
-        help="scale the law of an error is fitted on: error (E itself, the default), neglog (-log "
+        help="scale the law of an error is fitted on: error (E itself), neglog (-log "
         "accuracy), odds, boxcox:LAM, or auto (the Box-Cox lambda in [-1, 1] that, fitted on the smaller "
         "model sizes, best predicts the next; E for laws without N)",
     )
@@ -89,13 +106,14 @@ def add_law_options(p: Any, *, y_required: bool) -> None:
         ("U", "unique samples"),
         ("S", "samples seen"),
     ):
-        p.add_argument(f"--{key}", help=f"{what}: column name or pandas expression")
+        p.add_argument(f"--{key}", help=f"{what}: column name or expression over the columns")
     p.add_argument("--y", required=y_required, help="error column or expression (accuracy with --error)")
     p.add_argument("--error", action="store_true", help="y is accuracy-like: fit 1 - y")
     p.add_argument("--loss", action="store_true", help="y is a positive loss, not an error in (0, 1]")
-    p.add_argument("--where", help="pandas query selecting rows")
-    p.add_argument("--by", help="fit one law per value of this column and compare")
-    p.add_argument("--run", help="column identifying runs (bootstrap and --loo resample/leave out runs)")
+    p.add_argument("--where", help="boolean expression selecting rows (default: every row)")
+    p.add_argument("--by", help="fit one law per value of this column and compare (default: one law)")
+    p.add_argument("--run", help="column identifying runs (bootstrap and --loo resample/leave out runs) "
+                   "(default: every row is its own run)")
 
 
 def _register_predict(subparsers: Any) -> None:
@@ -106,10 +124,11 @@ def _register_predict(subparsers: Any) -> None:
                    "(default: the only one)")
     for key in ("C", "N", "D", "U", "S"):
         p.add_argument(f"--{key}", help=f"{key} value(s), comma-separated")
-    p.add_argument("--budget", type=float, help="compute budget for the compute-optimal allocation")
+    p.add_argument("--budget", type=float,
+                   help="compute budget for the compute-optimal allocation (default: no allocation)")
     p.add_argument("--ladder", help="comma-separated model sizes N to choose among (default: continuous N)")
     p.add_argument("--k", type=float, default=1.0, help="budget = k·N·D (6 for LLM FLOPs; 1 for CLIP GMACs)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json_flag(p)
     p.set_defaults(handler=_predict)
 
 
@@ -117,15 +136,17 @@ def _register_reproduce(subparsers: Any) -> None:
     p = subparsers.add_parser("reproduce", help="reproduce a published scaling analysis")
     p.add_argument("study", choices=["cherti2023"], help="the published analysis (Cherti et al. 2023)")
     p.add_argument("--data", required=True, help="directory with the paper's tables (e.g. ../shared/paper)")
-    p.add_argument("--out", help="write figures (PNG/SVG) and CSV tables here")
+    p.add_argument("--out", help="write figures (PNG/SVG) and CSV tables here (default: print the results "
+                   "only, no figures or tables)")
     p.add_argument(
-        "--targets", help="comma-separated downstream datasets (default imagenet1k,mscoco_captions,flickr30k)"
+        "--targets",
+        help="comma-separated downstream datasets (default: imagenet1k,mscoco_captions,flickr30k)",
     )
     p.add_argument("--bootstrap", type=int, default=200, help="refits for the figure CI bands (with --out)")
     p.add_argument(
         "--link", default="error", help="scale of the joint law (as clipscale fit --link; auto: per fold)"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json_flag(p)
     p.set_defaults(handler=_reproduce)
 
 

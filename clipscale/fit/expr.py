@@ -20,7 +20,7 @@ arguments, dunder names, ...) raises `ExpressionError` with one line naming the 
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,23 @@ MAX_LENGTH = 4000  # characters: far beyond any column formula, short of parser/
 
 class ExpressionError(ClipscaleError):
     """An expression outside the allowed grammar, or one that cannot be evaluated."""
+
+
+LISTED_COLUMNS = 20  # an unknown-column error lists this many of the table's columns, then "… and K more"
+
+
+def unknown_column(name: str, columns: Iterable[Any]) -> str:
+    """"unknown column 'X' (did you mean 'Y'?); columns are: …": the close matches (difflib) first, so a
+    typo's column is named even in a wide table, then the columns, the rest counted."""
+    import difflib
+
+    cols = [str(c) for c in columns]
+    close = difflib.get_close_matches(str(name), cols, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    listed = ", ".join(cols[:LISTED_COLUMNS])
+    if len(cols) > LISTED_COLUMNS:
+        listed += f" … and {len(cols) - LISTED_COLUMNS} more"
+    return f"unknown column {str(name)!r}{hint}; columns are: {listed}"
 
 
 def _minmax(reduce: Callable[..., Any], elementwise: Any) -> Callable[..., Any]:
@@ -135,7 +152,7 @@ class Expression:
         keys = set(columns.keys())
         missing = sorted(n for n in self.names if n not in keys)
         if missing:
-            raise ExpressionError(f"unknown column {missing[0]!r}")
+            raise ExpressionError(unknown_column(missing[0], list(columns.keys())))
         with np.errstate(all="ignore"):
             try:
                 return _Interpreter(columns, self.aliases).visit(self.tree.body)

@@ -17,7 +17,8 @@ from clipscale.fit.laws import get_law
 from clipscale.fit.result import FitResult, save_fits, saved_fit_document
 from clipscale.fit.saved import check_fits_document
 
-__all__ = ["load_fit", "optimal_allocation", "predict_with_ci", "read_fits", "save_fits",
+__all__ = ["EXTRAPOLATION_WARN", "extrapolation_warnings", "load_fit",
+           "optimal_allocation", "predict_with_ci", "read_fits", "save_fits",
            "saved_fit_document"]
 
 
@@ -54,12 +55,30 @@ def load_fit(path: str | Path, group: str | None = None) -> FitResult:
     return FitResult.from_dict(fits[i], f"{path}: fits[{i}]")
 
 
+EXTRAPOLATION_WARN = 10.0  # beyond this factor past the fitted range a prediction gets a warning
+
+
+def extrapolation_warnings(fit: FitResult, factors: dict[str, float],
+                           names: dict[str, str] | None = None) -> list[str]:
+    """One warning per input more than EXTRAPOLATION_WARN times outside the range the law was fitted on;
+    `names` maps a key of `factors` to the law input whose range it is (default: itself)."""
+    out = []
+    for k, factor in factors.items():
+        if factor > EXTRAPOLATION_WARN:
+            lo, hi = fit.input_ranges[(names or {}).get(k, k)]
+            out.append(f"{k} is more than {EXTRAPOLATION_WARN:g}x beyond the fitted range ({factor:.3g}x; "
+                       f"fitted {lo:.4g} to {hi:.4g}): the law is untested there")
+    return out
+
+
 def predict_with_ci(fit: FitResult, inputs: dict[str, np.ndarray], level: float = 0.95) -> dict[str, Any]:
     pred = fit.predict(**inputs)
+    factors = fit.extrapolation(**inputs)
     out: dict[str, Any] = {
         "inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()},
         "predicted_error": pred.tolist(),
-        "extrapolation": fit.extrapolation(**inputs),  # input -> factor beyond the fitted range
+        "extrapolation": factors,  # input -> factor beyond the fitted range
+        "warnings": extrapolation_warnings(fit, factors),
     }
     if fit.ci_unavailable:
         out["ci_note"] = fit.ci_unavailable
@@ -113,13 +132,14 @@ def optimal_allocation(
         )
         n_best = float(np.exp(res.x))
     d_best = budget / (k * n_best)
-    dkey = "S" if fit.law == "joint" else "D"
+    dkey = "S" if fit.law == "joint" else "D"  # the joint law's samples seen are the allocation's D
+    factors = fit.extrapolation(N=[n_best], **{dkey: [d_best]}, U=None if unique is None else [unique])
+    factors = {("D" if key == dkey else key): v for key, v in factors.items()}  # named as the allocation's
     return {
         "budget": budget,
         "N": n_best,
         "D": d_best,
         "predicted_error": _error_at(fit, n_best, budget, k, unique),
-        "extrapolation": fit.extrapolation(
-            N=[n_best], **{dkey: [d_best]}, U=None if unique is None else [unique]
-        ),
+        "extrapolation": factors,  # N, D (of the fitted D, or S for the joint law), U -> factor beyond
+        "warnings": extrapolation_warnings(fit, factors, {"D": dkey}),
     }

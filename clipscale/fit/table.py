@@ -69,17 +69,14 @@ def column(df: pd.DataFrame, expr: str, option: str) -> np.ndarray:
 
 def _evaluate(df: pd.DataFrame, expr: str, option: str) -> object:
     """Parse (refusing anything outside the grammar before evaluating), then evaluate over `df`."""
-    from clipscale.fit.expr import ExpressionError, parse
+    from clipscale.fit.expr import ExpressionError, parse, unknown_column
 
     try:
         parsed = parse(expr)
         missing = sorted(n for n in parsed.names if n not in df.columns)
         if missing:
-            cols = ", ".join(map(str, df.columns[:20]))
-            raise ClipscaleError(
-                f"--{option} {expr!r}: not a column or expression over the columns "
-                f"(unknown column {missing[0]!r}); columns are: {cols}"
-            )
+            raise ClipscaleError(f"--{option} {expr!r}: not a column or expression over the columns: "
+                                 f"{unknown_column(missing[0], df.columns)}")
         return parsed.evaluate(df)
     except ExpressionError as exc:
         raise ClipscaleError(f"--{option} {expr!r}: {exc}") from None
@@ -161,6 +158,9 @@ def fit_table_results(
     check_frontier_bins(frontier, frontier_bins)
     df = filter_rows(df, where)
     _check_columns(df, by=by, run=run)
+    for option, expr in (("holdout", holdout), ("fit-where", fit_where)):
+        if expr:  # a bad expression is one line before any progress line, not after the first group starts
+            row_mask(df, expr, option)
     groups = [(None, df)] if by is None else [(k, g) for k, g in df.groupby(by, sort=True)]
     opts = {
         "law": spec.name,
@@ -251,9 +251,9 @@ def check_key_column(df: pd.DataFrame, name: str, option: str) -> None:
     """A column rows are grouped by must exist and have a value in every row: pandas' groupby would
     drop the rows without one, and with them part of the data, silently."""
     if name not in df.columns:
-        raise ClipscaleError(
-            f"{option} {name!r}: no such column; columns are: {', '.join(map(str, df.columns[:20]))}"
-        )
+        from clipscale.fit.expr import unknown_column
+
+        raise ClipscaleError(f"{option} {name!r}: {unknown_column(name, df.columns)}")
     missing = np.flatnonzero(df[name].isna().to_numpy())
     if missing.size:
         shown = ", ".join(map(str, missing[:8])) + (" ..." if missing.size > 8 else "")
@@ -354,6 +354,10 @@ def _fit_group(
         **where,
         **inputs,
     )
+    if not error:
+        rising = rising_warning(result, spec.inputs)
+        if rising:
+            result.warnings.append(rising)
     out = result.to_dict()
     out.pop("bootstrap_params")
     validation: dict[str, Any] = {}
@@ -371,6 +375,21 @@ def _fit_group(
             validation["holdout"] = {"expr": holdout, **validation["holdout"]}
     out["validation"] = validation
     return out, result
+
+
+def rising_warning(result: FitResult, inputs: tuple[str, ...]) -> str | None:
+    """The warning for a law of an "error" that rises from the smallest to the largest inputs fitted (an
+    exponent of the wrong sign): most likely an accuracy or recall fitted without --error. None where it
+    falls or stays flat."""
+    keys = [k for k in inputs if k in result.input_ranges]
+    if not keys:
+        return None
+    low, high = ({k: [result.input_ranges[k][i]] for k in keys} for i in (0, 1))
+    e_low, e_high = float(result.predict(**low)[0]), float(result.predict(**high)[0])
+    if not e_high > e_low:
+        return None
+    return (f"y rises with {' and '.join(keys)}: if y is an accuracy or recall, add --error (the law goes "
+            f"from {e_low:.4g} to {e_high:.4g} over the fitted range)")
 
 
 def leave_out_passes(

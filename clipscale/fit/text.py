@@ -89,7 +89,12 @@ def _validation_text(val: dict[str, Any]) -> str:
     return f"MAE {val['mae_pct']:.3f} points over {val['n']} rows (max {val['max_abs_err_pct']:.3f})"
 
 
-EXTRAPOLATION_WARN = 10.0  # beyond this factor past the fitted range a prediction gets a warning
+def _extrapolation_text(part: dict[str, Any]) -> None:
+    """How far beyond the fitted range each input lies, and the warnings past 10x (fit.predict)."""
+    for k, factor in part.get("extrapolation", {}).items():
+        print(f"  {k}: extrapolates {factor:.3g}x beyond the fitted range")
+    for w in part.get("warnings", []):
+        print(f"  warning: {w}")
 
 
 def print_prediction_text(out: dict[str, Any]) -> None:
@@ -106,15 +111,12 @@ def print_prediction_text(out: dict[str, Any]) -> None:
             elif pred.get("ci_note"):
                 ci = f"  (no CI: {pred['ci_note']})"
             print(f"  {where}: predicted error {e:.4g}{ci}")
-        for k, factor in pred.get("extrapolation", {}).items():
-            print(f"  {k}: extrapolates {factor:.3g}x beyond the fitted range")
-            if factor > EXTRAPOLATION_WARN:
-                print(f"  warning: {k} is more than {EXTRAPOLATION_WARN:g}x beyond the largest fitted value; "
-                      "the law is untested there")
+        _extrapolation_text(pred)
     alloc = out.get("allocation")
     if alloc:
         print("  allocation: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                                            for k, v in alloc.items() if not isinstance(v, (list, dict))))
+        _extrapolation_text(alloc)
 
 
 def print_isoflop_text(doc: dict[str, Any], *, k: float) -> None:

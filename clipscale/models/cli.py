@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from clipscale.jsonout import add_json_flag
+
 
 def register(subparsers: Any) -> None:
     models = subparsers.add_parser(
@@ -16,19 +18,19 @@ def register(subparsers: Any) -> None:
                     "(tiny-S<i>-bpe: open_clip's tokenizer, context 32) marked, with forward GMACs per "
                     "sample, parameters and non-embedding parameters (params_nonemb), first, then "
                     "open_clip's architectures.")
-    models.add_argument("--json", action="store_true", help="print one JSON list of objects")
+    add_json_flag(models)  # one JSON list of objects
     _model_config_arg(models)
     models.set_defaults(handler=_models)
     flops = subparsers.add_parser(
         "flops", help="parameters and forward GMACs of one sample, per tower",
         description="Parameters (millions) and GMACs (multiply-accumulates) of one forward pass of one "
                     "sample: one image at the model's image size and one caption of its context length "
-                    "(77 tokens for open_clip models). Counted by tracing the model on the meta device.")
+                    "(77 tokens for open_clip models). Counted by tracing the model on the meta device. "
+                    "--json: one object with arch_info.csv's key names.")
     flops.add_argument("model", metavar="MODEL", help="model name (see `clipscale models`)")
     flops.add_argument("--image-size", type=int, default=None, metavar="PX",
                        help="override the model's image size (e.g. 336 for the paper's ViT-H-14-336)")
-    flops.add_argument("--json", action="store_true",
-                       help="print one JSON object with arch_info.csv's key names")
+    add_json_flag(flops)
     _model_config_arg(flops)
     flops.set_defaults(handler=_flops)
 

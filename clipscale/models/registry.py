@@ -147,12 +147,49 @@ def is_ladder(name: str) -> bool:
     return name in LADDER
 
 
+CLI_CUSTOM_HINT = "--model-config FILE.json"
+STUDY_CUSTOM_HINT = 'model_configs = ["FILE.json"] in [study]'
+
+
+class UnknownModelError(ClipscaleError):
+    """A model name neither the ladder nor open_clip knows: the closest names (a typo's intended one), not
+    the ~150 valid ones. `text(custom=...)` says how a custom architecture is registered where the name
+    was given: `--model-config` on the command line (the default message), `model_configs` in a study."""
+
+    def __init__(self, name: str, close: list[str], total: int) -> None:
+        self.name, self.close, self.total = name, close, total
+        super().__init__(self.text())
+
+    def text(self, custom: str = CLI_CUSTOM_HINT) -> str:
+        guess = f"; did you mean {' or '.join(self.close)}?" if self.close else ""
+        return (f"unknown model {self.name!r}{guess} (`clipscale models` lists all {self.total}; a custom "
+                f"architecture: {custom})")
+
+
+CONFUSABLE = str.maketrans({"o": "0", "i": "1", "l": "1"})  # tiny-SO (letter O) is tiny-S0
+
+
+def closest_models(name: str, n: int = 3) -> list[str]:
+    """Valid model names closest to `name`, best first: difflib's ratio, case-insensitive, with look-alike
+    characters (O/0, I/l/1) equal and a transposition (ViT-H-41) ahead of other one-character changes;
+    only the names within 0.05 of the best, so a clear match is named alone."""
+    import difflib
+
+    key = name.lower().translate(CONFUSABLE)
+    scored = []
+    for m in list_models():
+        other = m.lower().translate(CONFUSABLE)
+        score = difflib.SequenceMatcher(None, key, other).ratio() + 0.01 * (sorted(key) == sorted(other))
+        if score >= 0.6:
+            scored.append((score, m))
+    scored.sort(key=lambda t: -t[0])  # stable: equal scores keep list_models' order (ladder first)
+    return [m for score, m in scored[:n] if score >= scored[0][0] - 0.05]
+
+
 def _check_name(name: str) -> None:
     if name in LADDER or name in _open_clip_names():
         return
-    valid = ", ".join(list_models())
-    raise ClipscaleError(f"unknown model {name!r}; valid models: {valid} "
-                         "(a custom architecture: --model-config FILE.json)")
+    raise UnknownModelError(name, closest_models(name), len(list_models()))
 
 
 def model_config(name: str) -> dict[str, Any]:

@@ -13,7 +13,9 @@ RUN_STATES = ("finished", "failed", "skipped", "locked", "interrupted", "pending
 
 def _study_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", metavar="STUDY.toml", help="study file")
-    p.add_argument("--output-dir", default=None, help="override [study] output_dir")
+    p.add_argument("--output-dir", default=None,
+                   help="where the study's runs and results are (default: the study file's [study] "
+                   "output_dir)")
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -171,9 +173,10 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("status", help="table of a study's runs: state, progress, loss, ETA")
     _study_arg(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_flag(p)
     p.add_argument("--watch", type=float, nargs="?", const=10.0, default=None, metavar="SECONDS",
-                   help="refresh every SECONDS (default 10) until every run is finished or failed, or Ctrl-C")
+                   help="refresh every SECONDS (--watch alone: 10) until every run is finished or failed, or "
+                   "Ctrl-C (default: print once)")
     p.set_defaults(handler=_status)
 
     p = subparsers.add_parser("results", help="rebuild the tidy results table from the run directories")

@@ -177,9 +177,21 @@ def _all_samples(ds: Any) -> int | None:
 def _model_flops(flops: FlopsFn, model: str, *, where: str) -> tuple[float, float, float | None]:
     try:
         gmacs, mparams, *nonemb = flops(model)
-    except ClipscaleError as exc:
-        raise ClipscaleError(f"{where}: {exc}") from None
+    except ClipscaleError as exc:  # an unknown name: its hint is the study's model_configs, not the flag
+        from clipscale.models.registry import STUDY_CUSTOM_HINT, UnknownModelError
+
+        text = exc.text(STUDY_CUSTOM_HINT) if isinstance(exc, UnknownModelError) else str(exc)
+        raise ClipscaleError(f"{where}: {text}") from None
     return gmacs, mparams, (nonemb[0] if nonemb else None)
+
+
+def shown_path(path: Path) -> str:
+    """The study file as errors name it: relative to the working directory when under it (as the study
+    file's other errors name it), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 MAX_SAMPLES_SEEN = 10**13  # 300x the paper's largest run (34B): a larger plan is a typo, not a study
@@ -203,15 +215,15 @@ def plan(spec: StudySpec, *, flops: FlopsFn | None = None,
     flops = flops or default_flops
     total = grid_cells(spec)
     if total > MAX_CELLS:
-        raise ClipscaleError(f"{spec.path}: [[grid]] expands to {total:,} cells, more than {MAX_CELLS:,}; "
-                             "split the study")
+        raise ClipscaleError(f"{shown_path(spec.path)}: [[grid]] expands to {total:,} cells, more than "
+                             f"{MAX_CELLS:,}; split the study")
     cache: dict[str, tuple[float, float, float | None]] = {}
     checked: dict[str, dict[str, Any]] = {}  # settings -> one shared train dict (memory of big grids)
     used = [False] * len(spec.rules)
     runs: dict[str, RunPlan] = {}
     done = 0
     for number, block in enumerate(spec.grid, 1):
-        where = f"{spec.path}: [[grid]] #{number}"
+        where = f"{shown_path(spec.path)}: [[grid]] #{number}"
         budgets = [("samples", s) for s in block.samples_seen] + [("compute", c) for c in block.compute]
         sizes = block.data_size or (None,)  # None: each dataset's own samples
         for model, ds_name, size, (kind, budget), seed in itertools.product(
@@ -265,8 +277,8 @@ def _check_rules_used(spec: StudySpec, used: list[bool]) -> None:
     """A [[rules]] entry whose `when` matches no cell is a typo (a model or dataset misspelt)."""
     for i, hit in enumerate(used):
         if not hit:
-            raise ClipscaleError(f"{spec.path}: [[rules]] #{i + 1} when = {spec.rules[i].when}: matches no "
-                                 "grid cell (check the names against [[grid]])")
+            raise ClipscaleError(f"{shown_path(spec.path)}: [[rules]] #{i + 1} when = {spec.rules[i].when}: "
+                                 "matches no grid cell (check the names against [[grid]])")
 
 
 def text_table(header: list[str], rows: list[list[str]], *, right: tuple[int, ...]) -> list[str]:
