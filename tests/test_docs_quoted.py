@@ -17,7 +17,7 @@ import pytest
 from tests.test_readme import ROOT, SHARED
 
 DOC = ROOT / "docs" / "scaling-laws.md"
-pytestmark = pytest.mark.skipif(SHARED is None, reason="../shared (the paper's tables) is not on this machine")
+pytestmark = pytest.mark.skipif(SHARED is None, reason="../shared (the paper's tables) is not here")
 
 
 def _flat(text: str) -> str:
@@ -33,7 +33,7 @@ def _inline_command(start: str) -> list[str]:
     """argv (after `clipscale`) of the inline-code command in the doc that starts with `start`."""
     m = re.search(re.escape(start) + r"(.*?)`\)", _doc())
     assert m, f"docs/scaling-laws.md no longer quotes a command starting {start!r}"
-    return [a.replace("../shared", str(SHARED)) for a in shlex.split((start + m.group(1)))[1:]]
+    return [a.replace("../shared", str(SHARED)) for a in shlex.split(start + m.group(1))[1:]]
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -58,10 +58,12 @@ def test_isoflop_on_the_chinchilla_runs(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_power_law_differences_per_upstream_dataset(capsys: pytest.CaptureFixture[str]) -> None:
-    out = _run(_inline_command("clipscale fit ../shared/paper/zeroshot_results.csv --law power --C gmacs_total "
-                               "--y acc1 --error --where \"downstream_dataset == 'imagenet1k'\""), capsys)
+    out = _run(_inline_command("clipscale fit ../shared/paper/zeroshot_results.csv --law power --C "
+                               "gmacs_total --y acc1 --error --where \"downstream_dataset == 'imagenet1k'\""),
+               capsys)
     _check(out, ["alpha[LAION-2B] - alpha[LAION-400M] = -0.01752  95% CI [-0.03764, 0.0008055]: no clear "
-                 "difference", "alpha[LAION-2B] - alpha[LAION-80M] = -0.05554  95% CI [-0.07536, -0.04252]: differs",
+                 "difference",
+                 "alpha[LAION-2B] - alpha[LAION-80M] = -0.05554  95% CI [-0.07536, -0.04252]: differs",
                  "alpha[LAION-400M] - alpha[LAION-80M] = -0.03802  95% CI [-0.06518, -0.01523]: differs",
                  "no CI: fewer points than parameters + 2"])
     assert "alpha[CLIP-WIT]" not in out  # the doc says no difference is given for OpenAI's 3 runs
