@@ -59,6 +59,27 @@ def test_trained_run_end_to_end_and_skip(tiny_trained_run: Path, synth_eval_sets
     assert len(list(read_jsonl(run / "results.jsonl"))) == len(records)
 
 
+def test_eval_text_output_and_a_run_already_evaluated(tiny_trained_run: Path, synth_eval_sets: Path,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Text lines leave out top-5 accuracy where it does not exist (4 classes) instead of printing nan; an
+    eval with nothing left to do says so in one stderr line instead of printing nothing."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained_run, run)
+    args = ["eval", str(run), "--suite", "synth", "--data-root", str(synth_eval_sets)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    count = [line for line in out.splitlines() if " synth_count " in line]
+    assert count and all("acc1 " in line and "acc5" not in line for line in count)
+    assert "nan" not in out and "acc5 " in next(line for line in out.splitlines() if " synth_shape " in line)
+    n = len(list((run / "checkpoints").glob("samples_*.pt")))
+    assert main(args) == 0
+    again = capsys.readouterr()
+    assert again.out == ""
+    results = run / "results.jsonl"
+    assert again.err.strip() == (f"{n} checkpoint(s) already evaluated on suite synth ({results}): skipped; "
+                                 "to evaluate one again, remove its records from that file")
+
+
 def test_a_corrupt_checkpoint_of_a_run_is_skipped_and_the_others_evaluated(
         tiny_trained_run: Path, synth_eval_sets: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"

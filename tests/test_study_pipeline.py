@@ -333,3 +333,75 @@ def test_a_suites_aggregate_is_the_headline_target() -> None:
                        "recall": [0.1, 0.2, 0.15, 0.3], "acc1": [None, 0.5, None, None]})
     assert targets(df, ("recall", "acc1")) == [("mean", "recall"), ("a_set", "recall"), ("b_set", "recall"),
                                                ("a_set", "acc1")]
+
+
+def test_findings_headline_only_the_first_metrics_isoflop(finished: Path) -> None:
+    """An isoFLOP exponent of another metric (here an 8-way accuracy at chance, as the demo's shape task)
+    is a labelled detail of its own section, not a finding; the findings' isoFLOP lines are the ones
+    `clipscale run` prints."""
+    import dataclasses
+
+    from clipscale.report import write_report
+    from clipscale.study.demo import summarize
+    from clipscale.study.pipeline import fit_stage
+    from clipscale.study.results import build_results_table
+
+    study = load_study(finished / "study.toml")
+    study = dataclasses.replace(study, fit=dataclasses.replace(
+        study.fit, metrics=("image_retrieval_recall@5", "acc1"), laws=("frontier",)))
+    df = build_results_table(study)
+    shape = df.copy()
+    shape["dataset"], shape["task"] = "synth_shape", "zeroshot_classification"
+    shape["image_retrieval_recall@5"] = np.nan
+    shape["acc1"] = 0.125 + np.random.default_rng(0).normal(0, 0.01, len(shape))  # chance, 1/8
+    import pandas as pd
+
+    table = pd.concat([df, shape], ignore_index=True)
+    doc = fit_stage(study, table)
+    assert {o["metric"] for o in doc["isoflop"]} == {"image_retrieval_recall@5", "acc1"}
+    text = write_report(study, out=finished / "findings.html", fits=doc, table=table).read_text()
+    findings = text.split("<h2>Findings</h2>")[1].split("</div>")[0]
+    iso_items = [item for item in findings.split("<li>") if item.startswith("isoFLOP")]
+    assert iso_items and not any("synth_shape" in item for item in iso_items)
+    assert "synth_retrieval/image_retrieval_recall@5/zipf: C=" in findings
+    assert "isoFLOP analysis of acc1 (detail, not a finding)" in text
+    lines = summarize(doc, primary="image_retrieval_recall@5")
+    iso = [line.strip() for line in lines if line.startswith("  synth_retrieval/image_retrieval_recall@5/")
+           and ": C=" in line]
+    assert iso and all(line.replace("→", "->") in findings.replace("-&gt;", "->") for line in iso)
+    assert not any("synth_shape/acc1" in line and "C=" in line for line in lines)
+
+
+def test_no_fitted_law_says_why(tmp_path: Path, capsys) -> None:
+    """No law: the text and the report say why (nothing finished yet; every fit failed; every run left out
+    as data-constrained) instead of an empty heading."""
+    path = tmp_path / "study.toml"
+    path.write_text(STUDY)
+    assert main(["report", str(path)]) == 0  # nothing has run: 25 runs pending
+    out = capsys.readouterr().out
+    assert ("fitted laws: none yet: no finished run has results for the [fit] metrics "
+            "(image_retrieval_recall@5); 25 run(s) not finished") in out
+    assert "fitted laws (" not in out and "0 of 0 runs" not in out and "(none)" not in out
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "No fitted laws: none yet: no finished run has results" in html
+    assert "Frontier: cherti (frontier law); none (power law)." in html
+
+    one = STUDY.split("[[grid]]")[0] + ('[[grid]]\nmodel = "tiny-S0"\ndataset = "uni"\ndata_size = 400000\n'
+                                        'samples_seen = 16000\n[fit]\nlaws = ["frontier", "power"]\n')
+    path.write_text(one)  # one run: one point per law, too few for 2 parameters
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("fitted laws: none (2 of 2 fits failed; synth_retrieval/image_retrieval_recall@5/uniform/"
+            "frontier: law 'frontier' has 2 parameters") in out
+    assert "ClipscaleError" not in out
+    assert "No fitted laws: none (2 of 2 fits failed" in (tmp_path / "out" / "report.html").read_text()
+
+    constrained = STUDY.split("[[grid]]")[0] + ('[[grid]]\nmodel = "tiny-S1"\ndataset = "uni"\n'
+                                                'data_size = 300\nsamples_seen = 16000\n')
+    path.write_text(constrained)
+    (tmp_path / "out").rename(tmp_path / "old")
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("fitted laws: none: all 1 run(s) with results are data-constrained (more than 10 passes "
+            "over their unique data) and left out of the laws of compute; [fit] max_passes = inf keeps "
+            "them") in out

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from unittest import mock
@@ -74,14 +75,28 @@ def test_slurm_parameters_come_from_the_study_file(study) -> None:
     assert cmd[-4:] == ["-m", "clipscale.cli", "train", "c.toml"]
 
 
-def test_study_runs_as_submitit_jobs(study) -> None:
+def test_study_runs_as_submitit_jobs(study, tmp_path, monkeypatch, capfd) -> None:
+    """--slurm-backend local: the terminal says which job each run is and when it ends; the job record
+    and `status` hold submitit's final state, never a SLURM answer about a pid; no folder named `%j`."""
+    bin_dir = _fake_bin(tmp_path, monkeypatch, squeue="echo \"$5|PENDING||Priority|0\"", sacct=NO_ACCOUNTING)
     result = run_study(study, executor="slurm", slurm_backend="local", hooks=FAKE_HOOKS, log=lambda s: None)
     assert result["finished"] == 2
+    err = capfd.readouterr().err
+    rows = {r["run_id"]: r for r in study_status(study)}
     for run in plan(study):
         assert read_state(run.run_dir)["state"] == "finished"
         pids = {r["pid"] for r in read_jsonl(run.run_dir / "fake_calls.jsonl")}
         assert os.getpid() not in pids  # trained inside the job process
+        record = read_record(run.run_dir)
+        job, kind = record["job_id"], "local job (submitit, no SLURM)"
+        assert record["state"] == "FINISHED" and record["backend"] == "local"
+        log = study.output_dir / "slurm" / job / f"{job}_0_log.err"
+        assert f"run {run.run_id}: submitted as {kind} {job}; log {log}" in err and log.is_file()
+        assert f"{kind} {job} of run {run.run_id} ended: FINISHED" in err
+        assert rows[run.run_id]["slurm_state"] == "FINISHED"
+    assert "PENDING" not in format_status(list(rows.values())) and not _calls(bin_dir, "squeue")
     assert list((study.output_dir / "slurm").glob("*/*_submitted.pkl"))
+    assert not (study.output_dir / "slurm" / "%j").exists()
 
 
 def test_timed_out_job_is_requeued_and_resumes(study, monkeypatch) -> None:
@@ -236,8 +251,11 @@ def test_status_watch_refreshes_until_interrupted(study, tmp_path, monkeypatch, 
     _fake_bin(tmp_path, monkeypatch, squeue="echo '5|PENDING||Priority|0'", sacct=NO_ACCOUNTING)
     write_record(plan(study)[0].run_dir, "5")
     sleeps: list[float] = []
+    real_sleep = time.sleep
 
     def sleep(seconds: float) -> None:
+        if threading.current_thread() is not threading.main_thread():  # another test's leftover thread
+            return real_sleep(seconds)
         sleeps.append(seconds)
         if len(sleeps) == 2:
             raise KeyboardInterrupt

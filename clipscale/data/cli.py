@@ -116,10 +116,10 @@ def _emoji(args: argparse.Namespace) -> int:
     if args.json:
         emit({"out": args.out, "meta": meta})
         return 0
-    per_style = ", ".join(f"{s} {c['train']:,} train / {c['unseen']:,} unseen"
+    per_style = ", ".join(f"{s} {c['train']:,} train / {c['unseen']:,} held out"
                           for s, c in meta["samples"].items() if s in meta["styles"])
     concepts = meta["concepts"]
     print(f"wrote {concepts['total']:,} concepts ({concepts['train']:,} train, {concepts['unseen']:,} "
-          f"unseen) to {args.out}: {per_style} images ({meta['image_size']} px, skin-tone variants "
+          f"held out) to {args.out}: {per_style} images ({meta['image_size']} px, skin-tone variants "
           f"{meta['skin_tones']}); suite {args.out}/{meta['suite']}")
     return 0

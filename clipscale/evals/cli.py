@@ -79,18 +79,29 @@ def _handle_eval(args: argparse.Namespace) -> int:
     if target.is_dir() and not is_model_dir:
         if args.samples_seen is not None:
             raise ClipscaleError("--samples-seen applies to one checkpoint; a run directory records its own")
+        skipped: list[Path] = []
         try:
             with _run_lock(target):
-                records = evaluate_run(target, model=args.model, **common)
+                records = evaluate_run(target, model=args.model, on_skip=skipped.append, **common)
         except PartialEvaluation as exc:  # what was evaluated is written out before the error
             _write_records(exc.result, args.out, as_json=args.json)
             raise
+        finally:
+            _say_skipped(target, skipped, suite.name)
     elif target.is_file() or is_model_dir:
         records = evaluate_checkpoint(source, model=args.model, samples_seen=args.samples_seen, **common)
     else:
         raise ClipscaleError(f"{target}: no such checkpoint file or run directory")
     _write_records(records, args.out, as_json=args.json)
     return 0
+
+
+def _say_skipped(run_dir: Path, skipped: list[Path], suite: str) -> None:
+    """One stderr line for checkpoints already evaluated (stdout keeps only records, --json included)."""
+    if skipped:
+        results = run_dir / "results.jsonl"
+        print(f"{len(skipped)} checkpoint(s) already evaluated on suite {suite} ({results}): skipped; to "
+              "evaluate one again, remove its records from that file", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -130,9 +141,19 @@ def record_line(record: dict) -> str:
     """`tiny-S0 @ 6,400 samples  synth_shape zeroshot_classification: acc1 0.512, acc5 0.98, ...`"""
     seen = record.get("samples_seen")
     where = f" @ {seen:,} samples" if isinstance(seen, int) else ""
-    metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in record.get("metrics", {}).items())
+    metrics = ", ".join(_metric_text(k, v) for k, v in record.get("metrics", {}).items()
+                        if not (k == "acc5" and _undefined(v)))  # top-5 of < 5 classes: no such metric
     return f"{record.get('model')}{where}  {record.get('dataset')} {record.get('task')}: {metrics}"
+
+
+def _undefined(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _metric_text(name: str, value: object) -> str:
+    if _undefined(value):
+        return f"{name} n/a"
+    return f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
 
 
 def _handle_collection(args: argparse.Namespace, common: dict) -> int:

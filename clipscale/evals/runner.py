@@ -163,8 +163,10 @@ def evaluate_run(
     batch_size: int = 256,
     cache_dir: str | os.PathLike | None = None,
     model: str | None = None,
+    on_skip: Callable[[Path], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every checkpoint of a run; new records are appended to RUN_DIR/results.jsonl.
+    `on_skip` gets each checkpoint whose every (dataset, task) is already there (nothing to do).
 
     An open_clip_train run folder (logs/NAME/) is evaluated checkpoint by checkpoint too, but its
     records are only returned: clipscale never writes into another tool's folder (`clipscale
@@ -189,7 +191,10 @@ def evaluate_run(
     unusable: list[str] = []
     for ckpt in checkpoints:
         try:
-            records += evaluate_checkpoint(ckpt, **common, checkpoint_label=str(ckpt.relative_to(run_dir)))
+            new = evaluate_checkpoint(ckpt, **common, checkpoint_label=str(ckpt.relative_to(run_dir)))
+            if not new and on_skip is not None:
+                on_skip(ckpt)
+            records += new
         except CheckpointError as exc:  # one bad file: evaluate the others, then say so
             log.warning("skipped: %s", exc)
             unusable.append(str(exc))

@@ -88,7 +88,7 @@ def describe_fit(f: dict[str, Any]) -> str:
         head += f" on the {f['frontier']} frontier"
     head += link_text(f)
     if "error" in f:
-        return f"{head}: no fit ({f['error']})"
+        return f"{head}: no fit ({short_error(f['error'])})"
     p, ci = f["params"], f.get("ci", {})
     values = ", ".join(f"{k} {v:.3g}" for k, v in p.items())
     alpha_ci = f"alpha 95% CI [{ci['alpha'][0]:.3f}, {ci['alpha'][1]:.3f}], " if "alpha" in ci else ""
@@ -114,3 +114,55 @@ def left_out_text(left_out: dict[str, Any]) -> str:
     return (f"data-constrained: {left_out['runs']} of {left_out['of']} runs left out of the laws of compute "
             f"and the isoFLOP analysis (more than {limit} passes over their unique data, samples_seen / "
             f"data_size; [fit] max_passes = {limit}); laws with an input U of unique samples keep them")
+
+
+def short_error(error: str) -> str:
+    """A saved failure without the exception's class name (`ClipscaleError: `) and the verb's prefix."""
+    text = str(error)
+    head, sep, rest = text.partition(": ")
+    if sep and head.isidentifier() and head.endswith(("Error", "Exception")):
+        text = rest
+    return text.removeprefix("isoflop: ")
+
+
+def isoflop_line(o: dict[str, Any]) -> str:
+    """One distribution's isoFLOP analysis: each budget's N_opt (or `edge`), then the exponent or why none,
+    e.g. `synth_retrieval/image_retrieval_recall@5/uniform: C=40: 1.2, C=128: edge -> N_opt ∝ C^0.50 ...`."""
+    budgets = ", ".join(f"C={b['C']:.3g}: " + ("edge" if b.get("edge") else f"{b['N_opt']:.3g}")
+                        for b in o.get("budgets", []))
+    if o.get("a") is not None:
+        ci = o.get("a_ci")
+        exp = f" -> N_opt ∝ C^{o['a']:.2f} (95% CI " + (f"[{ci[0]:.2f}, {ci[1]:.2f}])" if ci else "n/a)")
+    else:
+        why = short_error(o.get("error") or "too few interior budgets").split(" (")[0]
+        exp = f" -> no exponent: {why}"
+    return f"{o['dataset']}/{o['metric']}/{o['distribution']}: {budgets}{exp}"
+
+
+def headline_isoflop(doc: dict[str, Any], primary: str) -> list[dict[str, Any]]:
+    """The isoFLOP analyses of the headline metric (the first of [fit] metrics) only: the others are
+    details, and nothing here knows a metric's chance level, so an exponent of a metric that never left
+    chance (the demo's 8-way shape accuracy) must not read as a finding."""
+    return [o for o in doc.get("isoflop", []) if o.get("metric") == primary]
+
+
+def no_fits_text(doc: dict[str, Any]) -> str:
+    """Why a fits.json document has no fitted law, e.g. `none (2 of 2 fits failed: ...)`."""
+    failed = doc.get("failed", [])
+    if failed:
+        first = failed[0]
+        return (f"none ({len(failed)} of {len(failed)} fits failed; {first['group']}: "
+                f"{short_error(first['error'])})")
+    left = doc.get("left_out") or {}
+    runs, of = int(left.get("runs", 0) or 0), left.get("of", 0)
+    missing = doc.get("missing_runs", [])
+    pending = f"; {len(missing)} run(s) not finished (`clipscale status` lists them)" if missing else ""
+    if not of:
+        metrics = ", ".join(doc.get("settings", {}).get("metrics", [])) or "?"
+        return f"none yet: no finished run has results for the [fit] metrics ({metrics}){pending}"
+    if runs and runs == of:
+        limit = max_passes_text(left.get("max_passes"))
+        return (f"none: all {of} run(s) with results are data-constrained (more than {limit} passes over "
+                f"their unique data) and left out of the laws of compute; [fit] max_passes = inf keeps "
+                f"them{pending}")
+    return f"none: too few runs to fit ({of - runs} with results){pending}"

@@ -7,6 +7,7 @@ import datetime as dt
 import html
 from typing import Any
 
+from clipscale.report import analysis
 from clipscale.report.analysis import bound_params, describe_fit, left_out_text, link_text, points_text
 
 CSS = """
@@ -165,31 +166,29 @@ def off_law_table(rows: list[dict[str, Any]]) -> str:
                   "ratio"], body)
 
 
-def _isoflop_finding(o: dict[str, Any]) -> str:
-    """The exponent of N_opt ∝ C^a, or where the optimum lies inside the ladder when there is no exponent."""
-    if o.get("a") is not None:
-        exponent = esc(_ci_text(o["a"], o.get("a_ci"), ".2f"))
-        return f"compute-optimal size N_opt ∝ C^{exponent} (isoFLOP parabolas)"
-    if not o.get("budgets"):
-        return ""
-    inside = [b for b in o["budgets"] if not b.get("edge")]
-    where = ", ".join(f"N_opt {num(b['N_opt'], '.3g')} M at C = {num(b['C'], 'g')}" for b in inside)
-    return (f"isoFLOP: {len(inside)} of {len(o['budgets'])} budgets have their optimum inside the ladder"
-            f"{' (' + where + ')' if where else ''}; no exponent N_opt ∝ C^a (it needs two)")
+def _findings(sections: list[dict[str, Any]], fits: dict[str, Any], primary: str) -> str:
+    """Every fitted law, then the isoFLOP analysis of the headline metric only, in the words `clipscale
+    run` prints (`clipscale.study.demo.summarize`); the other metrics' analyses are in their sections."""
+    laws = [f for s in sections for f in s["fits"]]
+    if not any("error" not in f for f in laws):
+        return f"<p>No fitted laws: {esc(analysis.no_fits_text(fits))}.</p>"
+    items = [f"<li>{esc(describe_fit(f))}</li>" for f in laws]
+    items += [f"<li>isoFLOP ({esc(primary)}): {esc(analysis.isoflop_line(o))}</li>"
+              for o in analysis.headline_isoflop(fits, primary)]
+    return f'<div class="finding"><ul>{"".join(items)}</ul></div>'
 
 
-def _findings(sections: list[dict[str, Any]]) -> str:
-    items = [f"<li>{esc(describe_fit(f))}</li>" for s in sections for f in s["fits"]]
-    for s in sections:
-        for o in s["isoflop"]:
-            line = _isoflop_finding(o)
-            if line:
-                target = f"{esc(s['dataset'])} {esc(s['metric'])} [{esc(o['distribution'])}]"
-                items.append(f"<li>{target}: {line}</li>")
-    return f'<div class="finding"><ul>{"".join(items)}</ul></div>' if items else "<p>No fits yet.</p>"
+def _isoflop_heading(metric: str, primary: str) -> str:
+    """The headline metric's isoFLOP analysis is a finding; any other metric's is labelled a detail."""
+    if metric == primary:
+        return "<h4>isoFLOP analysis: compute-optimal model size</h4>"
+    return (f"<h4>isoFLOP analysis of {esc(metric)} (detail, not a finding)</h4>"
+            f"<p>Only the headline metric's (the first of <code>[fit] metrics</code>, {esc(primary)}) is "
+            "among the findings. The report does not know this metric's chance level: an exponent of a "
+            "metric that stays near chance at every size means nothing.</p>")
 
 
-def _section(s: dict[str, Any]) -> str:
+def _section(s: dict[str, Any], primary: str) -> str:
     parts = [f"<h3>{esc(s['dataset'])} — {esc(s['metric'])}</h3>", img(s["scaling_png"], "error vs compute"),
              fits_table(s["fits"]), "<h4>Predictions for larger budgets</h4>", predictions_table(s["fits"])]
     check = extrapolation_table(s["fits"])
@@ -208,7 +207,7 @@ def _section(s: dict[str, Any]) -> str:
                   "95% CIs from the bootstrap refits (<code>clipscale compare</code>).</p>",
                   comparisons_table(s["comparisons"])]
     if s["isoflop"]:
-        parts += ["<h4>isoFLOP analysis: compute-optimal model size</h4>",
+        parts += [_isoflop_heading(s["metric"], primary),
                   "<p>Per compute budget a parabola of log error in log N through the budget's model sizes; "
                   "its vertex is N_opt. Budgets whose minimum lies at the smallest or largest size are "
                   "flagged and left out of the power laws N_opt ∝ C^a and D_opt ∝ C^b.</p>"]
@@ -236,6 +235,10 @@ def frontiers_text(fits: dict[str, Any]) -> str:
         laws = used.setdefault(str(f.get("frontier", "none")), [])
         if f["law"] not in laws:
             laws.append(f["law"])
+    if not used:  # no fit yet: the frontier each law will be fitted on
+        frontier = fits.get("settings", {}).get("frontier", "none")
+        for law in fits.get("settings", {}).get("laws", []):
+            used.setdefault("cherti" if law == "frontier" else str(frontier), []).append(law)
     if not used:
         return f"Frontier: {fits.get('settings', {}).get('frontier', 'none')}."
     return "Frontier: " + "; ".join(f"{fr} ({', '.join(laws)} law{'s' if len(laws) > 1 else ''})"
@@ -255,6 +258,7 @@ def _constrained(fits: dict[str, Any]) -> str:
 def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
            sections: list[dict[str, Any]], fits: dict[str, Any],
            notes: list[str] | tuple[str, ...] = ()) -> str:
+    primary = study.fit.metrics[0]  # the headline metric, as `clipscale run` prints it
     states = runs.state.value_counts().to_dict() if len(runs) else {}
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     runs_html = runs.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}") if len(runs) else ""
@@ -266,7 +270,7 @@ def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
         f"{esc(dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC'))}. {len(runs)} runs ({esc(summary)}), "
         f"{len(table)} evaluations. Compute C = forward GMACs per sample × samples seen.</p>",
         _status(runs, fits),
-        "<h2>Findings</h2>", _findings(sections),
+        "<h2>Findings</h2>", _findings(sections, fits, primary),
         "<p>Group names (DATASET/METRIC/DISTRIBUTION/LAW) are those of <code>fits.json</code> and of "
         "<code>clipscale predict OUTPUT_DIR/fits.json --group NAME --C X</code>.</p>",
         "<h2>The grid</h2>", img(figures["grid"], "grid") if "grid" in figures else "",
@@ -281,7 +285,7 @@ def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
         "bands: 95% bootstrap intervals (resampling runs).</p>",
         _constrained(fits),
         *(f'<p class="note">{esc(n)}</p>' for n in notes),
-        *(_section(s) for s in sections),
+        *(_section(s, primary) for s in sections),
         "<h2>Every number</h2>", f'<div class="scroll">{table_html}</div>',
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -54,29 +54,31 @@ def real_demo_study(out: str | Path, *, packages: str | Path | None = None) -> S
 
 
 def summarize(doc: dict[str, Any], *, primary: str) -> list[str]:
-    """The fitted laws, the isoFLOP analysis and the data-constrained check of a fits.json document."""
-    from clipscale.report.analysis import describe_fit, left_out_text
+    """The fitted laws, the isoFLOP analysis and the data-constrained check of a fits.json document; when
+    there is no law, why (the report says the same)."""
+    from clipscale.report import analysis
     from clipscale.study.extrapolation import describe as describe_check
 
-    lines = ["fitted laws (error vs compute C in GMACs, per training distribution):"]
-    lines += [f"  {describe_fit(f)}" for f in doc["fits"] + doc["failed"]]
+    head = "fitted laws (error vs compute C in GMACs, per training distribution):"
+    if not doc["fits"]:
+        lines = [f"fitted laws: {analysis.no_fits_text(doc)}"]
+        lines += [f"  {analysis.describe_fit(f)}" for f in doc["failed"][1:]]  # the first is in the reason
+    else:
+        lines = [head, *(f"  {analysis.describe_fit(f)}" for f in doc["fits"] + doc["failed"])]
     lines += [f"  {line}" for line in map(describe_check, doc["fits"]) if line]
-    if "left_out" in doc:
-        lines.append(f"  {left_out_text(doc['left_out'])}")
+    if "left_out" in doc and doc["left_out"].get("of"):
+        lines.append(f"  {analysis.left_out_text(doc['left_out'])}")
     lines += _comparisons(doc)
-    iso = [o for o in doc["isoflop"] if o["metric"] == primary]
+    iso = analysis.headline_isoflop(doc, primary)
     if iso:  # only grids with compute-matched groups have an isoFLOP analysis
         lines.append(f"isoFLOP analysis ({primary}; N_opt in M params; edge = minimum at the smallest or "
                      "largest size, excluded):")
-    for o in iso:
-        budgets = ", ".join(f"C={b['C']:.3g}: " + ("edge" if b.get("edge") else f"{b['N_opt']:.3g}")
-                            for b in o.get("budgets", []))
-        exp = (f" -> N_opt ∝ C^{o['a']:.2f} (95% CI {_ci(o.get('a_ci'))})" if o.get("a") is not None
-               else f" -> no exponent: {_short(o.get('error', 'too few interior budgets'))}")
-        lines.append(f"  {o['dataset']}/{o['metric']}/{o['distribution']}: {budgets}{exp}")
+    lines += [f"  {analysis.isoflop_line(o)}" for o in iso]
+    if not doc["fits"]:
+        return lines
     lines.append(f"data-constrained runs vs their distribution's law ({primary}; excluded from its fit):")
-    head = doc["fits"][0] if doc["fits"] else {}
-    target = (head.get("dataset"), head.get("metric"))
+    first = doc["fits"][0]
+    target = (first.get("dataset"), first.get("metric"))
     lines += [f"  {r['group']}: {r['model']} on {r['data_size']} samples x{r['repeats']:.0f}: error "
               f"{r['error']:.3f} = {r['ratio']:.2f}x the law's" for r in doc["off_law"]
               if (r.get("dataset"), r.get("metric")) == target] or ["  (none)"]
@@ -100,15 +102,6 @@ def _comparisons(doc: dict[str, Any]) -> list[str]:
                    else "no clear difference: the CI includes 0")
         lines.append(f"  {a} vs {b} at C={r['C']:.3g}: {r['difference']:+.3f} {ci}: {verdict}")
     return lines
-
-
-def _short(error: str) -> str:
-    """`1 of 4 compute budgets have an interior optimum`, without the exception name and the hints."""
-    return error.removeprefix("ClipscaleError: ").removeprefix("isoflop: ").split(" (")[0]
-
-
-def _ci(ci: Any) -> str:
-    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "n/a"
 
 
 def run_demo(*, out: str | Path = "clipscale-demo", jobs: int | None = None, real: bool = False,

@@ -28,6 +28,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -152,24 +153,44 @@ def _submit_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 class SlurmJobHandle:
     """A run's SLURM job as the runner's scheduling sees it: done() and result(), like a Future."""
 
     def __init__(self, executor: SlurmExecutor, run: Any, job_id: str, submitit_job: Any = None) -> None:
         self.executor, self.run, self.job_id, self.submitit_job = executor, run, job_id, submitit_job
         self.final: slurm_jobs.JobInfo | None = None
+        self._said_end = False
 
     def done(self) -> bool:
-        if self.submitit_job is not None:  # local/debug backend: no squeue to ask
-            return bool(self.submitit_job.done())
+        if self.submitit_job is not None:  # local/debug backend: no squeue to ask; submitit's state
+            ended = bool(self.submitit_job.done())
+            info = slurm_jobs.JobInfo(self.job_id, str(self.submitit_job.state), source="local")
+            slurm_jobs.update_record(self.run.run_dir, info)
+            if ended:
+                self.executor.tidy()
+                self._say_end(info)
+            return ended
         self.final = self.executor.tracker.ended(self.job_id)
         if self.final is not None:
             slurm_jobs.update_record(self.run.run_dir, self.final)
+            self._say_end(self.final)
         else:
             info = self.executor.tracker.info.get(self.job_id)
             if info is not None:
                 slurm_jobs.update_record(self.run.run_dir, info)
         return self.final is not None
+
+    def _say_end(self, info: slurm_jobs.JobInfo) -> None:
+        """One line when the job ends, so a terminal watching `clipscale run` sees more than the start."""
+        if not self._said_end:
+            self._said_end = True
+            node = f" on {info.node}" if info.node else ""
+            self.executor.log(f"{self.executor.kind} {self.job_id} of run {self.run.run_id} ended: "
+                              f"{info.state}{node}")
 
     def cancelled(self) -> bool:
         return False
@@ -217,7 +238,8 @@ class SlurmExecutor:
     prepares_locally = True
     poll_seconds = 5.0
 
-    def __init__(self, study: StudySpec, *, backend: str = "auto") -> None:
+    def __init__(self, study: StudySpec, *, backend: str = "auto",
+                 log: Callable[[str], None] = _stderr) -> None:
         if backend not in BACKENDS:
             raise ClipscaleError(f"unknown SLURM backend {backend!r}; valid: {', '.join(BACKENDS)}")
         cluster = {"auto": None, "slurm": "slurm", "local": "local", "debug": "debug"}[backend]
@@ -227,6 +249,9 @@ class SlurmExecutor:
                                                 slurm_max_num_timeout=study.slurm.max_requeue)
         self._executor.update_parameters(**_slurm_parameters(study))
         self.on_cluster = self._executor.cluster == "slurm"
+        self.backend = "slurm" if self.on_cluster else str(self._executor.cluster)
+        self.kind = "SLURM job" if self.on_cluster else f"{self.backend} job (submitit, no SLURM)"
+        self.log = log
         self.cpus = study.slurm.cpus_per_task
         self.nproc = max(1, study.slurm.gpus_per_node)
         self.nnodes = study.slurm.nodes
@@ -240,7 +265,7 @@ class SlurmExecutor:
         if not self.on_cluster:
             return {}
         recorded = {run.run_id: str(r["job_id"]) for run in runs
-                    if (r := slurm_jobs.read_record(run.run_dir)) is not None}
+                    if slurm_jobs.is_cluster_job(r := slurm_jobs.read_record(run.run_dir))}
         info = slurm_jobs.query_jobs(sorted(set(recorded.values()))) if recorded else {}
         return {run_id: job for run_id, job in recorded.items() if job in info and info[job].live}
 
@@ -253,9 +278,11 @@ class SlurmExecutor:
             if job_id is not None:
                 self.reattached.append(job_id)
                 self.tracker.watch(job_id)
+                self.log(f"run {run.run_id}: reattached to live SLURM job {job_id}")
                 return SlurmJobHandle(self, run, job_id)
             job = self._submit(fn, task)
-            slurm_jobs.write_record(run.run_dir, str(job.job_id))
+            slurm_jobs.write_record(run.run_dir, str(job.job_id), backend=self.backend)
+        self.log(f"run {run.run_id}: submitted as {self.kind} {job.job_id}; log {job.paths.stderr}")
         if not self.on_cluster:
             return SlurmJobHandle(self, run, str(job.job_id), submitit_job=job)
         self.tracker.watch(str(job.job_id))
@@ -277,5 +304,12 @@ class SlurmExecutor:
             raise ClipscaleError(f"sbatch refused the job of run {task.plan.run_id}: "
                                  f"{_sbatch_message(exc)} (check [slurm] in {self.study_path})") from None
 
+    def tidy(self) -> None:
+        """Remove the empty folder literally named `%j` that submitit's local executor makes from the
+        folder pattern (its jobs' files go to the job's own folder); SLURM substitutes %j itself."""
+        if not self.on_cluster:
+            with contextlib.suppress(OSError):
+                (self.folder / "%j").rmdir()  # only if empty
+
     def shutdown(self) -> None:
-        pass  # jobs belong to SLURM now; rerunning `clipscale run` reattaches to them
+        self.tidy()  # jobs belong to SLURM now; rerunning `clipscale run` reattaches to them

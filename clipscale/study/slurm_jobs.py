@@ -2,9 +2,11 @@
 
 Job record (`RUN_DIR/slurm_job.json`, written atomically by the submitting `clipscale run`):
 {"job_id", "state" (SLURM's, e.g. PENDING, RUNNING, COMPLETED), "node", "restarts", "submitted",
-"updated", "reason"}. It lets any later `clipscale run` or `clipscale status` find the run's job,
-from any login node: a rerun waits for a live job instead of submitting a duplicate, and resubmits a
-run only once SLURM no longer has its job.
+"updated", "reason", "backend"}. `backend` "local"/"debug" marks a job of submitit's local executor
+(`--slurm-backend local`): its id is a process id, its state submitit's (RUNNING, FINISHED,
+INTERRUPTED), and SLURM is never asked about it. The record lets any later `clipscale run` or
+`clipscale status` find the run's job, from any login node: a rerun waits for a live job instead of
+submitting a duplicate, and resubmits a run only once SLURM no longer has its job.
 
 SLURM is asked with `squeue` first (it also lists jobs that ended in the last MinJobAge seconds, with
 their final state) and `sacct` for jobs squeue no longer lists. Without accounting, `sacct` fails:
@@ -57,13 +59,19 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("job_id") else None
 
 
+def is_cluster_job(record: dict[str, Any] | None) -> bool:
+    """A record of a job SLURM knows (not one of submitit's local executor, whose id is a process id)."""
+    return record is not None and record.get("backend", "slurm") == "slurm"
+
+
 def write_record(run_dir: Path, job_id: str, *, state: str = "SUBMITTED", node: str = "", restarts: int = 0,
-                 reason: str = "") -> dict[str, Any]:
+                 reason: str = "", backend: str | None = None) -> dict[str, Any]:
     previous = read_record(run_dir) or {}
     same = previous.get("job_id") == job_id
     record = {"job_id": job_id, "state": state, "node": node or (previous.get("node", "") if same else ""),
               "restarts": restarts, "reason": reason,
-              "submitted": previous.get("submitted") if same else time.time(), "updated": time.time()}
+              "submitted": previous.get("submitted") if same else time.time(), "updated": time.time(),
+              "backend": backend or (previous.get("backend", "slurm") if same else "slurm")}
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(run_dir) / RECORD_FILE, record)
     return record

@@ -61,7 +61,8 @@ def _job_fields(run: RunPlan, jobs: dict[str, slurm_jobs.JobInfo] | None) -> dic
 
 def study_status(study: StudySpec) -> list[dict[str, Any]]:
     runs = plan(study)
-    ids = [str(r["job_id"]) for r in (slurm_jobs.read_record(run.run_dir) for run in runs) if r]
+    ids = [str(r["job_id"]) for r in (slurm_jobs.read_record(run.run_dir) for run in runs)
+           if slurm_jobs.is_cluster_job(r)]  # a local-backend job's id is a pid: never ask SLURM
     jobs = slurm_jobs.query_jobs(ids) if ids and slurm_jobs.slurm_available() else {}
     rows = [run_status(r, jobs) for r in runs]
     for row in rows:  # a run whose job waits in the queue is not a run never submitted

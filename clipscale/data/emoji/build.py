@@ -2,8 +2,8 @@
 
     DIR/train/<style>/00000.tar     training shards: train-split concepts only, one caption each
     DIR/train/all/00000.tar         the selected styles' training samples together (2+ styles)
-    DIR/eval/emoji_<style>_classification/   zero-shot classification over the unseen concepts' names
-    DIR/eval/emoji_<style>_retrieval/        zero-shot retrieval on the unseen concepts (all captions)
+    DIR/eval/emoji_<style>_classification/   zero-shot classification over the held-out concepts' names
+    DIR/eval/emoji_<style>_retrieval/        zero-shot retrieval on the held-out concepts (all captions)
     DIR/emoji_suite.toml            the suite for those eval sets
     DIR/manifest.csv                style, concept, hexcode, caption, group, subgroup, split, file, key
     DIR/LICENSES/ATTRIBUTION        art licences and authors, + the packages' licence files
