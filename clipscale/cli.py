@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -125,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 0 if args.verb is None else 2
+    configure_logging()
     try:
         return int(handler(args) or 0)
     except ClipscaleError as exc:
@@ -141,6 +143,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the environment, not a bug: a read-only or full directory, a missing path
         print(f"clipscale: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
+
+
+class _LineFormatter(logging.Formatter):
+    """`warning: MESSAGE`, as the verbs' own warnings read."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def configure_logging() -> None:
+    """Warnings on stderr as one `warning: ...` line each, unless the caller configured logging already.
+
+    Without this, the first `logging.info` of a library (open_clip's create_model) installs the default
+    `WARNING:clipscale.study.grid:...` format on the root logger, mid-run."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def os_error_line(exc: OSError) -> str:

@@ -180,3 +180,17 @@ def test_an_unknown_flag_shows_the_verbs_usage(argv, verb, hint, capsys):
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"{verb}: error: unrecognized arguments: "), last
     assert (hint in last) if hint else "did you mean" not in last
+
+
+def test_warnings_are_one_warning_line_even_after_a_library_logs_info() -> None:
+    """open_clip's `logging.info` would install Python's default `WARNING:clipscale.study.grid:` format
+    mid-run; the CLI's logging gives `warning: ...` lines throughout (a fresh interpreter: pytest has
+    its own handlers on the root logger)."""
+    import subprocess
+    import sys
+
+    code = ("import logging; from clipscale.cli import configure_logging; configure_logging(); "
+            "logging.info('a library'); logging.getLogger('clipscale.study.grid').warning('rounded up')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=True)
+    assert done.stderr == "warning: rounded up\n"

@@ -257,3 +257,17 @@ def test_edge_only_at_the_ends_of_the_ladder() -> None:
     doc = isoflop(pd.DataFrame(rows), C="C", N="N", y="L", window=3)
     assert [b["edge"] for b in doc["budgets"]] == [False, False, False]
     assert doc["budgets"][0]["N_opt"] == pytest.approx(n[1], rel=1e-6)
+
+
+def test_an_ill_conditioned_budget_gives_no_stray_rank_warning() -> None:
+    """Sizes too close to tell apart (as a bootstrap resample can draw) make np.polyfit warn RankWarning,
+    whose source line leaked into `clipscale run`'s output; the vertex and edge rule judge such a
+    budget, in silence."""
+    import warnings
+
+    from clipscale.fit.analyses.isoflop import parabola_optimum
+
+    x = np.log(np.array([1.0, 1.0 + 1e-9, 1.0 + 2e-9, 1.0 + 3e-9])) + 30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parabola_optimum(x, np.array([0.5, 0.4, 0.45, 0.5]))["N_opt"] > 0
