@@ -143,7 +143,8 @@ def test_flops_cli_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["flops", "ViT-Q-99"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    assert "ViT-Q-99" in err and "tiny-S0" in err and "ViT-B-32" in err
+    assert "ViT-Q-99" in err and "did you mean" in err and "ViT-B-32" in err  # the closest names first
+    assert "`clipscale models` lists all" in err  # not all of them, inline
     assert main(["flops", "tiny-S0", "--image-size", "0"]) == 2
 
 
