@@ -14,3 +14,11 @@ class ClipscaleError(Exception):
 class CheckpointError(ClipscaleError):
     """One checkpoint file cannot be used (unreadable, refused as unsafe, or non-finite weights): a run
     directory's other checkpoints are still evaluated."""
+
+
+def error_line(exc: BaseException, limit: int = 500) -> str:
+    """One line for a recorded failure (a run's state, a fit the report lists): a ClipscaleError's own
+    message, which names the file and field; any other exception with its type, since that is a bug's
+    first clue."""
+    text = str(exc) if isinstance(exc, ClipscaleError) else f"{type(exc).__name__}: {exc}"
+    return (text.splitlines() or [type(exc).__name__])[0][:limit]

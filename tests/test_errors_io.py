@@ -204,3 +204,25 @@ def test_keep_write_error_recovers_enospc_behind_torch_runtime_error() -> None:
     assert info.value.errno == errno.ENOSPC
     message = str(write_error(info.value, "/ckpt/dir/latest.pt"))
     assert message == "no space left on /ckpt/dir (writing latest.pt)"
+
+
+def test_a_recorded_failure_is_the_errors_own_line() -> None:
+    """A run's state and the report quote a ClipscaleError as its message (it names the file and field),
+    and any other exception with its type: a bug's first clue."""
+    from clipscale.errors import error_line
+
+    assert error_line(ClipscaleError("train_data: shard a.tar does not exist\nmore")) == \
+        "train_data: shard a.tar does not exist"
+    assert error_line(ValueError("bad")) == "ValueError: bad"
+    assert len(error_line(RuntimeError("x" * 900))) == 500
+
+
+def test_predict_on_a_file_that_is_no_saved_fit_says_what_it_expected(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = tmp_path / "results.csv"
+    table.write_text("C,acc1\n1,0.5\n")
+    assert main(["predict", str(table), "--C", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{table}: cannot read a saved fit" in err and "not JSON" in err
+    assert main(["predict", str(tmp_path / "nofits.json"), "--C", "1"]) == 2
+    assert "nofits.json: no such file; expected a saved fit" in capsys.readouterr().err

@@ -132,6 +132,7 @@ def test_run_ends_with_results_fits_and_report(finished: Path) -> None:
                       f"{target}/uniform/power", f"{target}/zipf/power"]
     text = (out / "report.html").read_text()
     assert "Complete: all 25 runs" in text and f"<code>{target}/uniform/frontier</code>" in text
+    assert "<td>NaN</td>" not in text and "<td>None</td>" not in text  # e.g. no compute group: a dash
 
 
 def test_predict_reads_the_study_fits(finished: Path, capsys) -> None:

@@ -26,10 +26,14 @@ def _read_document(path: Path) -> tuple[Any, list[dict[str, Any]]]:
     """The checked entries of a saved-fit document (clipscale.fit.saved)."""
     import json
 
+    what = "a saved fit (the JSON of `clipscale fit --save`, or a study's fits.json)"
+    if not path.is_file():
+        raise ClipscaleError(f"{path}: no such file; expected {what}")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ClipscaleError(f"{path}: cannot read a saved fit ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not JSON"
+        raise ClipscaleError(f"{path}: cannot read {what}: {reason}") from None
     return doc, check_fits_document(doc, str(path))
 
 

@@ -261,8 +261,10 @@ def render(*, study: Any, runs: Any, table: Any, figures: dict[str, bytes],
     primary = study.fit.metrics[0]  # the headline metric, as `clipscale run` prints it
     states = runs.state.value_counts().to_dict() if len(runs) else {}
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-    runs_html = runs.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}") if len(runs) else ""
-    table_html = (table.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}") if len(table)
+    runs_html = (runs.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", na_rep="—")
+                 if len(runs) else "")  # a blank, not NaN / None: no compute group, no value
+    table_html = (table.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", na_rep="—")
+                  if len(table)
                   else "<p>No evaluations yet.</p>")
     body = [
         f"<h1>Scaling study: {esc(study.name)}</h1>",

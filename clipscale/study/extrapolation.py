@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from clipscale.errors import error_line
+
 GROUP_DEX = 0.05  # budgets within this many dex of the largest form the largest compute group
 LEVEL = 0.95
 MIN_EXTRA_POINTS = 2  # runs left for the refit beyond the law's free parameters
@@ -61,8 +63,7 @@ def check_largest(rows: Any, *, inputs: dict[str, str], n_params: int, on_fronti
     try:
         result = refit(held)
     except Exception as exc:  # too few frontier points, no convergence: the check says why
-        return _unavailable(f"the refit without the largest compute group failed: "
-                            f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return _unavailable(f"the refit without the largest compute group failed: {error_line(exc)}")
     runs = [str(r) for r in group.run_id]
     if on_frontier:
         group = group.loc[[group.error.idxmin()]]

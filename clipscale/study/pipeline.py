@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from clipscale.errors import error_line
 from clipscale.fit.groups import study_group
 from clipscale.progress import Progress, prefixed
 from clipscale.study.spec import StudySpec
@@ -127,7 +128,7 @@ def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: Study
                 failed.append({"group": names[d], "dataset": dataset, "metric": metric, "distribution": d,
                                "law": law, "frontier": study.fit.frontier,
                                "n_runs": int(sub.run_id.nunique()),
-                               "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+                               "error": error_line(exc)})
         if not per_group and not failed:
             raise
     else:
@@ -188,7 +189,7 @@ def isoflop_target(points: Any, *, dataset: str, metric: str, study: StudySpec) 
         except ImportError as exc:
             entry["error"] = f"isoFLOP analysis unavailable: {exc}"
         except Exception as exc:  # fewer than two budgets with an interior optimum: no exponent, say why
-            entry.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0], a=None, b=None,
+            entry.update(error=error_line(exc), a=None, b=None,
                          budgets=_budgets_alone(sub, study.fit.n_column))
         out.append(entry)
     return out

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipscale.errors import ClipscaleError
+from clipscale.errors import ClipscaleError, error_line
 from clipscale.io import atomic_write_json, atomic_write_text, dumps, fsync_dir, read_jsonl, remove_stale_tmp
 from clipscale.study import hooks as default_hooks
 from clipscale.study.executors import Stopped, signal_name
@@ -173,7 +173,7 @@ def execute_run(task: RunTask) -> dict[str, Any]:
             raise
         except Exception as exc:  # a failed run must not stop the study
             (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            error = error_line(exc)
             write_state(run_dir, "failed", error=error, seconds=round(time.time() - start, 2))
             return _outcome(task, "failed", start, error)
         write_state(run_dir, "finished", seconds=round(time.time() - start, 2), eval_id=task.eval_id,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from clipscale.errors import ClipscaleError
+from clipscale.errors import ClipscaleError, error_line
 from clipscale.study.executors import (
     EXECUTORS,
     WorkerDied,
@@ -68,7 +68,7 @@ def _mark_failed(run: RunPlan, error: str) -> dict[str, Any]:
 
 
 def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    return error_line(exc)
 
 
 def schedule(exe: Any, study: StudySpec, runs: list[RunPlan], *, hooks: Hooks, retry_failed: bool,

@@ -207,7 +207,8 @@ def _as_vector(v: object, name: str) -> np.ndarray:
         arr = np.asarray(v, dtype=float).reshape(-1)
     except (TypeError, ValueError):
         raise ClipscaleError(f"{name}: expected numbers") from None
-    _check_rows(~np.isfinite(arr), name, "must be a finite number (missing or NaN?)")
+    _check_rows(~np.isfinite(arr), name, "must be a finite number (missing or NaN? rows of another task or "
+                "dataset lack it: select rows with --where)")
     return arr
 
 
