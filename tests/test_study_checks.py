@@ -334,3 +334,22 @@ def test_local_study_with_shards_not_here_is_refused_at_plan_time(tmp_path: Path
                                                    f"shard {tmp_path / 'shards' / '00001.tar'} "), err
     assert "does not exist" in err
     assert not (tmp_path / "s").exists()  # no output dir, no eval sets, no run
+
+
+def test_a_failing_distribution_leaves_the_others_fits_as_they_were(tmp_path: Path) -> None:
+    """When one distribution cannot be fitted, the others are fitted alone; each keeps the seed it has in
+    the joint fit (its place among the distributions), so its CI is the same as when nothing failed."""
+    import pandas as pd
+
+    from clipscale.study.pipeline import fit_stage
+
+    base = _demo_table(repeated=False)
+    zipf = base.assign(distribution="zipf", run_id=base.run_id + "-z",
+                       **{"image_retrieval_recall@5": 1 - (1 - base["image_retrieval_recall@5"]) * 1.05})
+    broken = zipf.iloc[:1].assign(distribution="zzz", run_id="lonely")  # one point: no law fits
+    study = _fit_study(tmp_path, "check_largest = false\n")
+    both = fit_stage(study, pd.concat([base, zipf]))
+    three = fit_stage(study, pd.concat([base, zipf, broken]))
+    assert [f["distribution"] for f in three["failed"]] == ["zzz"]
+    ci = {f["distribution"]: f["ci"] for f in both["fits"]}
+    assert {f["distribution"]: f["ci"] for f in three["fits"]} == ci

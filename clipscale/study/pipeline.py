@@ -60,7 +60,7 @@ def _rows_for(points: Any, inputs: tuple[str, ...]) -> Any:
 
 
 def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudySpec,
-              progress: Progress | None = None) -> Any:
+              progress: Progress | None = None, seed: int = 0) -> Any:
     from clipscale.fit.laws import get_law
     from clipscale.fit.table import fit_table_results
     from clipscale.report.analysis import is_loss
@@ -74,7 +74,7 @@ def _fit_call(rows: Any, *, law: str, metric: str, by: str | None, study: StudyS
         kwargs["fix"] = fix
     return fit_table_results(rows, law=law, y=metric, error=not is_loss(metric), loss=is_loss(metric),
                              by=by, where=None, bootstrap=study.fit.bootstrap, holdout=None, loo=False,
-                             seed=0, run="run_id", huber_delta=1e-3, link=study.fit.link,
+                             seed=seed, run="run_id", huber_delta=1e-3, link=study.fit.link,
                              objective=study.fit.objective, progress=progress, **kwargs)
 
 
@@ -120,9 +120,9 @@ def fit_target(points: Any, *, dataset: str, metric: str, law: str, study: Study
         differences = doc.get("differences", [])
     except Exception:  # one group failed: fit each alone so the others still count, the failure is shown
         per_group, differences, failed = [], [], []
-        for d, sub in rows.groupby("distribution", sort=True):
-            try:
-                doc, ((_, r, g),) = _fit_call(sub, law=law, metric=metric, by=None, study=study)
+        for i, (d, sub) in enumerate(rows.groupby("distribution", sort=True)):
+            try:  # seed i, as the i-th group of the joint call (fit_table_results): the same fit either way
+                doc, ((_, r, g),) = _fit_call(sub, law=law, metric=metric, by=None, study=study, seed=i)
                 per_group.append(({**doc["fits"][0], "group": d}, r, g))
             except Exception as exc:  # too few points, no convergence: shown in the report
                 failed.append({"group": names[d], "dataset": dataset, "metric": metric, "distribution": d,
