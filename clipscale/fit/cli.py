@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from clipscale.jsonout import add_json_flag
@@ -153,7 +154,6 @@ def _register_reproduce(subparsers: Any) -> None:
 def _fit(args: argparse.Namespace) -> int:
     from clipscale.fit.plot import check_figure_path
     from clipscale.fit.table import column, fit_table_results, leave_out_passes, load_table
-    from clipscale.io import dumps
     from clipscale.progress import print_progress
 
     if args.plot:
@@ -202,16 +202,25 @@ def _fit(args: argparse.Namespace) -> int:
             x = {k: column(rows, getattr(args, k), k) for k in keys}
             series.append((g, r, x, 1 - yv if args.error else yv))
         plot_table_fits(args.plot, series, x_label=args.C or "C", y_label="error" if args.error else args.y)
+    from clipscale.fit.text import print_fit_text
+
+    return emit_document(doc, passes_note, as_json=args.json, print_text=print_fit_text)
+
+
+def emit_document(doc: dict[str, Any], passes_note: dict[str, Any] | None, *, as_json: bool,
+                  print_text: Callable[[dict[str, Any]], None]) -> int:
+    """The end of `fit`, `compare` and `isoflop`: the `--max-passes` note in the document (`passes`), then
+    the document as JSON or as its text with the note after it."""
+    from clipscale.io import dumps
+
     if passes_note:
         doc["passes"] = passes_note
-    if args.json:
+    if as_json:
         print(dumps(doc, indent=2))
-    else:
-        from clipscale.fit.text import print_fit_text
-
-        print_fit_text(doc)
-        if passes_note:
-            print(f"note: {passes_note['text']}")
+        return 0
+    print_text(doc)
+    if passes_note:
+        print(f"note: {passes_note['text']}")
     return 0
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from clipscale.fit.cli import add_law_options, add_max_passes_option, add_plot_option, parse_fix
+from clipscale.fit.cli import (
+    add_law_options,
+    add_max_passes_option,
+    add_plot_option,
+    emit_document,
+    parse_fix,
+)
 from clipscale.jsonout import add_json_flag
 
 
@@ -37,7 +43,6 @@ def _compare(args: argparse.Namespace) -> int:
     from clipscale.errors import ClipscaleError
     from clipscale.fit.analyses.compare import compare_saved, compare_table, is_saved_fits
     from clipscale.fit.table import leave_out_passes, load_table
-    from clipscale.io import dumps
     from clipscale.progress import print_progress
 
     passes_note = None
@@ -58,17 +63,9 @@ def _compare(args: argparse.Namespace) -> int:
             frontier=args.frontier, fix=parse_fix(args.fix), link=args.link, objective=args.objective,
             frontier_bins=args.frontier_bins, fit_where=args.fit_where, progress=print_progress,
         )
-    if passes_note:
-        doc["passes"] = passes_note
-    if args.json:
-        print(dumps(doc, indent=2))
-    else:
-        from clipscale.fit.text import print_compare_text
+    from clipscale.fit.text import print_compare_text
 
-        print_compare_text(doc)
-        if passes_note:
-            print(f"note: {passes_note['text']}")
-    return 0
+    return emit_document(doc, passes_note, as_json=args.json, print_text=print_compare_text)
 
 
 def _register_isoflop(subparsers: Any) -> None:
@@ -104,7 +101,6 @@ def _isoflop(args: argparse.Namespace) -> int:
     from clipscale.fit.analyses.isoflop import isoflop, plot_isoflop
     from clipscale.fit.plot import check_figure_path
     from clipscale.fit.table import leave_out_passes, load_table
-    from clipscale.io import dumps
 
     if args.plot:
         check_figure_path(args.plot)
@@ -125,17 +121,10 @@ def _isoflop(args: argparse.Namespace) -> int:
     )
     if args.plot:
         plot_isoflop(doc, df, args.plot)
-    if passes_note:
-        doc["passes"] = passes_note
-    if args.json:
-        print(dumps(doc, indent=2))
-        return 0
     from clipscale.fit.text import print_isoflop_text
 
-    print_isoflop_text(doc, k=args.k)
-    if passes_note:
-        print(f"note: {passes_note['text']}")
-    return 0
+    return emit_document(doc, passes_note, as_json=args.json,
+                         print_text=lambda d: print_isoflop_text(d, k=args.k))
 
 
 def _window(text: str | None) -> dict[str, Any]:
