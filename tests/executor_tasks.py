@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 HEAVY = ("torch", "open_clip", "clipscale.train.loop", "clipscale.evals.runner")
 
@@ -39,3 +40,13 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def process_alive(pid: int) -> bool:
+    """A live process (a zombie waiting for a reaper does not count); Linux /proc. For the executor and
+    interrupt tests, which watch workers and drivers die."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -17,21 +17,12 @@ import pytest
 
 from clipscale.errors import ClipscaleError
 from clipscale.study.executors import START_METHOD_ENV, ProcessExecutor, import_modules, start_method
-from tests.executor_tasks import HEAVY, sleep_and_record, worker_view
+from tests.executor_tasks import HEAVY, process_alive, sleep_and_record, worker_view
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_FORKSERVER = "forkserver" in mp.get_all_start_methods()
 needs_forkserver = pytest.mark.skipif(not HAS_FORKSERVER, reason="no forkserver start method here")
 linux = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-
-
-def _alive(pid: int) -> bool:
-    """A live process (a zombie waiting for a reaper does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _parent(pid: int) -> int:
@@ -57,7 +48,7 @@ def test_workers_fork_from_a_single_threaded_server_with_the_heavy_modules_loade
         executor.shutdown()
     assert view["loaded"] == dict.fromkeys(HEAVY, True)  # imported by the server, not by the task
     server = view["ppid"]
-    assert server != os.getpid() and _alive(server)
+    assert server != os.getpid() and process_alive(server)
     assert len(os.listdir(f"/proc/{server}/task")) == 1  # it forks: no thread of its own beside main
     assert view["cuda_initialized"] is False
     assert view["torch_threads"] == 1  # the slot's threads, not the server's OpenMP default
@@ -119,9 +110,9 @@ def test_a_busy_worker_dies_with_its_sigkilled_driver(method: str, tmp_path: Pat
         driver.kill()
         driver.wait()
         deadline = time.time() + 30
-        while _alive(worker) and time.time() < deadline:
+        while process_alive(worker) and time.time() < deadline:
             time.sleep(0.05)
-        assert not _alive(worker), "the worker outlived its driver"
+        assert not process_alive(worker), "the worker outlived its driver"
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)

@@ -30,6 +30,7 @@ from clipscale.study.results import build_results_table
 from clipscale.study.runner import run_study
 from clipscale.study.spec import load_study
 from clipscale.study.state import effective_state, read_state
+from tests.executor_tasks import process_alive
 from tests.study_fakes import FAKE_HOOKS, fake_flops
 
 ROOT = Path(__file__).parents[1]
@@ -95,15 +96,6 @@ def _wait_until_training(study, proc: subprocess.Popen, n: int) -> None:
     raise AssertionError(f"never saw {n} run(s) training: {proc.communicate()}")
 
 
-def _alive(pid: int) -> bool:
-    """A live process (a zombie waiting for a reaper does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _worker_pids(study, executor_pid: int) -> set[int]:
     return {e["pid"] for r in plan(study) for e in _events(r.run_dir)} - {executor_pid}
 
@@ -164,7 +156,7 @@ def test_signal_stops_study_leaves_runs_resumable(study, jobs: int, sig: signal.
     assert all(line.startswith("start ") for line in lines if line not in reported), err
     assert all(r.run_id in reported[0] for r in interrupted)  # the start lines name them too
     assert all(read_state(r.run_dir)["state"] == "interrupted" for r in interrupted)
-    assert not [p for p in _worker_pids(study, proc.pid) if _alive(p)]  # workers went with the executor
+    assert not [p for p in _worker_pids(study, proc.pid) if process_alive(p)]  # went with the executor
     _rerun_completes(study, jobs, interrupted)
 
 
@@ -181,7 +173,7 @@ def test_sigterm_to_the_whole_process_group_fails_no_run(study) -> None:
     (reported,) = [line for line in err.splitlines() if "interrupted by SIGTERM" in line]
     assert f"{len(interrupted)} run(s) left resumable" in reported, err  # not taken for dead workers
     assert all(r.run_id in reported for r in interrupted), err
-    assert not [p for p in _worker_pids(study, proc.pid) if _alive(p)]
+    assert not [p for p in _worker_pids(study, proc.pid) if process_alive(p)]
     _rerun_completes(study, 2, interrupted)
 
 
@@ -194,9 +186,9 @@ def test_sigkilled_parallel_executor_leaves_no_orphan_marking_runs_finished(stud
     workers = _worker_pids(study, proc.pid)
     assert len(workers) == 2
     deadline = time.time() + 30
-    while time.time() < deadline and any(_alive(p) for p in workers):
+    while time.time() < deadline and any(process_alive(p) for p in workers):
         time.sleep(0.05)
-    assert not [p for p in workers if _alive(p)], "orphan workers outlived the executor"
+    assert not [p for p in workers if process_alive(p)], "orphan workers outlived the executor"
     assert {r.run_id for r in plan(study) if _events(r.run_dir)} == started  # orphans took no new run
     interrupted = _check_after_stop(study)
     assert 1 <= len(interrupted) <= 2
