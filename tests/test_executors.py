@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from clipscale.errors import ClipscaleError
-from clipscale.study.executors import START_METHOD_ENV, ProcessExecutor, import_modules, start_method
+from clipscale.study.executors import START_METHOD_ENV, ProcessExecutor, start_method
+from clipscale.study.worker import import_modules
 from tests.executor_tasks import HEAVY, process_alive, sleep_and_record, worker_view
 
 ROOT = Path(__file__).resolve().parents[1]

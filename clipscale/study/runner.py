@@ -26,10 +26,10 @@ from typing import Any
 from clipscale.errors import ClipscaleError, error_line
 from clipscale.io import atomic_write_json, atomic_write_text, dumps, fsync_dir, read_jsonl, remove_stale_tmp
 from clipscale.study import hooks as default_hooks
-from clipscale.study.executors import Stopped, signal_name
 from clipscale.study.grid import RunPlan, format_plan, plan, stream_world_size
 from clipscale.study.spec import DatasetSpec, StudySpec
 from clipscale.study.state import effective_state, hold_lock, read_state, write_state
+from clipscale.study.worker import Stopped, signal_name
 
 EVAL_SEED = 1_000_003  # eval sets are drawn with a seed no training set uses
 

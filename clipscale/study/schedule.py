@@ -14,14 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from clipscale.errors import ClipscaleError, error_line
-from clipscale.study.executors import (
-    EXECUTORS,
-    WorkerDied,
-    WorkerInterrupted,
-    WorkerStopping,
-    make_local_executor,
-)
-from clipscale.study.executors import signal_name as _signal_name
+from clipscale.study.executors import EXECUTORS, WorkerDied, make_local_executor
 from clipscale.study.grid import RunPlan
 from clipscale.study.runner import (
     Hooks,
@@ -35,6 +28,8 @@ from clipscale.study.runner import (
 )
 from clipscale.study.spec import StudySpec
 from clipscale.study.state import effective_state, lock_holder, read_state, write_state
+from clipscale.study.worker import WorkerInterrupted, WorkerStopping
+from clipscale.study.worker import signal_name as _signal_name
 
 
 def make_executor(name: str, study: StudySpec, *, jobs: int | None, slurm_backend: str = "auto") -> Any:
