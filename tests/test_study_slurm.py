@@ -19,7 +19,8 @@ from clipscale.io import read_jsonl
 from clipscale.study.cli import run_exit_status
 from clipscale.study.grid import plan
 from clipscale.study.hooks import torchrun_command
-from clipscale.study.runner import RunTask, execute_run, prepare_dataset, prepare_eval, run_study
+from clipscale.study.prepare import prepare_dataset, prepare_eval
+from clipscale.study.runner import RunTask, execute_run, run_study
 from clipscale.study.slurm import SlurmExecutor, _slurm_parameters, job_outcome
 from clipscale.study.slurm_jobs import JobTracker, read_record, write_record
 from clipscale.study.spec import load_study

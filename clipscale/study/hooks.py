@@ -1,7 +1,7 @@
 """The stage calls a study run makes (train, evaluate, generate data), behind plain functions.
 
 They import their stage lazily, so worker processes and `clipscale --help` stay light, and tests can
-swap them for instrumented ones through `runner.Hooks`.
+swap them for instrumented ones through `Hooks` (below).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -165,3 +167,13 @@ def _interrupted_since(summary_path: Path, since: float) -> bool:
         return fresh and json.loads(summary_path.read_text(encoding="utf-8")).get("state") == "interrupted"
     except (OSError, ValueError, AttributeError):
         return False
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The stage functions a run calls; module-level callables, so tasks pickle to worker processes."""
+
+    train: Callable[..., Any] = train
+    evaluate: Callable[..., Any] = evaluate
+    train_data: Callable[..., Any] = write_train_data
+    eval_data: Callable[..., Any] = write_eval_data

@@ -16,16 +16,15 @@ from typing import Any
 from clipscale.errors import ClipscaleError, error_line
 from clipscale.study.executors import EXECUTORS, WorkerDied, make_local_executor
 from clipscale.study.grid import RunPlan
-from clipscale.study.runner import (
-    Hooks,
-    RunTask,
+from clipscale.study.hooks import Hooks
+from clipscale.study.prepare import (
     discard_partial_builds,
     eval_datasets,
     eval_identity,
-    execute_run,
     prepare_dataset,
     prepare_eval,
 )
+from clipscale.study.runner import RunTask, execute_run
 from clipscale.study.spec import StudySpec
 from clipscale.study.state import effective_state, lock_holder, read_state, write_state
 from clipscale.study.worker import WorkerInterrupted, WorkerStopping

@@ -24,8 +24,9 @@ PRELOAD_MODULES = (  # what a run's task imports: torch, open_clip, the train/ev
     "numpy",
     "torch",
     "open_clip",
-    "clipscale.study.runner",  # a task's function (execute_run, prepare_dataset) and its hooks
+    "clipscale.study.runner",  # a run task's function (execute_run)
     "clipscale.study.hooks",
+    "clipscale.study.prepare",  # prepare_dataset: a data-building task
     "clipscale.train",
     "clipscale.train.loop",
     "clipscale.train.session",
