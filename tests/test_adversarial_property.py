@@ -113,7 +113,8 @@ COLUMNS = ["compute", "acc1", "dataset", "params", "samples_seen", "final"]
        rows=st.lists(st.lists(cells, min_size=0, max_size=5), max_size=6))
 def test_results_table_reader_and_fit_reject_malformed_tables_in_one_line(
         tmp_path: Path, suffix: str, columns: list[str], rows: list[list[str]]) -> None:
-    from clipscale.fit.table import fit_table, load_table
+    from clipscale.fit.rows import load_table
+    from clipscale.fit.table import fit_table
 
     path = tmp_path / f"t{suffix}"
     if suffix == ".csv":

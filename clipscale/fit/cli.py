@@ -46,7 +46,7 @@ def add_plot_option(p: Any, name: str, what: str) -> None:
 
 
 def add_max_passes_option(p: Any) -> None:
-    """`--max-passes N` (fit, compare, isoflop): one meaning, `clipscale.fit.table.leave_out_passes`."""
+    """`--max-passes N` (fit, compare, isoflop): one meaning, `clipscale.fit.rows.leave_out_passes`."""
     p.add_argument(
         "--max-passes",
         type=float,
@@ -153,7 +153,8 @@ def _register_reproduce(subparsers: Any) -> None:
 
 def _fit(args: argparse.Namespace) -> int:
     from clipscale.fit.plot import check_figure_path
-    from clipscale.fit.table import column, fit_table_results, leave_out_passes, load_table
+    from clipscale.fit.rows import column, leave_out_passes, load_table
+    from clipscale.fit.table import fit_table_results
     from clipscale.progress import print_progress
 
     if args.plot:

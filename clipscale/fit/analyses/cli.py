@@ -42,7 +42,7 @@ def _register_compare(subparsers: Any) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from clipscale.errors import ClipscaleError
     from clipscale.fit.analyses.compare import compare_saved, compare_table, is_saved_fits
-    from clipscale.fit.table import leave_out_passes, load_table
+    from clipscale.fit.rows import leave_out_passes, load_table
     from clipscale.progress import print_progress
 
     passes_note = None
@@ -100,7 +100,7 @@ def _register_isoflop(subparsers: Any) -> None:
 def _isoflop(args: argparse.Namespace) -> int:
     from clipscale.fit.analyses.isoflop import isoflop, plot_isoflop
     from clipscale.fit.plot import check_figure_path
-    from clipscale.fit.table import leave_out_passes, load_table
+    from clipscale.fit.rows import leave_out_passes, load_table
 
     if args.plot:
         check_figure_path(args.plot)

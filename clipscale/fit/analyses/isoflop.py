@@ -36,7 +36,7 @@ import pandas as pd
 
 from clipscale.errors import ClipscaleError
 from clipscale.fit.estimation.bootstrap import CI_LEVEL
-from clipscale.fit.table import check_key_column, column, filter_rows
+from clipscale.fit.rows import check_key_column, column, filter_rows
 
 _RANK_WARNING = getattr(getattr(np, "exceptions", np), "RankWarning", Warning)
 
